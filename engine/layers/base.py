@@ -1,0 +1,84 @@
+"""The layer contract every node of a model follows.
+
+A layer is built from its spec and the shapes of its inputs (without the batch
+dimension) and knows its output shape at once, so shape inference needs no tensor.
+The Model then hands it views into its flat parameter and gradient storage
+(`bind`), fills the parameters (`reset_parameters`), and calls:
+
+  forward(x, training)  -> y        keeps in `self` what backward needs
+  backward(dy)          -> dx       OVERWRITES self.grads[...] (never accumulates);
+                                    gradients of a tensor read by several layers are
+                                    summed by the Model, not by the layers
+
+Merge layers (add, concat) take and return lists instead (see `Merge`).
+Parameter and buffer names and shapes are exactly torch.nn's, in torch.nn's order.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+Shape = tuple[int, ...]
+
+
+class ShapeError(ValueError):
+    """A layer cannot take the shape it is given; the Model adds which layer."""
+
+
+class Layer:
+    kind: ClassVar[str]
+    merge: ClassVar[bool] = False
+
+    def __init__(self, spec, in_shapes: list[Shape]):
+        self.spec = spec
+        self.in_shapes = in_shapes
+        self.out_shape: Shape = self.infer(in_shapes)
+        self.params: dict[str, Tensor] = {}
+        self.grads: dict[str, Tensor] = {}
+        self.buffers: dict[str, Tensor] = {}
+
+    # -- shapes -------------------------------------------------------------------------
+    def infer(self, in_shapes: list[Shape]) -> Shape:
+        """Output shape (no batch dim); raise ShapeError naming what is wrong."""
+        return in_shapes[0]
+
+    def param_shapes(self) -> dict[str, Shape]:
+        return {}
+
+    def buffer_shapes(self) -> dict[str, tuple[Shape, torch.dtype | None]]:
+        """name -> (shape, dtype or None for the model's dtype)."""
+        return {}
+
+    # -- storage and init ---------------------------------------------------------------
+    def bind(self, params: dict[str, Tensor], grads: dict[str, Tensor], buffers: dict[str, Tensor]) -> None:
+        self.params, self.grads, self.buffers = params, grads, buffers
+
+    def reset_parameters(self, init: str, gain: float, generator: torch.Generator) -> None:
+        """Fill params/buffers; `init` and `gain` come from the spec or the consumer activation."""
+
+    def fans(self) -> tuple[int, int]:
+        """(fan_in, fan_out) of the weight, as torch.nn.init computes them."""
+        raise NotImplementedError
+
+    # -- math ---------------------------------------------------------------------------
+    def forward(self, x: Tensor, training: bool) -> Tensor:
+        raise NotImplementedError
+
+    def backward(self, dy: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.in_shapes} -> {self.out_shape})"
+
+
+class Merge(Layer):
+    """A layer of several inputs: forward(xs, training) -> y, backward(dy) -> [dx per input]."""
+    merge = True
+
+    def forward(self, xs: list[Tensor], training: bool) -> Tensor:  # type: ignore[override]
+        raise NotImplementedError
+
+    def backward(self, dy: Tensor) -> list[Tensor]:  # type: ignore[override]
+        raise NotImplementedError

@@ -1,0 +1,50 @@
+"""Linear: Z = X W^T + b  (torch stores W as [out, in])."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..init import init_bias, init_weight
+from .base import Layer, Shape, ShapeError
+
+
+class Linear(Layer):
+    kind = "linear"
+
+    def infer(self, in_shapes: list[Shape]) -> Shape:
+        (shape,) = in_shapes
+        if len(shape) != 1:
+            raise ShapeError(f"linear expects (N, features) input, got (N, {', '.join(map(str, shape))}); "
+                             "add a flatten layer before it")
+        return (self.spec.out_features,)
+
+    def param_shapes(self) -> dict[str, Shape]:
+        shapes = {"weight": (self.spec.out_features, self.in_shapes[0][0])}
+        if self.spec.bias:
+            shapes["bias"] = (self.spec.out_features,)
+        return shapes
+
+    def fans(self) -> tuple[int, int]:
+        return self.in_shapes[0][0], self.spec.out_features
+
+    def reset_parameters(self, init: str, gain: float, generator: torch.Generator) -> None:
+        fan_in, fan_out = self.fans()
+        init_weight(self.params["weight"], init, gain, fan_in, fan_out, generator)
+        if "bias" in self.params:
+            init_bias(self.params["bias"], init, fan_in, generator)
+
+    def forward(self, x: Tensor, training: bool) -> Tensor:
+        self.x = x                                    # (N, in)
+        w = self.params["weight"]                     # (out, in)
+        if "bias" in self.params:
+            return torch.addmm(self.params["bias"], x, w.t())   # (N, in) @ (in, out) + (out,) -> (N, out)
+        return x @ w.t()
+
+    def backward(self, dy: Tensor) -> Tensor:
+        # dy: (N, out)
+        torch.mm(dy.t(), self.x, out=self.grads["weight"])      # (out, N) @ (N, in) -> (out, in)
+        if "bias" in self.grads:
+            torch.sum(dy, 0, out=self.grads["bias"])             # (out,)
+        dx = dy @ self.params["weight"]                          # (N, out) @ (out, in) -> (N, in)
+        self.x = None
+        return dx

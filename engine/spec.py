@@ -1,0 +1,361 @@
+"""Spec types: what a user sends as JSON, as pydantic models.
+
+Layer `type` is the snake_case of the PyTorch layer and fields use PyTorch's
+constructor argument names and defaults, so `{"type": "linear", "out_features": 10}`
+reads like `nn.Linear(in_features, 10)` with `in_features` inferred from the input.
+Losses, optimizers and schedules follow torch.nn / torch.optim the same way.
+
+Every union is discriminated on `type`, so the OpenAPI schema (Swagger) lists the
+whole catalogue with fields and defaults, and a bad spec is a 422 pointing at the field.
+Structural rules of the graph (names, inputs, merges, softmax placement) are checked
+here; shape rules need the input shape and live in `engine.model.plan`.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+INPUT = "input"  # the name a DAG layer uses in `inputs` to read the model's input
+
+InitName = Literal["xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "zeros", "torch_default"]
+# an int or an (h, w) pair, as torch's Conv2d / MaxPool2d accept
+Size2 = Union[Annotated[int, Field(ge=1)], tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]]
+Pad2 = Union[Annotated[int, Field(ge=0)], tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]]
+
+
+def pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- layers
+class LayerBase(Spec):
+    name: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="Layer name; in a DAG it prefixes the layer's weights (`block1.weight`) "
+                    "and is what other layers list in `inputs`.")
+    inputs: list[str] | None = Field(
+        None, min_length=1,
+        description="Names of the layers feeding this one (`input` is the model input). "
+                    "Absent: the previous layer. Giving it anywhere makes the spec a DAG.")
+
+
+class Linear(LayerBase):
+    type: Literal["linear"]
+    out_features: int = Field(ge=1, le=1_000_000)
+    bias: bool = True
+    init: InitName | None = Field(None, description="Absent: He for layers feeding ReLU, "
+                                                    "Xavier for tanh/sigmoid, else torch_default.")
+
+
+class Conv2d(LayerBase):
+    type: Literal["conv2d"]
+    out_channels: int = Field(ge=1, le=65_536)
+    kernel_size: Size2
+    stride: Size2 = 1
+    padding: Pad2 = 0
+    bias: bool = True
+    init: InitName | None = None
+
+
+class MaxPool2d(LayerBase):
+    type: Literal["maxpool2d"]
+    kernel_size: Size2
+    stride: Size2 | None = Field(None, description="Absent: kernel_size, as in torch.")
+    padding: Pad2 = 0
+
+
+class AvgPool2d(LayerBase):
+    type: Literal["avgpool2d"]
+    kernel_size: Size2
+    stride: Size2 | None = None
+    padding: Pad2 = 0
+
+
+class Flatten(LayerBase):
+    type: Literal["flatten"]
+    start_dim: int = 1
+    end_dim: int = -1
+
+
+class BatchNorm(LayerBase):
+    """BatchNorm1d on (N, C) input, BatchNorm2d on (N, C, H, W): chosen by input rank."""
+    type: Literal["batchnorm"]
+    eps: float = Field(1e-5, gt=0, le=1)
+    momentum: float = Field(0.1, gt=0, le=1)
+    affine: bool = True
+
+
+class LayerNorm(LayerBase):
+    """Normalizes over the last dimension."""
+    type: Literal["layernorm"]
+    eps: float = Field(1e-5, gt=0, le=1)
+    elementwise_affine: bool = True
+
+
+class Dropout(LayerBase):
+    type: Literal["dropout"]
+    p: float = Field(0.5, ge=0, lt=1)
+
+
+class ReLU(LayerBase):
+    type: Literal["relu"]
+
+
+class LeakyReLU(LayerBase):
+    type: Literal["leaky_relu"]
+    negative_slope: float = Field(0.01, ge=0, lt=1)
+
+
+class Sigmoid(LayerBase):
+    type: Literal["sigmoid"]
+
+
+class Tanh(LayerBase):
+    type: Literal["tanh"]
+
+
+class GELU(LayerBase):
+    type: Literal["gelu"]
+    approximate: Literal["none", "tanh"] = "none"
+
+
+class Softmax(LayerBase):
+    """Only as the final layer, to output probabilities; train on logits instead."""
+    type: Literal["softmax"]
+    dim: int = -1
+
+
+class Add(LayerBase):
+    """Elementwise sum of its inputs (a residual connection)."""
+    type: Literal["add"]
+
+
+class Concat(LayerBase):
+    """Concatenation of its inputs along `dim` (1 = features / channels)."""
+    type: Literal["concat"]
+    dim: int = 1
+
+
+LayerSpec = Annotated[
+    Union[Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, BatchNorm, LayerNorm, Dropout,
+          ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax, Add, Concat],
+    Field(discriminator="type"),
+]
+MERGE_TYPES = ("add", "concat")
+ACTIVATION_TYPES = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax")
+
+
+class ModelSpec(Spec):
+    layers: list[LayerSpec] = Field(min_length=1, max_length=1000)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [{
+        "layers": [
+            {"type": "linear", "out_features": 64, "init": "he_normal"},
+            {"type": "relu"},
+            {"type": "dropout", "p": 0.1},
+            {"type": "linear", "out_features": 3},
+        ]}]})
+
+    @property
+    def is_dag(self) -> bool:
+        return any(layer.inputs is not None for layer in self.layers)
+
+    def keys(self) -> list[str]:
+        """The state_dict prefix of each layer: its index in a sequence, its name in a DAG."""
+        if not self.is_dag:
+            return [str(i) for i in range(len(self.layers))]
+        return [layer.name or str(i) for i, layer in enumerate(self.layers)]
+
+    def input_keys(self) -> list[list[str]]:
+        """For each layer, the keys (or INPUT) of the layers it reads."""
+        keys = self.keys()
+        out = []
+        for i, layer in enumerate(self.layers):
+            if layer.inputs is not None:
+                out.append(list(layer.inputs))
+            else:
+                out.append([keys[i - 1] if i else INPUT])
+        return out
+
+    @model_validator(mode="after")
+    def _check_graph(self) -> "ModelSpec":
+        keys = self.keys()
+        seen: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            if k == INPUT:
+                raise ValueError(f"layers[{i}]: name {k!r} is reserved for the model input")
+            if k in seen:
+                raise ValueError(f"layers[{i}]: name {k!r} is already used by layers[{seen[k]}]; "
+                                 "names must be unique")
+            seen[k] = i
+        consumed: set[str] = set()
+        for i, (layer, ins) in enumerate(zip(self.layers, self.input_keys())):
+            for src in ins:
+                if src != INPUT and (src not in seen or seen[src] >= i):
+                    valid = [INPUT] + keys[:i]
+                    raise ValueError(f"layers[{i}] ({layer.type}): input {src!r} is not an earlier layer; "
+                                     f"valid inputs here: {valid}")
+                consumed.add(src)
+            if layer.type in MERGE_TYPES and len(ins) < 2:
+                raise ValueError(f"layers[{i}] ({layer.type}): a merge needs at least 2 inputs, got {ins}")
+            if layer.type not in MERGE_TYPES and len(ins) != 1:
+                raise ValueError(f"layers[{i}] ({layer.type}): takes exactly 1 input, got {ins}")
+            if layer.type == "softmax" and i != len(self.layers) - 1:
+                raise ValueError(f"layers[{i}] (softmax): softmax is only allowed as the final layer")
+        for i, k in enumerate(keys[:-1]):
+            if self.is_dag and k not in consumed:
+                raise ValueError(f"layers[{i}] ({self.layers[i].type}): output {k!r} is never used; "
+                                 "every layer but the last must feed another")
+        return self
+
+
+# ----------------------------------------------------------------------------- losses
+class CrossEntropyLoss(Spec):
+    """Softmax cross-entropy on logits with integer class labels (torch.nn.CrossEntropyLoss)."""
+    type: Literal["cross_entropy"]
+    label_smoothing: float = Field(0.0, ge=0, le=1)
+
+
+class MSELoss(Spec):
+    type: Literal["mse"]
+
+
+class L1Loss(Spec):
+    type: Literal["l1"]
+
+
+class HuberLoss(Spec):
+    type: Literal["huber"]
+    delta: float = Field(1.0, gt=0)
+
+
+class BCEWithLogitsLoss(Spec):
+    """Binary cross-entropy on logits, targets in [0, 1] (torch.nn.BCEWithLogitsLoss)."""
+    type: Literal["bce_with_logits"]
+
+
+def _type_from_str(v: Any) -> Any:
+    return {"type": v} if isinstance(v, str) else v
+
+
+LossSpec = Annotated[
+    Union[CrossEntropyLoss, MSELoss, L1Loss, HuberLoss, BCEWithLogitsLoss],
+    Field(discriminator="type"),
+    BeforeValidator(_type_from_str),
+]
+
+
+# ----------------------------------------------------------------------------- optimizers
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
+
+class SGD(Spec):
+    type: Literal["sgd"]
+    lr: float = Field(1e-3, gt=0, le=100)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    dampening: float = Field(0.0, ge=0, le=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _nesterov(self) -> "SGD":
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("nesterov momentum requires momentum > 0 and dampening = 0 "
+                             f"(got momentum={self.momentum}, dampening={self.dampening})")
+        return self
+
+
+class RMSprop(Spec):
+    type: Literal["rmsprop"]
+    lr: float = Field(1e-2, gt=0, le=100)
+    alpha: float = Field(0.99, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0, le=1)
+    weight_decay: float = Field(0.0, ge=0, le=10)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    centered: bool = False
+
+
+class Adam(Spec):
+    type: Literal["adam"]
+    lr: float = Field(1e-3, gt=0, le=100)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0, le=1)
+    weight_decay: float = Field(0.0, ge=0, le=10)
+    amsgrad: bool = False
+
+
+class AdamW(Spec):
+    type: Literal["adamw"]
+    lr: float = Field(1e-3, gt=0, le=100)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0, le=1)
+    weight_decay: float = Field(1e-2, ge=0, le=10)
+    amsgrad: bool = False
+
+
+OptimizerSpec = Annotated[
+    Union[SGD, RMSprop, Adam, AdamW],
+    Field(discriminator="type"),
+    BeforeValidator(_type_from_str),
+]
+
+
+# ----------------------------------------------------------------------------- schedules
+class ScheduleBase(Spec):
+    """Schedules advance once per optimizer step; all step counts are optimizer steps."""
+    warmup_steps: int = Field(0, ge=0, description="Linear warmup from warmup_start_factor·lr to lr.")
+    warmup_start_factor: float = Field(1 / 3, gt=0, le=1)
+
+
+class ConstantLR(ScheduleBase):
+    type: Literal["constant"]
+
+
+class StepLR(ScheduleBase):
+    type: Literal["step"]
+    step_size: int = Field(ge=1)
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class ExponentialLR(ScheduleBase):
+    type: Literal["exponential"]
+    gamma: float = Field(gt=0, le=1)
+
+
+class CosineAnnealingLR(ScheduleBase):
+    type: Literal["cosine"]
+    t_max: int | None = Field(None, ge=1, description="Absent: the total number of training steps "
+                                                      "after warmup.")
+    eta_min: float = Field(0.0, ge=0)
+
+
+ScheduleSpec = Annotated[
+    Union[ConstantLR, StepLR, ExponentialLR, CosineAnnealingLR],
+    Field(discriminator="type"),
+    BeforeValidator(_type_from_str),
+]
+
+
+# ----------------------------------------------------------------------------- training
+class EarlyStopping(Spec):
+    monitor: Literal["val_loss", "val_accuracy", "val_mae", "val_r2", "train_loss"] = "val_loss"
+    patience: int = Field(5, ge=1, le=10_000)
+    min_delta: float = Field(0.0, ge=0)
+    restore_best: bool = Field(True, description="Finish with the weights of the best epoch.")
+
+
+class TrainConfig(Spec):
+    epochs: int = Field(10, ge=1, le=100_000)
+    batch_size: int = Field(32, ge=1, le=1_000_000)
+    validation_split: float = Field(0.2, ge=0, lt=1, description="Fraction of rows held out "
+                                                                 "(the last rows after a seeded shuffle).")
+    shuffle: bool = True
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    grad_clip_norm: float | None = Field(None, gt=0, description="Global-norm gradient clipping.")
+    schedule: ScheduleSpec = ConstantLR(type="constant")
+    early_stopping: EarlyStopping | None = None
