@@ -1,0 +1,96 @@
+"""SQLAlchemy 2 tables, shared by api/ and worker/. Changing them means a new migration."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # HMAC-SHA256 of the key, hex
+    prefix: Mapped[str] = mapped_column(String(16))                 # first characters, for display
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    format: Mapped[str] = mapped_column(String(8))             # csv | npz
+    task: Mapped[str] = mapped_column(String(16))              # classification | regression
+    n_rows: Mapped[int] = mapped_column(Integer)
+    input_shape: Mapped[list[Any]] = mapped_column()           # per sample: [F] or [C, H, W]
+    n_outputs: Mapped[int] = mapped_column(Integer)            # classes, or target columns
+    target: Mapped[str | None] = mapped_column(String(200))    # CSV target column name
+    feature_names: Mapped[list[Any] | None] = mapped_column(default=None)
+    classes: Mapped[list[Any] | None] = mapped_column(default=None)  # original labels, index = class id
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(500))             # tensor file, relative to artifacts_dir
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
+                      Index("ix_jobs_owner_created", "owner_id", "created_at"))
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued running succeeded failed cancelled
+    request: Mapped[dict[str, Any]] = mapped_column()          # the validated submission: model, loss, ...
+    device: Mapped[str] = mapped_column(String(8))             # auto | cpu | cuda (as requested)
+    queue: Mapped[str] = mapped_column(String(16))             # broker queue it is sent to
+    n_parameters: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # worker starts so far
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)   # last handed to the broker
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    worker_host: Mapped[str | None] = mapped_column(String(200), default=None)
+    worker_device: Mapped[str | None] = mapped_column(String(100), default=None)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int | None] = mapped_column(Integer, default=None)
+    fraction: Mapped[float] = mapped_column(Float, default=0.0)
+    latest_metrics: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    result: Mapped[dict[str, Any] | None] = mapped_column(default=None)  # summary of the finished fit
+    error_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    checkpoint_path: Mapped[str | None] = mapped_column(String(500), default=None)
+    weights_path: Mapped[str | None] = mapped_column(String(500), default=None)
+
+
+class JobMetric(Base):
+    """One row per finished epoch: the metrics dict of engine.fit, gradient health included."""
+    __tablename__ = "job_metrics"
+    __table_args__ = (UniqueConstraint("job_id", "epoch"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    train_loss: Mapped[float | None] = mapped_column(Float)
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
