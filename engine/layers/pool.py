@@ -1,0 +1,70 @@
+"""MaxPool2d and AvgPool2d on (N, C, H, W), floor mode, dilation 1, as torch.nn's defaults.
+
+Max pooling routes each output's gradient to the input element that won its window
+(aten records the winners' flat indices); average pooling spreads it evenly over the
+window, counting padded zeros in the divisor (count_include_pad=True, torch's default).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..spec import pair
+from .base import Layer, Shape, ShapeError
+from .conv import conv_out
+
+
+class _Pool2d(Layer):
+    def _geometry(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+        kernel = pair(self.spec.kernel_size)
+        stride = pair(self.spec.stride) if self.spec.stride is not None else kernel  # absent: kernel_size
+        return kernel, stride, pair(self.spec.padding)
+
+    def infer(self, in_shapes: list[Shape]) -> Shape:
+        (shape,) = in_shapes
+        if len(shape) != 3:
+            raise ShapeError(f"{self.kind} expects (N, C, H, W) input, got (N, {', '.join(map(str, shape))})")
+        c, h, w = shape
+        (kh, kw), (sh, sw), (ph, pw) = self._geometry()
+        if 2 * ph > kh or 2 * pw > kw:
+            raise ShapeError(f"padding {ph}x{pw} must be at most half of kernel_size {kh}x{kw} "
+                             f"(torch's rule: padding <= kernel_size / 2)")
+        if kh > h + 2 * ph or kw > w + 2 * pw:
+            raise ShapeError(f"kernel {kh}x{kw} is larger than the padded input {h + 2 * ph}x{w + 2 * pw} "
+                             f"(input {h}x{w}, padding {ph}x{pw}); use a smaller kernel_size or more padding")
+        return (c, conv_out(h, kh, sh, ph), conv_out(w, kw, sw, pw))
+
+
+class MaxPool2d(_Pool2d):
+    kind = "maxpool2d"
+
+    def forward(self, x: Tensor, training: bool) -> Tensor:
+        kernel, stride, padding = self._geometry()
+        y, self.indices = torch.ops.aten.max_pool2d_with_indices(x, kernel, stride, padding)  # (N, C, H', W') x2
+        self.x = x                      # (N, C, H, W): aten's backward reads its shape and layout
+        return y
+
+    def backward(self, dy: Tensor) -> Tensor:
+        # dx[n, c, argmax of window] += dy[n, c, window]  (overlapping windows add up)
+        kernel, stride, padding = self._geometry()
+        dx = torch.ops.aten.max_pool2d_with_indices_backward(
+            dy, self.x, kernel, stride, padding, [1, 1], False, self.indices)   # (N, C, H, W)
+        self.x = self.indices = None
+        return dx
+
+
+class AvgPool2d(_Pool2d):
+    kind = "avgpool2d"
+
+    def forward(self, x: Tensor, training: bool) -> Tensor:
+        kernel, stride, padding = self._geometry()
+        self.x = x                      # (N, C, H, W): aten's backward reads its shape and layout
+        return F.avg_pool2d(x, kernel, stride, padding, ceil_mode=False, count_include_pad=True)
+
+    def backward(self, dy: Tensor) -> Tensor:
+        # dx[n, c, window] += dy[n, c, out] / (kh * kw) for every window covering the element
+        kernel, stride, padding = self._geometry()
+        dx = torch.ops.aten.avg_pool2d_backward(dy, self.x, kernel, stride, padding, False, True, None)
+        self.x = None
+        return dx
