@@ -1,0 +1,35 @@
+"""The job submission, shared: the API validates it, stores it as JSON, the worker re-reads it."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from engine.spec import Adam, LossSpec, ModelSpec, OptimizerSpec, TrainConfig
+
+DTYPES = {"float32": "float32", "float64": "float64"}
+
+
+class JobRequest(TrainConfig):
+    """A training job: a dataset, a network, a loss, an optimizer and the training settings."""
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [{
+        "dataset_id": "3f1c2a9e-8d0b-4b8e-9c55-2f8e2a1b7c10",
+        "model": {"layers": [
+            {"type": "linear", "out_features": 32},
+            {"type": "relu"},
+            {"type": "linear", "out_features": 3}]},
+        "loss": "cross_entropy",
+        "optimizer": {"type": "adam", "lr": 0.01},
+        "epochs": 20, "batch_size": 32, "validation_split": 0.2, "seed": 0, "device": "auto",
+    }]})
+
+    dataset_id: str = Field(min_length=1, max_length=64)
+    model: ModelSpec
+    loss: LossSpec
+    optimizer: OptimizerSpec = Adam(type="adam")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="cuda: the gpu queue; cpu: the cpu queue; auto: whichever worker is free.")
+    dtype: Literal["float32", "float64"] = "float32"
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig.model_validate(self.model_dump(include=set(TrainConfig.model_fields)))

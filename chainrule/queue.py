@@ -1,0 +1,70 @@
+"""The Celery app configuration shared by the API (which sends by task name) and the worker.
+
+Embedded mode uses kombu's filesystem transport under CHAINRULE_DATA_DIR/broker: no server,
+and two instances with different data dirs never meet. Production uses Redis.
+Jobs are recovered by the janitor (chainrule.janitor), not by broker redelivery, so the
+behaviour is the same on every transport.
+"""
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from .settings import Settings
+
+TRAIN_TASK = "chainrule.train"
+QUEUES = ("cpu", "gpu", "auto")  # `auto` is consumed by every worker: whichever is free takes it
+
+
+def queue_for(device: str) -> str:
+    """Broker queue for a job's requested device: cuda -> gpu, cpu -> cpu, auto -> auto."""
+    return {"cuda": "gpu", "cpu": "cpu", "auto": "auto"}[device]
+
+
+def _broker_options(settings: Settings) -> dict:
+    if not settings.embedded_broker:
+        return {"visibility_timeout": 12 * 3600}
+    root = settings.broker_dir
+    for sub in ("queue", "processed", "control"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(root / "queue"),
+        "data_folder_out": str(root / "queue"),
+        "processed_folder": str(root / "processed"),
+        "control_folder": str(root / "control"),
+        "store_processed": False,
+        "polling_interval": settings.broker_poll_interval_s,
+    }
+
+
+def celery_app(settings: Settings) -> Celery:
+    """One app per broker (and per embedded store), built on first use."""
+    key = (settings.broker_url, str(settings.broker_dir), settings.broker_poll_interval_s)
+    if key not in _APPS:
+        _APPS[key] = _make_app(settings)
+    return _APPS[key]
+
+
+_APPS: dict[tuple, Celery] = {}
+
+
+def _make_app(settings: Settings) -> Celery:
+    app = Celery("chainrule", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json", accept_content=["json"], result_serializer="json",
+        task_ignore_result=True, result_backend=None,
+        task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
+        task_queues=[Queue(q, routing_key=q) for q in QUEUES], task_default_queue="auto",
+        task_create_missing_queues=False,
+        broker_transport_options=_broker_options(settings),
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False, worker_send_task_events=False,
+        broker_pool_limit=10,
+    )
+    return app
+
+
+def enqueue(settings: Settings, job_id: str, queue: str) -> None:
+    """Hand a committed job to the broker; raises if the broker is unreachable (the janitor resends)."""
+    celery_app(settings).send_task(TRAIN_TASK, args=[job_id], queue=queue, routing_key=queue,
+                                   retry=False)
