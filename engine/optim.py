@@ -1,0 +1,330 @@
+"""Optimizers with torch.optim's exact update rules, written on raw tensors.
+
+Each update below is the single-tensor (foreach=False, fused=False) variant of
+torch/optim/{sgd,rmsprop,adam}.py, op for op, so a run matches torch.optim to the
+last bits. No autograd, no torch.optim.
+
+Storage: every state buffer (`exp_avg`, `momentum_buffer`, ...) is ONE flat tensor
+of all parameters' elements, with a per-parameter view of it. When the parameters
+tile one contiguous 1-D base tensor in order (as `Model.flat_params` does), `step`
+runs each update once on the whole flat buffer: a handful of kernels per step
+however many parameters there are. Otherwise it runs the same update per
+parameter on the views. Both give the same numbers.
+
+    opt = make({"type": "adam", "lr": 1e-3}, model.parameters())
+    opt.lr = schedule.lr_at(opt.steps)      # the caller sets lr before each step
+    clip_grad_norm_(model.flat_grads, 1.0)  # optional
+    opt.step(model.grads())                 # or opt.step(model.flat_grads)
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping
+
+import torch
+from pydantic import TypeAdapter
+from torch import Tensor
+
+from .spec import SGD, Adam, AdamW, OptimizerSpec, RMSprop
+
+_ADAPTER: TypeAdapter = TypeAdapter(OptimizerSpec)
+
+
+def parse(spec: Any) -> SGD | RMSprop | Adam | AdamW:
+    """An OptimizerSpec from a model, a dict or a bare type name like "adam"."""
+    if isinstance(spec, (SGD, RMSprop, Adam, AdamW)):
+        return spec
+    return _ADAPTER.validate_python(spec)
+
+
+def flat_base(tensors: list[Tensor]) -> Tensor | None:
+    """The 1-D contiguous tensor that `tensors` tile exactly, in order; None if they don't.
+
+    True for `Model.parameters()` / `Model.grads()` (views of flat_params / flat_grads).
+    """
+    if not tensors:
+        return None
+    t0 = tensors[0]
+    base = t0 if t0._base is None else t0._base
+    if base.dim() != 1 or not base.is_contiguous():
+        return None
+    offset = base.storage_offset()
+    for t in tensors:
+        if (t if t._base is None else t._base) is not base or not t.is_contiguous() \
+                or t.storage_offset() != offset:
+            return None
+        offset += t.numel()
+    return base if offset == base.storage_offset() + base.numel() else None
+
+
+class Optimizer:
+    """Base: state layout, step dispatch (flat or per parameter), state_dict."""
+    name: ClassVar[str]
+
+    def __init__(self, spec: Any, params: Mapping[str, Tensor]):
+        self.spec = spec
+        self.lr: float = float(spec.lr)
+        self.steps: int = 0  # optimizer steps taken (torch's state["step"])
+        if not params:
+            raise ValueError("optimizer got no parameters; expected a non-empty {name: tensor} dict")
+        self.names: list[str] = list(params)
+        self.params: list[Tensor] = [params[k] for k in self.names]
+        p0 = self.params[0]
+        for k, p in zip(self.names, self.params):
+            if not isinstance(p, Tensor) or not p.is_floating_point():
+                raise ValueError(f"parameter {k!r} must be a floating-point tensor, got "
+                                 f"{getattr(p, 'dtype', type(p).__name__)}")
+            if p.dtype != p0.dtype or p.device != p0.device:
+                raise ValueError(f"parameter {k!r} is {p.dtype} on {p.device} but {self.names[0]!r} is "
+                                 f"{p0.dtype} on {p0.device}; all parameters must share dtype and device")
+        self.dtype, self.device = p0.dtype, p0.device
+        self.numel = sum(p.numel() for p in self.params)
+        self._flat_params = flat_base(self.params)  # (numel,) or None
+        self._offsets: list[int] = []
+        off = 0
+        for p in self.params:
+            self._offsets.append(off)
+            off += p.numel()
+        # state buffers, each (numel,), and per-parameter views of them
+        self.state: dict[str, Tensor] = {b: self._zeros() for b in self.buffer_names()}
+        self._state_views = [{b: self._view(t, i) for b, t in self.state.items()}
+                             for i in range(len(self.params))]
+        self._scratch: list[Tensor] = []       # 2 flat temporaries, allocated on first step
+        self._scratch_views: list[list[Tensor]] = []
+        self._grad_objs: list[Tensor] | None = None  # grads seen last step (identity cache)
+        self._grad_flat: Tensor | None = None        # their flat base, if they have one
+        self._gather: Tensor | None = None           # flat copy of non-flat grads
+
+    # -- layout helpers -----------------------------------------------------------------
+    def _zeros(self) -> Tensor:
+        return torch.zeros(self.numel, dtype=self.dtype, device=self.device)
+
+    def _view(self, flat: Tensor, i: int) -> Tensor:
+        p = self.params[i]
+        return flat[self._offsets[i]:self._offsets[i] + p.numel()].view(p.shape)
+
+    def buffer_names(self) -> list[str]:
+        """State buffers this configuration keeps (torch's state key names)."""
+        raise NotImplementedError
+
+    # -- the update ---------------------------------------------------------------------
+    def _update(self, p: Tensor, g: Tensor, s: dict[str, Tensor], tmp_g: Tensor, tmp_d: Tensor) -> None:
+        """One torch update on p (in place) with gradient g (read only).
+
+        p, g, every s[...] and the scratch tensors tmp_g / tmp_d have the same shape:
+        either the whole flat (numel,) buffer or one parameter's view.
+        """
+        raise NotImplementedError
+
+    def _flat_grads(self, grads: Mapping[str, Tensor] | Tensor) -> Tensor | list[Tensor]:
+        """The grads as one flat tensor when possible, else a list in parameter order."""
+        if isinstance(grads, Tensor):
+            if grads.dim() != 1 or grads.numel() != self.numel or not grads.is_contiguous():
+                raise ValueError(f"a flat gradient must be a contiguous 1-D tensor of {self.numel} "
+                                 f"elements (the parameter count), got shape {tuple(grads.shape)}")
+            return grads
+        if len(grads) != len(self.names):
+            self._check_keys(grads)
+        try:
+            objs = [grads[k] for k in self.names]
+        except KeyError:
+            self._check_keys(grads)
+            raise
+        cached = self._grad_objs
+        if cached is None or len(cached) != len(objs) or any(a is not b for a, b in zip(objs, cached)):
+            for k, p, g in zip(self.names, self.params, objs):
+                if tuple(g.shape) != tuple(p.shape) or g.dtype != p.dtype or g.device != p.device:
+                    raise ValueError(f"gradient {k!r} is {tuple(g.shape)} {g.dtype} on {g.device}; "
+                                     f"the parameter is {tuple(p.shape)} {p.dtype} on {p.device}")
+            self._grad_objs, self._grad_flat = objs, flat_base(objs)
+        if self._grad_flat is not None:
+            return self._grad_flat
+        if self._flat_params is not None:  # gather once, then update flat
+            if self._gather is None:
+                self._gather = self._zeros()
+            return torch.cat([g.reshape(-1) for g in objs], out=self._gather)
+        return objs
+
+    def _check_keys(self, grads: Mapping[str, Tensor]) -> None:
+        missing = [k for k in self.names if k not in grads]
+        unexpected = [k for k in grads if k not in set(self.names)]
+        if missing or unexpected:
+            raise KeyError(f"gradients do not match the parameters: missing {missing}, "
+                           f"unexpected {unexpected}")
+
+    def step(self, grads: Mapping[str, Tensor] | Tensor) -> None:
+        """Update every parameter in place with `grads` ({name: tensor} or one flat tensor).
+
+        Uses `self.lr` as it is now; `grads` is not modified.
+        """
+        g = self._flat_grads(grads)
+        if not self._scratch:
+            self._scratch = [self._zeros(), self._zeros()]
+            self._scratch_views = [[self._view(t, i) for i in range(len(self.params))] for t in self._scratch]
+        self.steps += 1
+        if isinstance(g, Tensor) and self._flat_params is not None:
+            self._update(self._flat_params, g, self.state, *self._scratch)
+            return
+        if isinstance(g, Tensor):  # flat grads, separate params
+            g = [self._view(g, i) for i in range(len(self.params))]
+        tg, td = self._scratch_views
+        for i, p in enumerate(self.params):
+            self._update(p, g[i], self._state_views[i], tg[i], td[i])
+
+    # -- checkpointing ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Tensor]:
+        """Only tensors (safetensors-ready), flat keys: "step", "lr", "<buffer>/<param name>"."""
+        out = {"step": torch.tensor(self.steps, dtype=torch.int64),
+               "lr": torch.tensor(self.lr, dtype=torch.float64)}
+        for i, k in enumerate(self.names):
+            for b, v in self._state_views[i].items():
+                out[f"{b}/{k}"] = v.detach().clone()
+        return out
+
+    def expected_keys(self) -> list[str]:
+        return ["step", "lr"] + [f"{b}/{k}" for k in self.names for b in self.state]
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        """Restore `state_dict()` exactly: the next step is bit-identical to an unbroken run."""
+        expected = self.expected_keys()
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in set(expected)]
+        if missing or unexpected:
+            raise KeyError(f"{self.name} optimizer state does not match: missing {missing}, "
+                           f"unexpected {unexpected}")
+        for i, k in enumerate(self.names):
+            for b, v in self._state_views[i].items():
+                src = state[f"{b}/{k}"]
+                if tuple(src.shape) != tuple(v.shape):
+                    raise ValueError(f"optimizer state {b}/{k} has shape {tuple(src.shape)}, "
+                                     f"the parameter is {tuple(v.shape)}")
+        for i, k in enumerate(self.names):
+            for b, v in self._state_views[i].items():
+                v.copy_(state[f"{b}/{k}"])
+        steps = int(state["step"])
+        if steps < 0:
+            raise ValueError(f"optimizer state step is {steps}; it must be >= 0")
+        self.steps, self.lr = steps, float(state["lr"])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r}, {len(self.names)} tensors, " \
+               f"{'flat' if self._flat_params is not None else 'per-tensor'})"
+
+
+class _SGD(Optimizer):
+    name = "sgd"
+
+    def buffer_names(self) -> list[str]:
+        return ["momentum_buffer"] if self.spec.momentum != 0 else []
+
+    def _update(self, p, g, s, tmp_g, tmp_d):
+        wd, mom, damp = self.spec.weight_decay, self.spec.momentum, self.spec.dampening
+        if wd != 0:
+            g = torch.add(g, p, alpha=wd, out=tmp_g)
+        if mom != 0:
+            buf = s["momentum_buffer"]
+            if self.steps == 1:  # torch: buf = grad.clone() on the first step
+                buf.copy_(g)
+            else:
+                buf.mul_(mom).add_(g, alpha=1 - damp)
+            g = torch.add(g, buf, alpha=mom, out=tmp_g) if self.spec.nesterov else buf
+        p.add_(g, alpha=-self.lr)
+
+
+class _RMSprop(Optimizer):
+    name = "rmsprop"
+
+    def buffer_names(self) -> list[str]:
+        return (["square_avg"] + (["momentum_buffer"] if self.spec.momentum > 0 else [])
+                + (["grad_avg"] if self.spec.centered else []))
+
+    def _update(self, p, g, s, tmp_g, tmp_d):
+        sp = self.spec
+        alpha = sp.alpha
+        if sp.weight_decay != 0:
+            g = torch.add(g, p, alpha=sp.weight_decay, out=tmp_g)
+        square_avg = s["square_avg"]
+        square_avg.mul_(alpha).addcmul_(g, g, value=1 - alpha)
+        if sp.centered:
+            grad_avg = s["grad_avg"]
+            grad_avg.lerp_(g, 1 - alpha)
+            avg = torch.addcmul(square_avg, grad_avg, grad_avg, value=-1, out=tmp_d).sqrt_()
+        else:
+            avg = torch.sqrt(square_avg, out=tmp_d)
+        avg.add_(sp.eps)
+        if sp.momentum > 0:
+            buf = s["momentum_buffer"]
+            buf.mul_(sp.momentum).addcdiv_(g, avg)
+            p.add_(buf, alpha=-self.lr)
+        else:
+            p.addcdiv_(g, avg, value=-self.lr)
+
+
+class _Adam(Optimizer):
+    name = "adam"
+    decoupled: ClassVar[bool] = False
+
+    def buffer_names(self) -> list[str]:
+        return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if self.spec.amsgrad else [])
+
+    def _update(self, p, g, s, tmp_g, tmp_d):
+        sp = self.spec
+        beta1, beta2 = sp.betas
+        lr, wd = self.lr, sp.weight_decay
+        if wd != 0:
+            if self.decoupled:
+                p.mul_(1 - lr * wd)
+            else:
+                g = torch.add(g, p, alpha=wd, out=tmp_g)
+        exp_avg, exp_avg_sq = s["exp_avg"], s["exp_avg_sq"]
+        exp_avg.lerp_(g, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        step = float(self.steps)  # torch keeps step as a float tensor and reads it with .item()
+        bias_correction1 = 1 - beta1 ** step
+        bias_correction2 = 1 - beta2 ** step
+        step_size = lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2 ** 0.5
+        if sp.amsgrad:
+            max_sq = s["max_exp_avg_sq"]
+            torch.maximum(max_sq, exp_avg_sq, out=max_sq)
+            denom = torch.sqrt(max_sq, out=tmp_d).div_(bias_correction2_sqrt).add_(sp.eps)
+        else:
+            denom = torch.sqrt(exp_avg_sq, out=tmp_d).div_(bias_correction2_sqrt).add_(sp.eps)
+        p.addcdiv_(exp_avg, denom, value=-step_size)
+
+
+class _AdamW(_Adam):
+    name = "adamw"
+    decoupled = True
+
+
+_CLASSES: dict[str, type[Optimizer]] = {"sgd": _SGD, "rmsprop": _RMSprop, "adam": _Adam, "adamw": _AdamW}
+
+
+def make(spec: Any, params: Mapping[str, Tensor]) -> Optimizer:
+    """An optimizer for `params` ({name: tensor}, updated in place) from an OptimizerSpec,
+    a dict like {"type": "sgd", "momentum": 0.9} or a bare name like "adam"."""
+    spec = parse(spec)
+    return _CLASSES[spec.type](spec, params)
+
+
+def clip_grad_norm_(grads: Mapping[str, Tensor] | Tensor, max_norm: float) -> Tensor:
+    """Scale grads in place so their total 2-norm is at most max_norm; return the norm before.
+
+    torch.nn.utils.clip_grad_norm_'s rule: coef = max_norm / (total + 1e-6), clamped
+    to 1, always multiplied (no host sync). Grads that tile one flat buffer (or one
+    flat tensor) are handled as that buffer: one norm, one multiply.
+    """
+    max_norm = float(max_norm)
+    ts = [grads] if isinstance(grads, Tensor) else list(grads.values())
+    if not ts:
+        return torch.tensor(0.0)
+    base = flat_base(ts) if len(ts) > 1 else None
+    if base is not None:
+        ts = [base]
+    norms = [torch.linalg.vector_norm(t, 2) for t in ts]
+    total = norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms), 2)
+    clip_coef = max_norm / (total + 1e-6)
+    clip_coef_clamped = torch.clamp(clip_coef, max=1.0)
+    for t in ts:
+        t.mul_(clip_coef_clamped)
+    return total
