@@ -1,0 +1,185 @@
+"""Losses with hand-written gradients, matching torch.nn's losses (mean reduction).
+
+    loss = make("cross_entropy")          # or {"type": "huber", "delta": 0.5}, or a LossSpec
+    value = loss.forward(pred, target)    # 0-dim tensor; caches what backward needs
+    dpred = loss.backward()               # dL/dpred, same shape as pred
+
+No autograd and no torch.nn.functional: the math is written out, in forms that stay
+finite for extreme inputs (log-sum-exp, stable softplus).
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from pydantic import TypeAdapter
+from torch import Tensor
+
+from .spec import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, LossSpec, MSELoss
+
+_ADAPTER: TypeAdapter = TypeAdapter(LossSpec)
+_SPEC_TYPES = (CrossEntropyLoss, MSELoss, L1Loss, HuberLoss, BCEWithLogitsLoss)
+
+
+def parse(spec: Any) -> CrossEntropyLoss | MSELoss | L1Loss | HuberLoss | BCEWithLogitsLoss:
+    """A LossSpec from a model, a dict or a bare type name like "mse"."""
+    if isinstance(spec, _SPEC_TYPES):
+        return spec
+    return _ADAPTER.validate_python(spec)
+
+
+class Loss:
+    name: ClassVar[str]
+
+    def __init__(self, spec: Any):
+        self.spec = spec
+        self._cache: tuple | None = None
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def backward(self) -> Tensor:
+        """dL/dpred of the last forward (same shape as pred); frees what forward cached."""
+        if self._cache is None:
+            raise RuntimeError(f"{self.name} loss: backward() called without a forward() before it")
+        cache, self._cache = self._cache, None
+        return self._grad(*cache)
+
+    def _grad(self, *cache: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"Loss({self.spec!r})"
+
+
+def _check_pred(name: str, pred: Tensor) -> None:
+    if not isinstance(pred, Tensor) or not pred.is_floating_point():
+        raise ValueError(f"{name} loss: pred must be a floating-point tensor, got "
+                         f"{getattr(pred, 'dtype', type(pred).__name__)}")
+    if pred.numel() == 0:
+        raise ValueError(f"{name} loss: pred of shape {tuple(pred.shape)} is empty; "
+                         "a batch needs at least one element")
+
+
+class _CrossEntropy(Loss):
+    """pred (N, C) logits, target (N,) integer class indices in [0, C)."""
+    name = "cross_entropy"
+
+    def __init__(self, spec: CrossEntropyLoss, check_labels: bool = True):
+        super().__init__(spec)
+        self.check_labels = check_labels  # False skips the one host sync that finds bad labels
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        _check_pred(self.name, pred)
+        if pred.dim() != 2:
+            raise ValueError(f"cross_entropy loss: pred must be (N, C) logits, got shape {tuple(pred.shape)}")
+        n, c = pred.shape
+        if not isinstance(target, Tensor) or target.dim() != 1 or target.shape[0] != n:
+            raise ValueError(f"cross_entropy loss: target must be (N,) = ({n},) class indices for pred "
+                             f"of shape {tuple(pred.shape)}, got shape {tuple(getattr(target, 'shape', ()))}")
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise ValueError(f"cross_entropy loss: target must hold integer class indices, got dtype "
+                             f"{target.dtype}; valid: an integer dtype such as torch.int64")
+        target = target.to(device=pred.device, dtype=torch.int64)
+        if self.check_labels:
+            bad = (target < 0) | (target >= c)
+            if bool(bad.any()):
+                i = int(bad.nonzero()[0, 0])
+                raise ValueError(f"cross_entropy loss: target[{i}] = {int(target[i])} is not a class "
+                                 f"index; valid labels are 0..{c - 1} (pred has C = {c} columns)")
+        eps = self.spec.label_smoothing
+        logp = pred - pred.amax(dim=1, keepdim=True)               # (N, C), max 0 per row
+        logp -= logp.exp().sum(dim=1, keepdim=True).log_()         # (N, C) log-softmax
+        nll = -logp.gather(1, target.unsqueeze(1)).mean()          # ()
+        loss = nll if eps == 0 else (1 - eps) * nll - eps * logp.mean(dim=1).mean()
+        self._cache = (logp, target)
+        return loss
+
+    def _grad(self, logp: Tensor, target: Tensor) -> Tensor:
+        # fused softmax + cross-entropy: (softmax(z) - q) / N, q = (1 - eps) onehot + eps / C
+        n, c = logp.shape
+        eps = self.spec.label_smoothing
+        g = logp.exp_()                                            # (N, C) softmax, reusing logp
+        g.scatter_add_(1, target.unsqueeze(1), torch.full((n, 1), eps - 1, dtype=g.dtype, device=g.device))
+        if eps != 0:
+            g -= eps / c
+        return g.div_(n)
+
+
+class _Elementwise(Loss):
+    """pred and target of identical shape; the loss is the mean over every element."""
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        _check_pred(self.name, pred)
+        if not isinstance(target, Tensor) or tuple(target.shape) != tuple(pred.shape):
+            raise ValueError(f"{self.name} loss: pred has shape {tuple(pred.shape)} but target has shape "
+                             f"{tuple(getattr(target, 'shape', ()))}; they must be identical")
+        target = target.to(device=pred.device, dtype=pred.dtype)
+        value, cache = self._value(pred, target)
+        self._cache = cache
+        return value
+
+
+class _MSE(_Elementwise):
+    name = "mse"
+
+    def _value(self, pred, target):
+        d = pred - target                                          # (*)
+        return (d * d).mean(), (d,)
+
+    def _grad(self, d):
+        return d.mul_(2 / d.numel())
+
+
+class _L1(_Elementwise):
+    name = "l1"
+
+    def _value(self, pred, target):
+        d = pred - target
+        return d.abs().mean(), (d,)
+
+    def _grad(self, d):
+        return d.sign_().div_(d.numel())                           # 0 where pred == target, as torch
+
+
+class _Huber(_Elementwise):
+    name = "huber"
+
+    def _value(self, pred, target):
+        delta = self.spec.delta
+        d = pred - target
+        a = d.abs()
+        per = torch.where(a < delta, 0.5 * d * d, delta * (a - 0.5 * delta))
+        return per.mean(), (d,)
+
+    def _grad(self, d):
+        delta = self.spec.delta
+        return d.clamp_(-delta, delta).div_(d.numel())
+
+
+class _BCEWithLogits(_Elementwise):
+    """pred: logits z, target t in [0, 1] (fractional targets allowed)."""
+    name = "bce_with_logits"
+
+    def _value(self, z, t):
+        per = z.clamp(min=0) - z * t + torch.log1p(torch.exp(-z.abs()))   # stable softplus form
+        return per.mean(), (z, t)
+
+    def _grad(self, z, t):
+        return torch.sigmoid(z).sub_(t).div_(z.numel())
+
+
+_CLASSES: dict[str, type[Loss]] = {"cross_entropy": _CrossEntropy, "mse": _MSE, "l1": _L1,
+                                   "huber": _Huber, "bce_with_logits": _BCEWithLogits}
+
+
+def make(spec: Any, *, check_labels: bool = True) -> Loss:
+    """A loss from a LossSpec, a dict like {"type": "huber", "delta": 2} or a bare name like "mse".
+
+    check_labels (cross_entropy only): verify labels are in [0, C) on every forward,
+    at the cost of one device-to-host sync per batch.
+    """
+    spec = parse(spec)
+    if spec.type == "cross_entropy":
+        return _CrossEntropy(spec, check_labels=check_labels)
+    return _CLASSES[spec.type](spec)
