@@ -1,0 +1,76 @@
+"""Per-layer gradient health, measured once per epoch from tensors the engine already holds.
+
+The training loop calls this for ONE step per epoch (the last full-size batch), so the
+hot path pays nothing: before that step's optimizer update it clones the flat gradients
+and the flat parameters, runs the update, then calls `layer_health`.
+
+For every layer with parameters:
+    grad_norm     2-norm of the layer's gradients (before clipping: the raw gradient)
+    weight_norm   2-norm of the layer's parameters after the update
+    update_ratio  ||w_after - w_before|| / ||w_before||   (0 when ||w_before|| is 0)
+For every relu layer (read from `layer.y`, its output on that batch):
+    dead_fraction fraction of units (features, or channel x position) that are 0 for
+                  every sample of the batch
+Each entry also has "type" (the layer's spec type). Output, JSON-ready, in layer order:
+    {"0": {"type": "linear", "grad_norm": .., "weight_norm": .., "update_ratio": ..},
+     "1": {"type": "relu", "dead_fraction": ..}, ...}
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def param_spans(model) -> list[tuple[str, str, int, int]]:
+    """(key, type, start, end) of each layer's slice of `model.flat_params`, for layers with params.
+
+    A layer's parameters are contiguous in the flat storage (the Model allocates them
+    layer by layer), so a layer's gradients / weights are one slice of the flat tensors.
+    """
+    base = model.flat_params.storage_offset()
+    spans = []
+    for key, layer in model.layer_items():
+        if not layer.params:
+            continue
+        ps = list(layer.params.values())
+        start = min(p.storage_offset() for p in ps) - base
+        spans.append((key, layer.spec.type, start, start + sum(p.numel() for p in ps)))
+    return spans
+
+
+def dead_fraction(y: Tensor) -> Tensor:
+    """Fraction of units of a relu output (N, *unit_shape) that are zero for every sample (0-dim)."""
+    if y.shape[0] == 0:
+        return torch.zeros((), dtype=torch.float64, device=y.device)
+    alive = (y != 0).any(dim=0)                 # (*unit_shape,)
+    return 1.0 - alive.to(torch.float64).mean()
+
+
+def layer_health(model, grads_before: Tensor, params_before: Tensor,
+                 spans: list[tuple[str, str, int, int]] | None = None) -> dict[str, dict[str, Any]]:
+    """Health of every layer with parameters and every relu; see the module docstring.
+
+    grads_before: flat gradients of the step (a copy taken before clipping / the update);
+    params_before: flat parameters before the update; the model's flat_params are after.
+    """
+    spans = param_spans(model) if spans is None else spans
+    w_after = model.flat_params
+    delta = w_after - params_before
+    vals: list[Tensor] = []
+    for _, _, s, e in spans:
+        vals += [torch.linalg.vector_norm(grads_before[s:e]), torch.linalg.vector_norm(w_after[s:e]),
+                 torch.linalg.vector_norm(delta[s:e]), torch.linalg.vector_norm(params_before[s:e])]
+    relus = [(key, layer) for key, layer in model.layer_items()
+             if layer.spec.type == "relu" and getattr(layer, "y", None) is not None]
+    dead = [dead_fraction(layer.y) for _, layer in relus]
+    numbers = torch.stack([v.to(torch.float64) for v in vals] + dead).tolist() if vals or dead else []
+    by_key: dict[str, dict[str, Any]] = {}
+    for i, (key, kind, _, _) in enumerate(spans):
+        g, w, d, w0 = numbers[4 * i:4 * i + 4]
+        by_key[key] = {"type": kind, "grad_norm": g, "weight_norm": w,
+                       "update_ratio": d / w0 if w0 > 0 else 0.0}
+    for (key, _), frac in zip(relus, numbers[4 * len(spans):]):
+        by_key[key] = {"type": "relu", "dead_fraction": frac}
+    return {key: by_key[key] for key in model.keys if key in by_key}
