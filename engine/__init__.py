@@ -2,7 +2,14 @@
 
 No torch.nn.Module, no torch.optim, no autograd: every backward pass is written out.
 """
+from . import losses, optim, schedules
+from .checkpoint import Checkpoint
+from .data import check_compatible
 from .model import Model, Plan, SpecError, plan
 from .spec import ModelSpec
+from .train import (Callbacks, FitResult, NonFiniteError, Progress, TrainingError, TrainStep, evaluate,
+                    fit)
 
-__all__ = ["Model", "ModelSpec", "Plan", "SpecError", "plan"]
+__all__ = ["Model", "ModelSpec", "Plan", "SpecError", "plan", "fit", "evaluate", "TrainStep", "Callbacks",
+           "Progress", "FitResult", "TrainingError", "NonFiniteError", "Checkpoint", "check_compatible",
+           "losses", "optim", "schedules"]
