@@ -185,14 +185,19 @@ class ModelSpec(Spec):
     @model_validator(mode="after")
     def _check_graph(self) -> "ModelSpec":
         keys = self.keys()
-        seen: dict[str, int] = {}
-        for i, k in enumerate(keys):
+        # explicit names must be unique in every spec; in a DAG the derived keys must be too
+        labels = [(i, layer.name) for i, layer in enumerate(self.layers) if layer.name is not None]
+        if self.is_dag:
+            labels = list(enumerate(keys))
+        first: dict[str, int] = {}
+        for i, k in labels:
             if k == INPUT:
                 raise ValueError(f"layers[{i}]: name {k!r} is reserved for the model input")
-            if k in seen:
-                raise ValueError(f"layers[{i}]: name {k!r} is already used by layers[{seen[k]}]; "
+            if k in first:
+                raise ValueError(f"layers[{i}]: name {k!r} is already used by layers[{first[k]}]; "
                                  "names must be unique")
-            seen[k] = i
+            first[k] = i
+        seen = {k: i for i, k in enumerate(keys)}
         consumed: set[str] = set()
         for i, (layer, ins) in enumerate(zip(self.layers, self.input_keys())):
             for src in ins:

@@ -7,6 +7,7 @@ buffer must agree to a relative error of 1e-10.
 """
 from __future__ import annotations
 
+import re
 import pytest
 import torch
 from pydantic import ValidationError
@@ -487,3 +488,12 @@ def test_matches_torch_on_cuda(case, training):
     layers, in_shape = CASES[case]
     model = compare_with_torch(layers, in_shape, training, device="cuda")
     assert model.flat_params.is_cuda and model.flat_grads.is_cuda
+
+
+@pytest.mark.parametrize("layers, message", [
+    ([{"type": "relu", "name": "a"}, {"type": "relu", "name": "a"}], "already used by layers[0]"),
+    ([{"type": "relu", "name": "input"}], "reserved for the model input"),
+])
+def test_sequential_spec_names_are_checked_too(layers, message):
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        ModelSpec.model_validate({"layers": layers})
