@@ -1,0 +1,345 @@
+"""`chainrule` command line: serve, api, worker, migrate, keys.
+
+    chainrule serve --host 127.0.0.1 --port 8000 [--workers 1]   embedded: migrations, API, worker(s)
+    chainrule api --host 0.0.0.0 --port 8000                     API + janitor (no migrations)
+    chainrule worker [--queues cpu,auto] [--device auto|cpu|cuda] [--concurrency 1]
+    chainrule migrate                                            Alembic upgrade to head
+    chainrule keys create NAME                                   prints the new key as the last line
+    chainrule keys list | chainrule keys revoke ID_OR_PREFIX
+
+Configuration comes from CHAINRULE_* environment variables (chainrule.settings); child
+processes inherit them. The API is imported lazily so `worker` never imports FastAPI.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Sequence
+
+from .queue import QUEUES
+
+log = logging.getLogger("chainrule.cli")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DEVICES = ("auto", "cpu", "cuda")
+THREADS_ENV = "CHAINRULE_WORKER_THREADS"   # worker.app reads it (kept here so the CLI never imports worker.app early)
+
+
+def _queues(value: str) -> list[str]:
+    queues = [q.strip() for q in value.split(",") if q.strip()]
+    bad = [q for q in queues if q not in QUEUES]
+    if not queues or bad:
+        raise argparse.ArgumentTypeError(
+            f"queues must be a comma-separated list of {', '.join(QUEUES)}; got {value!r}")
+    return list(dict.fromkeys(queues))
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value!r}")
+    return n
+
+
+def _port(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value!r}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chainrule", description="Training as a service: API, workers, keys.")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="embedded mode: migrations, the API and worker processes in one command")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_port, default=8000)
+    serve.add_argument("--workers", type=_positive_int, default=1,
+                       help="worker processes (one training job each); default 1")
+
+    api = sub.add_parser("api", help="the HTTP API and a janitor thread (run `chainrule migrate` first)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=_port, default=8000)
+
+    worker = sub.add_parser("worker", help="a Celery worker (pool solo: one training job per process)")
+    worker.add_argument("--queues", type=_queues, default=None,
+                        help="comma-separated, of cpu, gpu, auto. Default: cpu,auto on a cpu worker, "
+                             "gpu,auto on a cuda worker")
+    worker.add_argument("--device", choices=DEVICES, default="auto",
+                        help="auto: cuda when a GPU is visible, else cpu; cuda fails without a GPU")
+    worker.add_argument("--concurrency", type=_positive_int, default=1,
+                        help="worker processes, each training one job at a time")
+    worker.add_argument("--threads", type=_positive_int, default=None,
+                        help="torch CPU threads per worker process (default: CHAINRULE_WORKER_THREADS, "
+                             "else the cores divided by --concurrency)")
+
+    sub.add_parser("migrate", help="upgrade the database schema to the latest migration")
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = keys_sub.add_parser("create", help="create a key; prints it as the last line (shown only once)")
+    create.add_argument("name")
+    keys_sub.add_parser("list", help="list keys (names and prefixes, never the keys)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id or prefix")
+    revoke.add_argument("key")
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+    if level != "debug":   # alembic narrates every plugin it loads at INFO
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+# ----------------------------------------------------------------------------- child processes
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the child gets SIGTERM if the process that started it dies (even by SIGKILL)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class Children:
+    """Worker child processes: started, restarted if one dies unexpectedly, stopped together."""
+
+    def __init__(self, commands: list[list[str]]):
+        import subprocess
+        self._subprocess = subprocess
+        self.commands = commands
+        self.procs: list = [None] * len(commands)
+        self.stopping = threading.Event()
+        self._restarts: list[list[float]] = [[] for _ in commands]
+        self._lock = threading.Lock()
+
+    def _spawn(self, i: int):
+        proc = self._subprocess.Popen(self.commands[i], preexec_fn=_die_with_parent)
+        log.info("started worker process %d: %s", proc.pid, " ".join(self.commands[i][2:]))
+        return proc
+
+    def start(self) -> None:
+        with self._lock:
+            for i in range(len(self.commands)):
+                self.procs[i] = self._spawn(i)
+
+    def watch(self, interval: float = 1.0) -> None:
+        """Restart a child that exits while we are not stopping (at most 5 times a minute each)."""
+        while not self.stopping.wait(interval):
+            with self._lock:
+                if self.stopping.is_set():
+                    return
+                for i, proc in enumerate(self.procs):
+                    if proc is None or proc.poll() is None:
+                        continue
+                    now = time.monotonic()
+                    recent = [t for t in self._restarts[i] if now - t < 60]
+                    if len(recent) >= 5:
+                        continue
+                    log.warning("worker process %d exited with %s; starting another", proc.pid, proc.returncode)
+                    self._restarts[i] = recent + [now]
+                    self.procs[i] = self._spawn(i)
+
+    def alive(self) -> list:
+        return [p for p in self.procs if p is not None and p.poll() is None]
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (Celery's warm shutdown: the running job is handed back to the queue), then
+        SIGKILL whatever is still there after `timeout`; always reaps, so nothing is orphaned."""
+        self.stopping.set()
+        with self._lock:
+            procs = self.alive()
+            for p in procs:
+                try:
+                    p.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + timeout
+            for p in procs:
+                try:
+                    p.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except self._subprocess.TimeoutExpired:
+                    log.warning("worker process %d did not stop in %.0f s; killing it", p.pid, timeout)
+                    p.kill()
+                    p.wait()
+
+
+def _worker_command(queues: list[str], device: str) -> list[str]:
+    return [sys.executable, "-m", "chainrule.cli", "worker", "--queues", ",".join(queues),
+            "--device", device, "--concurrency", "1"]
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum, _frame):
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+# ----------------------------------------------------------------------------- commands
+def _serve_http(settings, host: str, port: int, *, on_started=None) -> None:
+    """uvicorn in this (main) thread with a janitor thread beside it; returns after SIGINT/SIGTERM."""
+    import uvicorn
+
+    from api.main import create_app
+    from . import janitor
+
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="on",
+                            timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+    _, janitor_stop = janitor.start_thread(settings)
+    if on_started is not None:
+        def announce():
+            while not server.started and not server.should_exit:
+                time.sleep(0.05)
+            if server.started:
+                on_started()
+        threading.Thread(target=announce, daemon=True, name="announce").start()
+    stop = threading.Event()
+    _stop_on_signals(stop)   # uvicorn re-raises the signal it caught into these after shutdown
+    try:
+        server.run()
+    finally:
+        janitor_stop.set()
+
+
+def cmd_serve(args, settings) -> int:
+    import torch
+
+    from .db import upgrade
+
+    upgrade(settings.database_url)
+    queues = ["cpu", "auto"] + (["gpu"] if torch.cuda.is_available() else [])
+    # the API shares the machine with the workers: split the cores between the workers
+    os.environ.setdefault(THREADS_ENV, str(max(1, (os.cpu_count() or 1) // args.workers)))
+    children = Children([_worker_command(queues, "auto") for _ in range(args.workers)])
+    children.start()
+    watcher = threading.Thread(target=children.watch, daemon=True, name="watch-workers")
+    watcher.start()
+    shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
+
+    def started():
+        print(f"chainrule is serving on http://{shown}:{args.port}  (data in {settings.data_dir})", flush=True)
+        print(f"Swagger UI: http://{shown}:{args.port}/docs", flush=True)
+        print(f"{args.workers} worker process(es) on queues {','.join(queues)}; Ctrl-C stops everything",
+              flush=True)
+
+    try:
+        _serve_http(settings, args.host, args.port, on_started=started)
+    finally:
+        log.info("stopping worker processes")
+        children.stop()
+    return 0
+
+
+def cmd_api(args, settings) -> int:
+    _serve_http(settings, args.host, args.port)
+    return 0
+
+
+def cmd_worker(args, settings) -> int:
+    from worker import devices
+
+    try:
+        device = devices.resolve(args.device)
+    except devices.DeviceUnavailable as exc:
+        print(f"chainrule worker: {exc}", file=sys.stderr)
+        return 2
+    queues = args.queues or (["gpu", "auto"] if device.type == "cuda" else ["cpu", "auto"])
+    if "gpu" in queues and device.type != "cuda":
+        print(f"chainrule worker: queue gpu needs a GPU worker, but this one trains on {device.type} "
+              "(use --device cuda on a machine with a GPU, or drop gpu from --queues)", file=sys.stderr)
+        return 2
+    os.environ[devices.DEVICE_ENV] = device.type   # read by worker.app; inherited by children
+    threads = args.threads or os.environ.get(THREADS_ENV) or max(1, (os.cpu_count() or 1) // args.concurrency)
+    os.environ[THREADS_ENV] = str(threads)
+
+    if args.concurrency > 1:
+        children = Children([_worker_command(queues, device.type) for _ in range(args.concurrency)])
+        stop = threading.Event()
+        _stop_on_signals(stop)
+        children.start()
+        threading.Thread(target=children.watch, daemon=True, name="watch-workers").start()
+        while not stop.wait(1.0):
+            pass
+        children.stop()
+        return 0
+
+    from worker.app import app
+    app.worker_main([
+        "worker", "--pool=solo", "--concurrency=1", f"--queues={','.join(queues)}",
+        f"--loglevel={args.log_level.upper()}", f"--hostname=chainrule-{os.getpid()}@%h",
+        "--prefetch-multiplier=1", "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ])
+    return 0
+
+
+def cmd_migrate(args, settings) -> int:
+    from .db import upgrade
+
+    upgrade(settings.database_url)
+    print("database schema is up to date")
+    return 0
+
+
+def cmd_keys(args, settings) -> int:
+    from .db import session_scope, upgrade
+    from .keys import create_key, list_keys, revoke_key
+
+    upgrade(settings.database_url)   # a no-op at head; makes `keys create` work on a fresh data dir
+    with session_scope(settings.database_url) as s:
+        if args.keys_command == "create":
+            try:
+                row, key = create_key(s, args.name, settings)
+            except ValueError as exc:
+                print(f"chainrule keys create: {exc}", file=sys.stderr)
+                return 2
+            print(f"created API key {row.name!r} (id {row.id}, prefix {row.prefix}); it is shown only once:")
+            print(key)
+        elif args.keys_command == "list":
+            for row in list_keys(s):
+                state = "revoked" if row.revoked_at else "active"
+                print(f"{row.id}  {row.prefix}  {state:8}  {row.created_at:%Y-%m-%d %H:%M}  {row.name}")
+        else:
+            row = revoke_key(s, args.key)
+            if row is None:
+                print(f"chainrule keys revoke: no single active key has id or prefix {args.key!r}", file=sys.stderr)
+                return 1
+            print(f"revoked key {row.name!r} ({row.prefix})")
+    return 0
+
+
+COMMANDS = {"serve": cmd_serve, "api": cmd_api, "worker": cmd_worker, "migrate": cmd_migrate, "keys": cmd_keys}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    from .settings import get_settings
+
+    try:
+        settings = get_settings()
+    except ValueError as exc:   # e.g. the placeholder key pepper in production
+        print(f"chainrule: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return COMMANDS[args.command](args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The Celery app and its one task, `chainrule.train(job_id)`.
+
+Start it with `chainrule worker` (pool solo: one training job per process), or
+`celery -A worker.app worker -P solo -Q cpu,auto`. The task is thin: it passes the id to
+worker.runner, which re-reads the row and claims it atomically.
+
+Per process, beside the consumer:
+  - the janitor thread (chainrule.janitor), started when the worker is ready; it also
+    touches ALIVE_FILE every sweep for the container healthcheck;
+  - a shutdown flag: on SIGTERM / SIGINT Celery starts a warm shutdown and we make the
+    running fit stop at its next step and hand its job back to the queue.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from celery import signals
+
+from chainrule import janitor
+from chainrule.queue import TRAIN_TASK, celery_app
+from chainrule.settings import get_settings
+
+from . import devices, runner
+from .callbacks import SHUTDOWN
+
+log = logging.getLogger("chainrule.worker")
+
+THREADS_ENV = "CHAINRULE_WORKER_THREADS"     # torch intra-op threads; set by `chainrule worker --threads`
+ALIVE_FILE_ENV = "CHAINRULE_WORKER_ALIVE_FILE"
+DEFAULT_ALIVE_FILE = "/tmp/chainrule-worker.alive"
+
+settings = get_settings()
+app = celery_app(settings)
+if os.environ.get(THREADS_ENV):
+    # several workers on one machine: each its share of the cores. Small batches on oversubscribed
+    # cores are many times slower with more threads than cores (OpenMP barriers spin on busy CPUs)
+    torch.set_num_threads(max(1, int(os.environ[THREADS_ENV])))
+_device = None
+_janitor = None
+
+
+def worker_device():
+    """The device this process trains on, resolved once (CHAINRULE_WORKER_DEVICE, default auto)."""
+    global _device
+    if _device is None:
+        _device = devices.resolve()
+    return _device
+
+
+@app.task(name=TRAIN_TASK, acks_late=True, ignore_result=True)
+def train(job_id: str) -> str:
+    if not isinstance(job_id, str):
+        log.error("chainrule.train expects a job id string, got %r; dropping the message", job_id)
+        return "invalid"
+    return runner.run_job(settings, job_id, worker_device())
+
+
+def _touch_alive_file() -> None:
+    path = Path(os.environ.get(ALIVE_FILE_ENV, DEFAULT_ALIVE_FILE))
+    path.touch()
+
+
+@signals.worker_ready.connect
+def _start_janitor(**_) -> None:
+    global _janitor
+    log.info("worker ready: training on %s, janitor every %.1f s",
+             devices.describe(worker_device()), settings.janitor_interval_s)
+    if _janitor is None:
+        _janitor = janitor.start_thread(settings, on_tick=_touch_alive_file)
+
+
+@signals.worker_shutting_down.connect
+def _on_shutting_down(sig=None, how=None, **_) -> None:
+    # called inside the signal handler: only set a flag; the fit loop reads it before each step
+    SHUTDOWN.set()
+
+
+@signals.worker_shutdown.connect
+def _stop_janitor(**_) -> None:
+    if _janitor is not None:
+        _janitor[1].set()

@@ -1,0 +1,142 @@
+"""What a running job tells the database: heartbeat, progress, metrics, checkpoints; and
+what the database tells it: cancel.
+
+Every write is fenced on (id, status 'running', attempts == this attempt): a worker the
+janitor gave up on (its job requeued and claimed by another) can no longer touch the row,
+and notices at its next heartbeat that the job is not its own any more.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import delete, update
+
+from chainrule import artifacts
+from chainrule.db import session_scope
+from chainrule.models import Job, JobMetric, utcnow
+from chainrule.settings import Settings
+from engine import checkpoint as ckpt_io
+from engine.train import Callbacks, Progress
+
+log = logging.getLogger("chainrule.worker")
+
+# set from Celery's worker_shutting_down signal: the running fit stops at its next step and
+# the job goes back to the queue, to resume from its last checkpoint on another worker
+SHUTDOWN = threading.Event()
+
+
+def fenced(job_id: str, attempt: int) -> tuple:
+    return (Job.id == job_id, Job.status == "running", Job.attempts == attempt)
+
+
+def json_safe(value: Any) -> Any:
+    """NaN / inf become null: PostgreSQL's JSON refuses them and so do browsers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # a 0-d tensor slipped through
+        return json_safe(value.item())
+    return value
+
+
+class Heartbeat(threading.Thread):
+    """Every min(heartbeat_interval_s, cancel_poll_interval_s): one UPDATE ... RETURNING that
+    refreshes heartbeat_at, writes the latest progress (at most every progress_interval_s)
+    and reads cancel_requested. The training loop only reads two attributes."""
+
+    def __init__(self, settings: Settings, job_id: str, attempt: int):
+        super().__init__(name=f"heartbeat-{job_id[:8]}", daemon=True)
+        self.settings, self.job_id, self.attempt = settings, job_id, attempt
+        self.interval = min(settings.heartbeat_interval_s, settings.cancel_poll_interval_s)
+        self.progress: Progress | None = None     # set by the training thread, read here
+        self.cancel_requested = False
+        self.lost = False                         # the row is no longer ours (requeued or ended)
+        self._written: Progress | None = None
+        self._progress_at = 0.0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            try:
+                self.beat()
+            except Exception as exc:  # database hiccup: keep beating; the janitor allows heartbeat_timeout_s
+                log.warning("job %s: heartbeat failed: %s: %s", self.job_id, type(exc).__name__, exc)
+            if self.lost:
+                return
+
+    def beat(self) -> None:
+        values: dict[str, Any] = {"heartbeat_at": utcnow()}
+        p, now = self.progress, time.monotonic()
+        if p is not None and p is not self._written and now - self._progress_at >= self.settings.progress_interval_s:
+            values.update(epoch=p.epoch, step=p.step, total_steps=p.total_steps, fraction=min(p.fraction, 1.0))
+        with session_scope(self.settings.database_url) as s:
+            row = s.execute(update(Job).where(*fenced(self.job_id, self.attempt)).values(**values)
+                            .returning(Job.cancel_requested)).first()
+        if row is None:
+            log.warning("job %s: no longer running as attempt %d here; stopping", self.job_id, self.attempt)
+            self.lost = True
+            return
+        self.cancel_requested = bool(row[0])
+        if "step" in values:
+            self._written, self._progress_at = p, now
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=max(5.0, 2 * self.interval))
+
+
+class JobCallbacks(Callbacks):
+    """engine.train.fit callbacks for one attempt of one job."""
+
+    def __init__(self, settings: Settings, job_id: str, attempt: int, heartbeat: Heartbeat):
+        self.settings, self.job_id, self.attempt, self.heartbeat = settings, job_id, attempt, heartbeat
+        self.checkpoint_abspath = artifacts.resolve(settings, artifacts.checkpoint_relpath(job_id))
+
+    @property
+    def lost(self) -> bool:
+        return self.heartbeat.lost
+
+    def on_step(self, progress: Progress) -> None:
+        self.heartbeat.progress = progress   # a reference swap; the heartbeat thread writes it
+
+    def should_stop(self) -> bool:
+        hb = self.heartbeat
+        return hb.cancel_requested or hb.lost or SHUTDOWN.is_set()
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        m = json_safe(metrics)
+        epoch = int(metrics["epoch"])
+        with session_scope(self.settings.database_url) as s:
+            won = s.execute(update(Job).where(*fenced(self.job_id, self.attempt))
+                            .values(latest_metrics=m, epoch=epoch)).rowcount
+            if not won:
+                self.heartbeat.lost = True
+                return
+            # an epoch re-run after a resume replaces the row a lost attempt wrote for it
+            s.execute(delete(JobMetric).where(JobMetric.job_id == self.job_id, JobMetric.epoch == epoch))
+            s.add(JobMetric(job_id=self.job_id, epoch=epoch, train_loss=m.get("train_loss"),
+                            val_loss=m.get("val_loss"), metrics=m))
+
+    def on_checkpoint(self, checkpoint: ckpt_io.Checkpoint) -> None:
+        # a cancelled run's checkpoint is mid-epoch: keep the last epoch-end one, which resumes exactly
+        if checkpoint.status == "cancelled" or self.lost:
+            return
+        # the fenced UPDATE first: a worker the janitor gave up on must not overwrite the file
+        # the job's next attempt resumes from (the resume checks the file exists, not the column)
+        with session_scope(self.settings.database_url) as s:
+            won = s.execute(update(Job).where(*fenced(self.job_id, self.attempt))
+                            .values(checkpoint_path=artifacts.checkpoint_relpath(self.job_id))).rowcount
+        if not won:
+            self.heartbeat.lost = True
+            return
+        checkpoint.meta = {**checkpoint.meta, "job_id": self.job_id, "attempt": self.attempt}
+        self.checkpoint_abspath.parent.mkdir(parents=True, exist_ok=True)
+        ckpt_io.save(self.checkpoint_abspath, checkpoint)   # atomic: temp file, fsync, rename
