@@ -248,6 +248,23 @@ def _gen_state(g: torch.Generator) -> Tensor:
     return g.get_state().clone()
 
 
+def _needs_two_samples(model) -> bool:
+    """True when a batchnorm would see 1 value per channel in a batch of one sample."""
+    for _, layer in model.layer_items():
+        if layer.spec.type == "batchnorm" and math.prod(layer.in_shapes[0][1:]) == 1:
+            return True
+    return False
+
+
+def _batch_bounds(n: int, batch_size: int, no_single: bool) -> list[tuple[int, int]]:
+    """(start, end) of each batch of an epoch; the last partial batch is kept. When `no_single`
+    and it would hold a single sample (batchnorm cannot train on that), it joins the batch before."""
+    bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
+    if no_single and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
 def _validate_monitor(es, has_val: bool, kind: str) -> None:
     if es is None:
         return
@@ -314,10 +331,15 @@ def fit(model, loss, optimizer, X: Tensor, y: Tensor, config: TrainConfig | dict
 
     # ---- schedule, generators, state (fresh or resumed)
     bs = config.batch_size
-    steps_per_epoch = -(-n_train // bs)
+    two = _needs_two_samples(model)
+    if two and min(bs, n_train) < 2:
+        raise ValueError(f"batchnorm on features needs at least 2 samples per batch; batch_size is {bs} "
+                         f"and there are {n_train} training rows")
+    bounds = _batch_bounds(n_train, bs, two)
+    steps_per_epoch = len(bounds)
     total_steps = config.epochs * steps_per_epoch
-    n_full = n_train // bs
-    health_batch = n_full - 1 if n_full >= 1 else 0       # the last full-size batch of an epoch
+    full = [b for b, (lo, hi) in enumerate(bounds) if hi - lo >= bs]
+    health_batch = full[-1] if full else 0               # the last full-size batch of an epoch
     shuffle_gen = torch.Generator().manual_seed((config.seed ^ _SHUFFLE_SEED_MIX) % 2**64)
     base_lr = float(optimizer.lr)
     history: list[dict[str, Any]] = []
@@ -367,6 +389,9 @@ def fit(model, loss, optimizer, X: Tensor, y: Tensor, config: TrainConfig | dict
         with torch.no_grad():
             for epoch in range(start_epoch, config.epochs + 1):
                 t_epoch = time.perf_counter()
+                if cb.should_stop():       # before the epoch's shuffle draw: a boundary checkpoint is exact
+                    status = "cancelled"
+                    break
                 if config.shuffle:
                     order = torch.randperm(n_train, generator=shuffle_gen).to(dev)
                     Xe, ye = ((X_train.index_select(0, order), y_train.index_select(0, order))
@@ -375,15 +400,14 @@ def fit(model, loss, optimizer, X: Tensor, y: Tensor, config: TrainConfig | dict
                     order, Xe, ye = None, X_train, y_train
                 meter = _Meter(kind, width, dev, ss_tot_train)
                 layers_health: dict[str, Any] = {}
-                for b in range(steps_per_epoch):
-                    if cb.should_stop():
+                for b, (lo, hi) in enumerate(bounds):
+                    if b and cb.should_stop():     # once before every step (batch 0's is above)
                         status = "cancelled"
                         break
-                    lo = b * bs
                     if gather_epoch or order is None:
-                        xb, yb = Xe[lo:lo + bs], ye[lo:lo + bs]
+                        xb, yb = Xe[lo:hi], ye[lo:hi]
                     else:
-                        idx = order[lo:lo + bs]
+                        idx = order[lo:hi]
                         xb, yb = X_train.index_select(0, idx), y_train.index_select(0, idx)
                     last_lr = optimizer.lr = schedule.lr_at(step)
                     try:
