@@ -441,7 +441,8 @@ def fit(model, loss, optimizer, X: Tensor, y: Tensor, config: TrainConfig | dict
                 value = metrics[monitor]
                 prev = best["best_value"]
                 min_delta = es.min_delta if es is not None else 0.0
-                improved = prev is None or (value < prev - min_delta if mode == "min" else value > prev + min_delta)
+                improved = not math.isnan(value) and (  # a NaN val metric never counts as the best
+                    prev is None or (value < prev - min_delta if mode == "min" else value > prev + min_delta))
                 if improved:
                     best.update(best_value=value, best_epoch=epoch, wait=0)
                     if es is not None and es.restore_best:
