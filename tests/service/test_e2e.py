@@ -1,0 +1,250 @@
+"""End to end through HTTP with real `chainrule api` and `chainrule worker` processes.
+
+Data: a generated 3-class set (Gaussian blobs, tests/e2e_support.blobs_csv). Timings are the
+short FAST_TIMINGS of e2e_support (heartbeat timeout 3 s, janitor every 0.5 s).
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import socket
+import time
+from datetime import timedelta
+
+import pytest
+import safetensors
+import safetensors.torch
+import torch
+
+from e2e_support import blobs_csv, children_of, free_port, pid_alive, stop_process, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+LONG_JOB = {  # ~10 ms per epoch of pure math here; thousands of epochs keep a worker busy long enough
+    "epochs": 3000, "batch_size": 64,
+    "model": {"layers": [{"type": "linear", "out_features": 64}, {"type": "relu"},
+                         {"type": "linear", "out_features": 3}]},
+}
+
+
+def twin(layers: list[dict], in_features: int) -> torch.nn.Sequential:
+    """The torch.nn network a spec of linear / relu layers describes."""
+    modules, width = [], in_features
+    for layer in layers:
+        if layer["type"] == "linear":
+            modules.append(torch.nn.Linear(width, layer["out_features"]))
+            width = layer["out_features"]
+        else:
+            modules.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*modules)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.redis])])
+def test_job_trains_end_to_end_and_weights_load_into_torch(stack_factory, backend):
+    stack = stack_factory(backend).up()
+    ds = stack.upload_csv(blobs_csv())
+    assert ds["n_rows"] == 600 and ds["input_shape"] == [4] and len(ds["classes"]) == 3
+
+    job = stack.submit(ds["id"], epochs=8)
+    assert job["status"] == "queued"
+    done = stack.wait_job(job["id"], timeout=60)
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 1
+    assert done["worker_host"] == socket.gethostname()
+    assert done["worker_device"] == "cpu"
+    assert done["progress"]["fraction"] == 1.0 and done["progress"]["epoch"] == 8
+    assert done["result"]["epochs_completed"] == 8 and done["result"]["resumed_from_epoch"] is None
+
+    epochs = stack.http.get(f"/v1/jobs/{job['id']}/metrics").json()["epochs"]
+    assert [m["epoch"] for m in epochs] == list(range(1, 9))
+    assert epochs[-1]["val_loss"] < epochs[0]["val_loss"]          # it learned
+    assert epochs[-1]["val_accuracy"] > 0.8                          # blobs are easy
+    for m in epochs:                                                 # gradient health per layer
+        assert set(m["layers"]) == {"0", "1", "2"}
+        for key in ("0", "2"):
+            health = m["layers"][key]
+            assert health["type"] == "linear"
+            assert math.isfinite(health["grad_norm"]) and health["grad_norm"] > 0
+            assert health["weight_norm"] > 0
+        assert 0.0 <= m["layers"]["1"]["dead_fraction"] <= 1.0
+
+    r = stack.http.get(f"/v1/jobs/{job['id']}/weights")
+    assert r.status_code == 200
+    state = safetensors.torch.load(r.content)
+    net = twin(job["request"]["model"]["layers"], 4)
+    net.load_state_dict(state, strict=True)
+    path = stack.root / "weights.safetensors"
+    path.write_bytes(r.content)
+    with safetensors.safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["input_shape"]) == [4]
+    assert json.loads(meta["model_spec"])["layers"][0]["out_features"] == 32
+
+    inputs = [[0.5, -1.0, 2.0, 0.1], [-3.0, 1.5, 0.0, 2.2], [1.0, 1.0, 1.0, 1.0]]
+    r = stack.http.post(f"/v1/jobs/{job['id']}/predict", json={"inputs": inputs})
+    assert r.status_code == 200, r.text
+    with torch.no_grad():
+        expected = net(torch.tensor(inputs, dtype=torch.float32))
+    assert torch.allclose(torch.tensor(r.json()["outputs"]), expected, atol=1e-5)
+
+
+def test_cancel_queued_and_running_jobs(stack_factory):
+    stack = stack_factory().up()
+    ds = stack.upload_csv(blobs_csv())
+
+    # queued: a cuda job waits on the gpu queue, which no worker here consumes
+    queued = stack.submit(ds["id"], device="cuda")
+    assert queued["queue"] == "gpu"
+    time.sleep(1.0)   # two janitor sweeps: the job stays queued, nobody claims it
+    assert stack.job(queued["id"])["status"] == "queued"
+    r = stack.http.post(f"/v1/jobs/{queued['id']}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert stack.job(queued["id"])["attempts"] == 0
+
+    # running: cancelled at the worker's next poll, and the worker is free again
+    running = stack.submit(ds["id"], **LONG_JOB)
+    wait_for(lambda: stack.job(running["id"])["progress"]["step"] > 0, 30, 0.05, "the long job to make progress")
+    t0 = time.monotonic()
+    assert stack.http.post(f"/v1/jobs/{running['id']}/cancel").status_code == 200
+    done = stack.wait_job(running["id"], timeout=10, statuses=("cancelled", "succeeded", "failed"))
+    took = time.monotonic() - t0
+    assert done["status"] == "cancelled", done
+    assert took < 2.5, f"cancel took {took:.2f} s"
+    assert done["finished_at"] is not None and done["progress"]["epoch"] < LONG_JOB["epochs"]
+
+    after = stack.submit(ds["id"], epochs=2)
+    assert stack.wait_job(after["id"], timeout=30)["status"] == "succeeded"
+
+
+def _wait_checkpointed(stack, job_id: str, min_epoch: int = 2) -> None:
+    from chainrule.models import Job
+
+    def checkpointed():
+        with stack.session() as s:
+            job = s.get(Job, job_id)
+            return job.checkpoint_path is not None and job.epoch >= min_epoch and \
+                (stack.data_dir / "artifacts" / job.checkpoint_path).exists()
+    wait_for(checkpointed, 30, 0.02, f"job {job_id} to checkpoint epoch {min_epoch}")
+
+
+def test_killed_worker_job_resumes_on_another_worker(stack_factory):
+    stack = stack_factory().up()
+    ds = stack.upload_csv(blobs_csv())
+    job = stack.submit(ds["id"], epochs=150, batch_size=16,
+                       model={"layers": [{"type": "linear", "out_features": 128}, {"type": "relu"},
+                                         {"type": "linear", "out_features": 3}]})
+    _wait_checkpointed(stack, job["id"], min_epoch=2)
+    first = stack.procs["worker"]
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = stack.job(job["id"])
+    assert killed_at["status"] == "running" and killed_at["progress"]["epoch"] < 150, "the job ended before the kill"
+
+    stack.start_worker("worker2")
+    done = stack.wait_job(job["id"], timeout=90, watch=("api", "worker2"))
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 2
+    assert done["result"]["resumed_from_epoch"] >= 2       # not restarted from 0
+    assert done["result"]["epochs_completed"] == 150
+    assert len(done["result"]["retries"]) == 1 and done["result"]["retries"][0]["attempt"] == 1
+    epochs = [m["epoch"] for m in stack.http.get(f"/v1/jobs/{job['id']}/metrics").json()["epochs"]]
+    assert epochs == list(range(1, 151))                     # each epoch once, none lost or doubled
+
+
+def test_killed_worker_out_of_attempts_fails_worker_lost(stack_factory):
+    stack = stack_factory(max_attempts=1).up()
+    ds = stack.upload_csv(blobs_csv())
+    job = stack.submit(ds["id"], **LONG_JOB)
+    _wait_checkpointed(stack, job["id"], min_epoch=1)
+    stack.procs["worker"].send_signal(signal.SIGKILL)
+    stack.procs["worker"].wait()
+    t0 = time.monotonic()
+    done = stack.wait_job(job["id"], timeout=20, watch=("api",))   # the API's janitor decides
+    assert done["status"] == "failed", done
+    assert time.monotonic() - t0 < 3 + 5                     # heartbeat timeout + a few sweeps
+    assert done["attempts"] == 1
+    assert done["error"]["code"] == "worker_lost"
+    message = done["error"]["message"]
+    assert f"host {socket.gethostname()}" in message and "last heartbeat at" in message
+    assert "gave up after 1 attempt" in message
+
+
+def test_non_finite_loss_fails_naming_step_and_layer(stack_factory):
+    stack = stack_factory().up()
+    ds = stack.upload_csv(blobs_csv())
+    job = stack.submit(ds["id"], optimizer={"type": "sgd", "lr": 100.0, "momentum": 0.9}, epochs=5)
+    done = stack.wait_job(job["id"], timeout=60)
+    assert done["status"] == "failed", done
+    assert done["error"]["code"] == "non_finite"
+    message = done["error"]["message"]
+    assert "at step" in message and "(epoch" in message and "layer" in message, message
+    assert stack.http.get(f"/v1/jobs/{job['id']}/weights").status_code == 409
+
+
+def test_janitor_sends_a_job_the_broker_never_got(stack_factory):
+    """A broker outage at submit time: the row is committed, sent_at stays NULL. Simulated by
+    inserting the row directly; the janitor must send it and a worker must run it."""
+    from chainrule.jobspec import JobRequest
+    from chainrule.models import ApiKey, Job, utcnow
+    from chainrule.queue import enqueue
+    from sqlalchemy import select
+
+    stack = stack_factory().up()
+    ds = stack.upload_csv(blobs_csv())
+    request = JobRequest.model_validate({
+        "dataset_id": ds["id"], "loss": "cross_entropy", "epochs": 3, "device": "cpu",
+        "model": {"layers": [{"type": "linear", "out_features": 8}, {"type": "relu"},
+                             {"type": "linear", "out_features": 3}]}})
+    with stack.session() as s:
+        owner = s.scalar(select(ApiKey).where(ApiKey.name == "e2e"))
+        row = Job(owner_id=owner.id, dataset_id=ds["id"], status="queued",
+                  request=request.model_dump(mode="json"), device="cpu", queue="cpu",
+                  n_parameters=8 * 4 + 8 + 3 * 8 + 3, max_attempts=3,
+                  created_at=utcnow() - timedelta(seconds=5), sent_at=None)
+        s.add(row)
+        s.commit()
+        job_id = row.id
+
+    done = stack.wait_job(job_id, timeout=30)
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 1
+    with stack.session() as s:
+        assert s.get(Job, job_id).sent_at is not None
+
+    # a duplicate message for a finished job is a no-op: no second attempt, nothing changes
+    enqueue(stack.settings(), job_id, "cpu")
+    time.sleep(1.5)
+    again = stack.job(job_id)
+    assert again["status"] == "succeeded" and again["attempts"] == 1
+    assert again["finished_at"] == done["finished_at"]
+
+
+@pytest.mark.parametrize("how", ["sigint-to-process", "sigterm-to-group"])
+def test_serve_answers_and_stops_with_its_workers(stack_factory, how):
+    stack = stack_factory()
+    port = free_port()
+    serve = stack.spawn("serve", "serve", "--host", "127.0.0.1", "--port", str(port), new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    import httpx
+
+    def healthy():
+        stack.check_alive("serve")
+        return httpx.get(base + "/healthz", timeout=2).status_code == 200
+    wait_for(healthy, 60, 0.1, "chainrule serve to answer /healthz")
+    docs = httpx.get(base + "/docs", timeout=5)
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    wait_for(lambda: f"Swagger UI: {base}/docs" in stack.log_tail("serve", 100_000), 10, 0.1, "the Swagger URL")
+    workers = wait_for(lambda: children_of(serve.pid), 30, 0.1, "serve's worker process")
+    assert all(pid_alive(p) for p in workers)
+
+    t0 = time.monotonic()
+    if how == "sigint-to-process":
+        serve.send_signal(signal.SIGINT)
+    else:
+        import os
+        os.killpg(serve.pid, signal.SIGTERM)
+    code = serve.wait(timeout=30)
+    assert code == 0, stack.log_tail("serve")
+    assert time.monotonic() - t0 < 20
+    assert not [p for p in workers if pid_alive(p)], "worker processes outlived chainrule serve"
