@@ -124,6 +124,17 @@ class Model:
         self.dtype, self.device = dtype, torch.device(device)
         self._inputs = p.inputs
         self._sequential = all(ins == [i - 1] for i, ins in enumerate(p.inputs))
+        # _leads_to_params[i]: layer i or a layer upstream of it has parameters, so training
+        # needs the gradient of its output; the rest of the backward pass only feeds dL/dinput
+        self._leads_to_params: list[bool] = []
+        for i, layer in enumerate(p.layers):
+            self._leads_to_params.append(bool(layer.param_shapes()) or any(
+                j != INPUT_INDEX and self._leads_to_params[j] for j in p.inputs[i]))
+        # layers whose one input needs no gradient in training: they may skip computing dx
+        self._input_edge = [layer for i, layer in enumerate(p.layers) if self._leads_to_params[i]
+                            and not layer.merge and not self._wants_grad(p.inputs[i][0])]
+        first = next((i for i, t in enumerate(self._leads_to_params) if t), len(p.layers))
+        self._reversed = {True: p.layers[::-1], False: p.layers[first:][::-1]}  # by need_input_grad
 
         shapes = [(key, name, shape) for key, layer in zip(self.keys, self.layers)
                   for name, shape in layer.param_shapes().items()]
@@ -215,20 +226,34 @@ class Model:
                        else layer.forward(outs[ins[0]], training))
         return outs[len(self.layers) - 1]
 
-    def backward(self, dout: Tensor) -> Tensor:
-        """dout: dL/d(output) -> dL/d(input); fills `grads()`."""
+    def _wants_grad(self, j: int) -> bool:
+        """In training (no input gradient): is the gradient of layer j's output (or the input, -1) used?"""
+        return j != INPUT_INDEX and self._leads_to_params[j]
+
+    def backward(self, dout: Tensor, need_input_grad: bool = True) -> Tensor | None:
+        """dout: dL/d(output) -> dL/d(input); fills `grads()`.
+
+        need_input_grad=False (training): returns None and skips every gradient that only
+        leads to the input: the input-gradient matmul of the first linear / conv, and the
+        backward of any parameter-free layers before it.
+        """
+        for layer in self._input_edge:
+            layer.need_dx = need_input_grad
         if self._sequential:
-            for layer in reversed(self.layers):
+            for layer in self._reversed[need_input_grad]:
                 dout = layer.backward(dout)
-            return dout
+            return dout if need_input_grad else None
         pending: dict[int, Tensor] = {len(self.layers) - 1: dout}
         for i in range(len(self.layers) - 1, -1, -1):
+            if not need_input_grad and not self._leads_to_params[i]:
+                continue
             d = pending.pop(i)
             layer, ins = self.layers[i], self._inputs[i]
             dxs = layer.backward(d) if layer.merge else [layer.backward(d)]
             for j, dx in zip(ins, dxs):
-                pending[j] = dx if j not in pending else pending[j] + dx  # branches add up
-        return pending[INPUT_INDEX]
+                if need_input_grad or self._wants_grad(j):
+                    pending[j] = dx if j not in pending else pending[j] + dx  # branches add up
+        return pending[INPUT_INDEX] if need_input_grad else None
 
     @torch.no_grad()
     def predict(self, x: Tensor, batch_size: int = 4096) -> Tensor:

@@ -8,7 +8,12 @@ The Model then hands it views into its flat parameter and gradient storage
   forward(x, training)  -> y        keeps in `self` what backward needs
   backward(dy)          -> dx       OVERWRITES self.grads[...] (never accumulates);
                                     gradients of a tensor read by several layers are
-                                    summed by the Model, not by the layers
+                                    summed by the Model, not by the layers; it never
+                                    modifies dy (Add hands one dy to every branch)
+
+`need_dx` is set by the Model before backward: False when nothing upstream wants dx
+(the layer reads the model input and training needs no input gradient). A layer with
+parameters may then skip that work and return None; the others may ignore the flag.
 
 Merge layers (add, concat) take and return lists instead (see `Merge`).
 Parameter and buffer names and shapes are exactly torch.nn's, in torch.nn's order.
@@ -30,6 +35,7 @@ class ShapeError(ValueError):
 class Layer:
     kind: ClassVar[str]
     merge: ClassVar[bool] = False
+    need_dx: bool = True   # see the module docstring
 
     def __init__(self, spec, in_shapes: list[Shape]):
         self.spec = spec

@@ -58,15 +58,16 @@ class Conv2d(Layer):
         return F.conv2d(x, self.params["weight"], self.params.get("bias"),
                         stride=pair(self.spec.stride), padding=pair(self.spec.padding))  # (N, O, H', W')
 
-    def backward(self, dy: Tensor) -> Tensor:
+    def backward(self, dy: Tensor) -> Tensor | None:
         # dy: (N, O, H', W') -> dx (N, C, H, W), dW (O, C, kh, kw), db (O,) = sum of dy over N, H', W'
+        # (dx is None, not computed, when need_dx is False)
         has_bias = "bias" in self.grads
         dx, dw, db = torch.ops.aten.convolution_backward(
             dy, self.x, self.params["weight"],
             [self.spec.out_channels] if has_bias else None,
             list(pair(self.spec.stride)), list(pair(self.spec.padding)), [1, 1],  # dilation 1
             False, [0, 0], 1,                                              # not transposed, groups 1
-            [True, True, has_bias])
+            [self.need_dx, True, has_bias])
         self.grads["weight"].copy_(dw)
         if has_bias:
             self.grads["bias"].copy_(db)

@@ -40,11 +40,12 @@ class Linear(Layer):
             return torch.addmm(self.params["bias"], x, w.t())   # (N, in) @ (in, out) + (out,) -> (N, out)
         return x @ w.t()
 
-    def backward(self, dy: Tensor) -> Tensor:
+    def backward(self, dy: Tensor) -> Tensor | None:
         # dy: (N, out)
         torch.mm(dy.t(), self.x, out=self.grads["weight"])      # (out, N) @ (N, in) -> (out, in)
         if "bias" in self.grads:
             torch.sum(dy, 0, out=self.grads["bias"])             # (out,)
-        dx = dy @ self.params["weight"]                          # (N, out) @ (out, in) -> (N, in)
         self.x = None
-        return dx
+        if not self.need_dx:                                     # reads the model input: skip a matmul
+            return None
+        return dy @ self.params["weight"]                        # (N, out) @ (out, in) -> (N, in)

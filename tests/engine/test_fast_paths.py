@@ -1,0 +1,60 @@
+"""The engine's speed shortcuts give the same numbers as the plain path, in float64.
+
+Model.backward(dout, need_input_grad=False) skips the input gradient: every parameter
+gradient must still be bit-identical to the full backward's.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine import Model
+
+DT = torch.float64
+
+NETS = {
+    "mlp": ({"layers": [{"type": "linear", "out_features": 7}, {"type": "relu"},
+                        {"type": "linear", "out_features": 3}]}, (5,)),
+    "flatten_first": ({"layers": [{"type": "flatten"}, {"type": "linear", "out_features": 4}, {"type": "tanh"},
+                                  {"type": "linear", "out_features": 2}]}, (2, 3)),
+    "cnn": ({"layers": [{"type": "conv2d", "out_channels": 3, "kernel_size": 3, "padding": 1},
+                        {"type": "relu"}, {"type": "maxpool2d", "kernel_size": 2},
+                        {"type": "conv2d", "out_channels": 4, "kernel_size": 3},
+                        {"type": "flatten"}, {"type": "linear", "out_features": 2}]}, (2, 6, 6)),
+    "residual_dag": ({"layers": [
+        {"type": "linear", "out_features": 6, "name": "a", "inputs": ["input"]},
+        {"type": "relu", "name": "r", "inputs": ["a"]},
+        {"type": "linear", "out_features": 6, "name": "b", "inputs": ["r"]},
+        {"type": "add", "name": "s", "inputs": ["b", "a"]},
+        {"type": "concat", "name": "c", "inputs": ["s", "input"]},
+        {"type": "linear", "out_features": 2, "name": "out", "inputs": ["c"]}]}, (6,)),
+    "input_into_merge": ({"layers": [
+        {"type": "relu", "name": "pre", "inputs": ["input"]},
+        {"type": "linear", "out_features": 4, "name": "a", "inputs": ["pre"]},
+        {"type": "add", "name": "s", "inputs": ["a", "input"]},
+        {"type": "linear", "out_features": 2, "name": "out", "inputs": ["s"]}]}, (4,)),
+}
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_training_backward_skips_input_grad_with_identical_grads(name):
+    spec, shape = NETS[name]
+    model = Model.from_spec(spec, shape, seed=1, dtype=DT)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn((4, *shape), generator=g, dtype=DT)
+    dout = torch.randn((4, *model.output_shape), generator=g, dtype=DT)
+
+    model.forward(x)
+    dx = model.backward(dout)
+    full = model.flat_grads.clone()
+    assert dx.shape == x.shape
+
+    model.flat_grads.zero_()
+    model.forward(x)
+    assert model.backward(dout, need_input_grad=False) is None
+    assert torch.equal(model.flat_grads, full)
+    first = next(layer for layer in model.layers if layer.params)
+    assert first.need_dx is False          # its input gradient was never computed
+
+    model.forward(x)   # the flag is per call: the default still returns dx, bit-identical
+    assert torch.equal(model.backward(dout), dx)
