@@ -1,0 +1,56 @@
+"""bench/engine_vs_torch.py: both sides train the same thing (a correctness check, not a timing one)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+_PATH = Path(__file__).resolve().parents[2] / "bench" / "engine_vs_torch.py"
+_spec = importlib.util.spec_from_file_location("engine_vs_torch", _PATH)
+bench = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = bench            # dataclasses look their module up here
+_spec.loader.exec_module(bench)
+
+CASES = {c.name: c for c in bench.CASES}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_both_sides_compute_the_same_losses(name):
+    # float64, a small batch: the first step's loss, then two more after Adam updates
+    pair = bench.build(CASES[name], "cpu", dtype=torch.float64, batch=4, n_batches=2)
+    for step in range(3):
+        with torch.no_grad():
+            ours = pair.engine_step()
+        ref = pair.torch_step()
+        assert isinstance(ours, float) and isinstance(ref, float)
+        assert abs(ours - ref) <= 1e-10 * max(1.0, abs(ref)), f"step {step}: engine {ours!r}, torch {ref!r}"
+    ref_params = dict(pair.net.named_parameters())
+    for k, p in pair.model.parameters().items():
+        assert (p - ref_params[k].detach()).abs().max().item() <= 1e-10, k
+
+
+def test_flops_count_skips_the_first_input_gradient():
+    model = bench.build(CASES["MNIST MLP"], "cpu", batch=2, n_batches=1).model
+    n = 64
+    first, second = n * 784 * 128, n * 128 * 10          # multiply-adds of each linear
+    assert bench.step_flops(model, n) == (2 + 2) * first + (2 + 4) * second
+    cnn = bench.build(CASES["small CNN"], "cpu", batch=2, n_batches=1).model
+    conv1 = n * 8 * 28 * 28 * 1 * 9
+    conv2 = n * 16 * 14 * 14 * 8 * 9
+    fc = n * 16 * 7 * 7 * 10
+    assert bench.step_flops(cnn, n) == 4 * conv1 + 6 * conv2 + 6 * fc
+
+
+def test_quick_run_prints_the_table_and_saves_json(tmp_path, capsys):
+    out = bench.main(["--quick", "--models", "tiny MLP", "--rounds", "1", "--json", str(tmp_path / "r.json")])
+    text = capsys.readouterr().out
+    assert "eng/torch" in text and "tiny MLP" in text and "torch.mm peak" in text
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved == json.loads(json.dumps(out))
+    (r,) = saved["results"]
+    assert r["model"] == "tiny MLP" and r["engine_steps_s"] > 0 and r["torch_steps_s"] > 0
+    assert r["ratio"] == pytest.approx(r["engine_steps_s"] / r["torch_steps_s"])
