@@ -1,0 +1,92 @@
+"""Exception handlers: every error body is JSON `{"detail": ...}` that says what is wrong and where.
+
+422s keep FastAPI's list format, `[{"type", "loc", "msg"}]`, whatever raised them:
+request validation, a spec whose shapes do not fit (engine.SpecError), a bad dataset,
+an incompatible loss. Other statuses carry a string.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from engine import SpecError
+
+log = logging.getLogger("chainrule.api")
+_MAX_INPUT_REPR = 200
+
+
+def problem(status: int, loc: list[Any], msg: str, type_: str = "value_error") -> HTTPException:
+    """An error found by our own checks: a 422 in FastAPI's list shape, any other status a string."""
+    if status == 422:
+        return HTTPException(422, [{"type": type_, "loc": loc, "msg": msg}])
+    return HTTPException(status, msg)
+
+
+def _readable(err: dict[str, Any]) -> dict[str, Any]:
+    """One pydantic error: drop the echoed input when large and unprintable ctx; clean the message."""
+    msg = str(err.get("msg", ""))
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    ctx = err.get("ctx") or {}
+    if err.get("type") == "json_invalid":
+        loc = err.get("loc", [])
+        pos = loc[-1] if loc and isinstance(loc[-1], int) else None
+        msg = f"invalid JSON{f' at character {pos}' if pos is not None else ''}: {ctx.get('error', msg)}"
+    loc = list(err.get("loc", []))
+    small_input = "input" in err and isinstance(err["input"], (int, float, str, bool)) and \
+        len(str(err["input"])) <= _MAX_INPUT_REPR
+    where = _path(loc)
+    if where and err.get("type") != "json_invalid":
+        msg = f"{where}: {msg}" + (f" (got {err['input']!r})" if small_input else "")
+    out: dict[str, Any] = {"type": err.get("type"), "loc": loc, "msg": msg}
+    if small_input:
+        out["input"] = err["input"]
+    return out
+
+
+def _path(loc: list[Any]) -> str:
+    """("body", "model", "layers", 0, "linear", "out_features") -> "model.layers[0].linear.out_features"."""
+    parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else list(loc)
+    text = ""
+    for p in parts:
+        text += f"[{p}]" if isinstance(p, int) else (f".{p}" if text else str(p))
+    return text or (f"{loc[0]}" if loc else "")
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse({"detail": [_readable(e) for e in exc.errors()]}, status_code=422)
+
+
+async def spec_error(request: Request, exc: SpecError) -> JSONResponse:
+    return JSONResponse({"detail": [{"type": "shape_mismatch", "loc": ["body", "model", "layers", exc.index],
+                                     "msg": str(exc)}]}, status_code=422)
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    detail = exc.detail
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no route {request.method} {request.url.path}; see /docs for the API"
+    elif exc.status_code == 413 and detail == "Content Too Large":
+        limit = request.scope.get("starlette.max_body_size")
+        detail = f"the request body exceeds the limit of {limit} bytes" if limit else detail
+    elif exc.status_code == 405:
+        detail = f"method {request.method} is not allowed on {request.url.path}"
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def unhandled_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "internal error; this is a bug in chainrule, not in the request"},
+                        status_code=500)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(SpecError, spec_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unhandled_error)

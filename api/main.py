@@ -1,0 +1,55 @@
+"""The FastAPI application. Serve with `uvicorn --factory api.main:create_app` (or `chainrule serve`).
+
+No schema work at startup: the schema comes from migrations (`chainrule.db.upgrade`),
+run by the CLI or the compose migration step before the API starts.
+"""
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from chainrule.settings import Settings, get_settings
+
+from . import errors
+from .deps import KeyCache
+from .predict import ModelCache
+from .routes import datasets, health, jobs
+
+VERSION = "0.1.0"
+DESCRIPTION = """
+Training as a service. Upload a dataset, describe a network as JSON, and a worker trains
+it with chainrule's hand-written engine: every layer's backward pass, every loss and
+optimizer written out on raw tensors.
+
+**Flow**: `POST /v1/datasets` (multipart CSV or NPZ) → `POST /v1/jobs` → poll
+`GET /v1/jobs/{id}` → `GET /v1/jobs/{id}/metrics` → `GET /v1/jobs/{id}/weights`
+(safetensors that load into `torch.nn.Sequential` with `strict=True`) or
+`POST /v1/jobs/{id}/predict`.
+
+**Auth**: `Authorization: Bearer <key>`; make a key with `chainrule keys create NAME`
+and paste it into *Authorize*. Another key's datasets and jobs are 404.
+
+**Errors**: every error is JSON `{"detail": ...}`; a 422's detail is a list of
+`{"loc", "msg", "type"}` naming the field, layer, row or column at fault.
+"""
+BODY_OVERHEAD = 1024 * 1024  # multipart headers and form fields beside the file
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="chainrule", version=VERSION, description=DESCRIPTION,
+        summary="Training as a service: a hand-written training engine behind a REST API.",
+        max_body_size=settings.max_upload_bytes + BODY_OVERHEAD,
+        openapi_tags=[{"name": "datasets", "description": "Upload and manage training data."},
+                      {"name": "jobs", "description": "Submit, follow and use training jobs."},
+                      {"name": "health", "description": "Probes for orchestrators."}],
+        swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
+    )
+    app.state.settings = settings
+    app.state.key_cache = KeyCache()
+    app.state.model_cache = ModelCache()
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(datasets.router)
+    app.include_router(jobs.router)
+    return app

@@ -1,0 +1,131 @@
+"""Inference for finished jobs: JSON rows -> a checked array -> the engine's eval-mode forward on CPU.
+
+Weights of a succeeded job never change, so each model is loaded once and kept in a
+small LRU keyed by job id. Engine layers keep per-call caches in themselves, so one
+model runs one forward at a time (a lock per model).
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+
+from engine import Model
+
+from chainrule.jobspec import JobRequest
+
+CACHE_SIZE = 4
+
+
+class InputError(ValueError):
+    """Predict inputs that do not fit the model; names the first bad row."""
+
+
+def _fmt(shape) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]"
+
+
+def inputs_to_array(inputs: list[Any], input_shape: tuple[int, ...]) -> np.ndarray:
+    """(n, *input_shape) float64 from nested lists of numbers; InputError names the first bad row."""
+    try:
+        arr = np.array(inputs)
+    except (ValueError, TypeError, OverflowError):
+        arr = None  # ragged: find the row below
+    if arr is None or arr.dtype.kind not in "iuf" or arr.shape[1:] != tuple(input_shape):
+        for i, row in enumerate(inputs):
+            try:
+                r = np.array(row)
+            except (ValueError, TypeError, OverflowError):
+                raise InputError(f"inputs[{i}] is ragged; each row must have shape {_fmt(input_shape)}, the "
+                                 "dataset's input_shape") from None
+            if r.dtype.kind not in "iuf":
+                raise InputError(f"inputs[{i}] holds non-numbers ({r.dtype.name} values); rows must be "
+                                 f"numbers shaped {_fmt(input_shape)}")
+            if r.shape != tuple(input_shape):
+                raise InputError(f"inputs[{i}] has shape {_fmt(r.shape)}; expected {_fmt(input_shape)}, "
+                                 "the dataset's input_shape")
+        raise InputError(f"inputs must be rows shaped {_fmt(input_shape)}")  # pragma: no cover
+    arr = arr.astype(np.float64)
+    bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+    if bad.any():
+        raise InputError(f"inputs[{int(np.argmax(bad))}] holds a non-finite value (NaN or infinity)")
+    return arr
+
+
+@dataclass
+class LoadedModel:
+    model: Model
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ModelCache:
+    """The last CACHE_SIZE models used, by job id."""
+
+    def __init__(self, size: int = CACHE_SIZE):
+        self.size = size
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, job_id: str, request: dict[str, Any], input_shape: tuple[int, ...],
+            weights: Path) -> LoadedModel:
+        with self._lock:
+            hit = self._models.get(job_id)
+            if hit is not None:
+                self._models.move_to_end(job_id)
+                return hit
+        loaded = LoadedModel(load_model(request, input_shape, weights))
+        with self._lock:
+            self._models[job_id] = loaded
+            self._models.move_to_end(job_id)
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
+        return loaded
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._models
+
+
+def weights_metadata(weights: Path) -> dict[str, Any]:
+    """input_shape, task and classes as the worker records them in the weights file's metadata."""
+    with safetensors.safe_open(str(weights), framework="pt") as f:
+        meta = f.metadata() or {}
+    out: dict[str, Any] = {"task": meta.get("task")}
+    for key in ("input_shape", "classes"):
+        try:
+            out[key] = json.loads(meta[key]) if key in meta else None
+        except ValueError:
+            out[key] = None
+    return out
+
+
+def load_model(request: dict[str, Any], input_shape: tuple[int, ...], weights: Path) -> Model:
+    req = JobRequest.model_validate(request)
+    dtype = torch.float64 if req.dtype == "float64" else torch.float32
+    model = Model.from_spec(req.model, input_shape, seed=req.seed, dtype=dtype, device="cpu")
+    model.load_state_dict(safetensors.torch.load_file(str(weights), device="cpu"), strict=True)
+    return model
+
+
+def predict(loaded: LoadedModel, x: np.ndarray, loss_type: str, classes: list[Any] | None) -> dict[str, Any]:
+    """Raw outputs; for classification also per-class probabilities and the predicted labels."""
+    xt = torch.from_numpy(x)
+    with loaded.lock:
+        out = loaded.model.predict(xt).to(torch.float64)
+    result: dict[str, Any] = {"outputs": out.tolist()}
+    if classes is not None:
+        if loss_type == "bce_with_logits":      # one logit: p(class 1) = sigmoid(z)
+            p1 = torch.sigmoid(out.reshape(-1))
+            probs = torch.stack([1 - p1, p1], dim=1)
+        else:
+            probs = torch.softmax(out.reshape(len(out), -1), dim=1)
+        result["probabilities"] = probs.tolist()
+        result["classes"] = [classes[i] for i in probs.argmax(dim=1).tolist()]
+    return result

@@ -1,0 +1,64 @@
+"""Liveness and readiness probes (no auth: orchestrators call them)."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from chainrule.db import get_engine
+from chainrule.settings import Settings
+
+from ..deps import SettingsDep
+
+router = APIRouter(tags=["health"])
+BROKER_TIMEOUT_S = 1.0
+
+
+def check_database(settings: Settings) -> None:
+    with get_engine(settings.database_url).connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def check_broker(settings: Settings) -> None:
+    if settings.embedded_broker:  # the filesystem transport: its queue directory must take a file
+        queue_dir = settings.broker_dir / "queue"
+        queue_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=queue_dir, prefix=".readyz-")
+        os.close(fd)
+        os.unlink(probe)
+    elif settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        import redis
+        client = redis.Redis.from_url(settings.broker_url, socket_timeout=BROKER_TIMEOUT_S,
+                                      socket_connect_timeout=BROKER_TIMEOUT_S)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    else:
+        from kombu import Connection
+        with Connection(settings.broker_url, connect_timeout=BROKER_TIMEOUT_S) as conn:
+            conn.ensure_connection(max_retries=1)
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: the database and the broker answer",
+            responses={503: {"description": "The database or the broker is unavailable"}})
+def readyz(settings: SettingsDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+    for name, check in (("database", check_database), ("broker", check_broker)):
+        try:
+            check(settings)
+            checks[name] = "ok"
+        except Exception as e:  # noqa: BLE001 - any failure means not ready, and says why
+            checks[name] = f"unavailable: {type(e).__name__}: {e}"[:500]
+    if all(v == "ok" for v in checks.values()):
+        return JSONResponse({"status": "ready", "checks": checks})
+    failed = ", ".join(k for k, v in checks.items() if v != "ok")
+    return JSONResponse({"detail": f"not ready: {failed}", "checks": checks}, status_code=503)

@@ -1,0 +1,136 @@
+"""Public response and request schemas. Table rows (chainrule.models) never leave the API directly."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from chainrule.models import Dataset, Job
+
+LIST_LIMIT_MAX = 100  # Query(le=...) needs a constant; matches Settings.list_limit_max
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+ACTIVE_STATUSES = ("queued", "running")
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+
+def _as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every time the service stores is UTC."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+_DATASET_EXAMPLE = {
+    "id": "3f1c2a9e-8d0b-4b8e-9c55-2f8e2a1b7c10", "name": "iris.csv", "format": "csv",
+    "task": "classification", "n_rows": 150, "input_shape": [4], "n_outputs": 3,
+    "classes": ["setosa", "versicolor", "virginica"], "target": "species",
+    "feature_names": ["sepal_length", "sepal_width", "petal_length", "petal_width"],
+    "size_bytes": 4551, "created_at": "2026-11-23T20:45:00Z"}
+
+
+class DatasetPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [_DATASET_EXAMPLE]})
+
+    id: str
+    name: str
+    format: Literal["csv", "npz"]
+    task: Literal["classification", "regression"]
+    n_rows: int
+    input_shape: list[int] = Field(description="Shape of one sample: [F] or [C, H, W].")
+    n_outputs: int = Field(description="Number of classes, or of regression targets.")
+    classes: list[Any] | None = Field(description="Original labels, sorted; class id = index.")
+    target: str | None = Field(description="The CSV target column (NPZ: always array y).")
+    feature_names: list[str] | None
+    size_bytes: int = Field(description="Size of the uploaded file.")
+    created_at: UtcDatetime
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class Progress(BaseModel):
+    epoch: int = Field(description="Epochs finished so far.")
+    epochs: int
+    step: int
+    total_steps: int | None
+    fraction: float = Field(ge=0, le=1)
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobPublic(BaseModel):
+    id: str
+    dataset_id: str | None = Field(description="Null once the dataset has been deleted.")
+    status: JobStatus
+    device: Literal["auto", "cpu", "cuda"]
+    queue: str
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    attempts: int
+    cancel_requested: bool
+    worker_host: str | None
+    worker_device: str | None
+    progress: Progress
+    latest_metrics: dict[str, Any] | None
+    result: dict[str, Any] | None
+    error: JobError | None
+    n_parameters: int
+    request: dict[str, Any] = Field(description="The submitted job, with defaults filled in.")
+
+    @classmethod
+    def from_row(cls, job: Job) -> "JobPublic":
+        return cls(
+            id=job.id, dataset_id=job.dataset_id, status=job.status, device=job.device, queue=job.queue,
+            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+            attempts=job.attempts, cancel_requested=job.cancel_requested, worker_host=job.worker_host,
+            worker_device=job.worker_device,
+            progress=Progress(epoch=job.epoch, epochs=int(job.request.get("epochs", 0)), step=job.step,
+                              total_steps=job.total_steps, fraction=min(max(job.fraction, 0.0), 1.0)),
+            latest_metrics=job.latest_metrics, result=job.result,
+            error=JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
+            n_parameters=job.n_parameters, request=job.request)
+
+
+class JobList(BaseModel):
+    items: list[JobPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class MetricsPublic(BaseModel):
+    job_id: str
+    epochs: list[dict[str, Any]] = Field(description="One metrics dict per finished epoch, in order: "
+                                                     "train/val loss, accuracy or MAE/R², gradient health.")
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"inputs": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}]})
+
+    inputs: list[Any] = Field(min_length=1, description="Rows shaped like the dataset's input_shape: "
+                                                        "[F] numbers, or [C][H][W] nested lists.")
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "outputs": [[4.1, 0.2, -3.0]], "probabilities": [[0.98, 0.02, 0.0]], "classes": ["setosa"]}]})
+
+    outputs: list[Any] = Field(description="The network's raw outputs (logits for classification).")
+    probabilities: list[list[float]] | None = Field(
+        None, description="Classification: per class, softmax of the logits (bce_with_logits: "
+                          "[1 - sigmoid, sigmoid]).")
+    classes: list[Any] | None = Field(None, description="Classification: the predicted original label per row.")
+
+
+def dataset_public(row: Dataset) -> DatasetPublic:
+    return DatasetPublic.model_validate(row)
