@@ -88,16 +88,23 @@ class JobPublic(BaseModel):
 
     @classmethod
     def from_row(cls, job: Job) -> "JobPublic":
-        return cls(
-            id=job.id, dataset_id=job.dataset_id, status=job.status, device=job.device, queue=job.queue,
-            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
-            attempts=job.attempts, cancel_requested=job.cancel_requested, worker_host=job.worker_host,
-            worker_device=job.worker_device,
-            progress=Progress(epoch=job.epoch, epochs=int(job.request.get("epochs", 0)), step=job.step,
-                              total_steps=job.total_steps, fraction=min(max(job.fraction, 0.0), 1.0)),
-            latest_metrics=job.latest_metrics, result=job.result,
-            error=JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
-            n_parameters=job.n_parameters, request=job.request)
+        return cls.model_validate(job_fields(job))
+
+
+def job_fields(job: Any) -> dict[str, Any]:
+    """JobPublic's fields from a Job row: an ORM object or a Core row (the fast status read)."""
+    request = job.request
+    return {
+        "id": job.id, "dataset_id": job.dataset_id, "status": job.status, "device": job.device,
+        "queue": job.queue, "created_at": job.created_at, "started_at": job.started_at,
+        "finished_at": job.finished_at, "attempts": job.attempts, "cancel_requested": bool(job.cancel_requested),
+        "worker_host": job.worker_host, "worker_device": job.worker_device,
+        "progress": {"epoch": job.epoch, "epochs": int(request.get("epochs", 0)), "step": job.step,
+                     "total_steps": job.total_steps, "fraction": min(max(float(job.fraction), 0.0), 1.0)},
+        "latest_metrics": job.latest_metrics, "result": job.result,
+        "error": {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None,
+        "n_parameters": job.n_parameters, "request": request,
+    }
 
 
 class JobList(BaseModel):

@@ -8,12 +8,15 @@ import logging
 import time
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from chainrule import artifacts
+from chainrule.db import get_engine
 from chainrule.jobspec import JobRequest
 from chainrule.models import Dataset, Job, JobMetric, utcnow
 from chainrule.queue import enqueue, queue_for
@@ -22,7 +25,7 @@ from ..deps import CurrentKey, Principal, SessionDep, SettingsDep
 from ..errors import problem
 from ..predict import InputError, inputs_to_array, predict, weights_metadata
 from ..schemas import (ACTIVE_STATUSES, FINAL_STATUSES, LIST_LIMIT_MAX, JobList, JobPublic, JobStatus,
-                       MetricsPublic, PredictRequest, PredictResponse)
+                       MetricsPublic, PredictRequest, PredictResponse, job_fields)
 from ..submit import Rejection, validate_submission
 
 log = logging.getLogger("chainrule.api")
@@ -103,8 +106,21 @@ def list_jobs(session: SessionDep, owner: CurrentKey,
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND, summary="Status and progress of a job")
-def get_job(job_id: str, session: SessionDep, owner: CurrentKey) -> JobPublic:
-    return JobPublic.from_row(get_owned(session, owner, job_id))
+async def get_job(job_id: str, owner: CurrentKey, settings: SettingsDep) -> Response:
+    """The polling hot path: one primary-key SELECT in one thread hop, serialized straight to JSON."""
+    row = await run_in_threadpool(_read_job, settings.database_url, job_id)
+    if row is None or row.owner_id != owner.id:
+        raise problem(404, ["path", "job_id"], f"job {job_id!r} not found")
+    return Response(orjson.dumps(job_fields(row), option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z),
+                    media_type="application/json")
+
+
+def _read_job(url: str, job_id: str):
+    with get_engine(url).connect() as conn:
+        return conn.execute(_JOB_BY_ID, {"job_id": job_id}).first()
+
+
+_JOB_BY_ID = select(Job.__table__).where(Job.__table__.c.id == bindparam("job_id"))
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic, responses=_NOT_FOUND,

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 
+from api.schemas import JobPublic
 from chainrule.models import Job
 
 from conftest import csv_bytes, npz_bytes
@@ -35,7 +36,10 @@ def test_job_is_committed_queued_and_sent_to_the_broker(svc, iris):
         assert row.sent_at is not None and row.max_attempts == svc.settings.max_attempts
     messages = list((svc.settings.broker_dir / "queue").glob("*.msg"))
     assert len(messages) == 1 and job["id"] in messages[0].read_text() and ".gpu." in messages[0].name
-    assert svc.client.get(r.headers["location"], headers=svc.a).json()["id"] == job["id"]
+    polled = svc.client.get(r.headers["location"], headers=svc.a)   # the hand-serialized fast path
+    assert polled.headers["content-type"] == "application/json"
+    assert polled.json() == job == svc.client.get("/v1/jobs", headers=svc.a).json()["items"][0]
+    assert JobPublic.model_validate(polled.json()).created_at.tzinfo is not None
 
 
 def test_broker_down_still_answers_202_and_leaves_the_job_for_the_janitor(service_factory):
