@@ -1,14 +1,16 @@
 """The engine's speed shortcuts give the same numbers as the plain path, in float64.
 
 Model.backward(dout, need_input_grad=False) skips the input gradient: every parameter
-gradient must still be bit-identical to the full backward's.
+gradient must still be bit-identical to the full backward's. Cross-entropy switches its
+log-softmax form by batch size: both forms must match torch.
 """
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from engine import Model
+from engine import Model, losses
 
 DT = torch.float64
 
@@ -58,3 +60,21 @@ def test_training_backward_skips_input_grad_with_identical_grads(name):
 
     model.forward(x)   # the flag is per call: the default still returns dx, bit-identical
     assert torch.equal(model.backward(dout), dx)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("n", [64, 65, 300])   # both sides of the log-softmax switch
+def test_cross_entropy_large_batches_match_torch(n, smoothing):
+    g = torch.Generator().manual_seed(n)
+    pred = torch.randn(n, 10, generator=g, dtype=DT) * 3
+    pred[:4] = torch.tensor([[1000.0] + [-1000.0] * 9, [-1000.0] * 9 + [1000.0],
+                             [1000.0, 1000.0] + [-1000.0] * 8, [0.0] * 10], dtype=DT)   # extreme rows
+    target = torch.randint(0, 10, (n,), generator=g)
+    z = pred.clone().requires_grad_(True)
+    ref = F.cross_entropy(z, target, label_smoothing=smoothing)
+    ref.backward()
+    loss = losses.make({"type": "cross_entropy", "label_smoothing": smoothing})
+    value = loss.forward(pred, target)
+    grad = loss.backward()
+    assert abs(value.item() - ref.item()) <= 1e-12 * abs(ref.item())
+    assert (grad - z.grad).abs().max().item() <= 1e-10 * z.grad.abs().max().item()
