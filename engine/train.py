@@ -105,7 +105,7 @@ class TrainStep:
         """Loss and gradients of a batch; raises NonFiniteError (no step/epoch) on a NaN/inf loss."""
         out = self.model.forward(xb, True)
         loss = self.loss.forward(out, yb)
-        self.model.backward(self.loss.backward())
+        self.model.backward(self.loss.backward(), need_input_grad=False)   # training needs no dL/dinput
         value = loss.item()                      # the one host sync per step: the finiteness check
         self.output, self.value = out, value
         if not math.isfinite(value):
