@@ -24,6 +24,10 @@ from engine.train import Callbacks, Progress
 
 log = logging.getLogger("chainrule.worker")
 
+# an epoch-end checkpoint is written at most this often (the first and the final one always):
+# with millisecond epochs, an fsync'd file per epoch would cost several times the training
+CHECKPOINT_MIN_INTERVAL_S = 1.0
+
 # set from Celery's worker_shutting_down signal: the running fit stops at its next step and
 # the job goes back to the queue, to resume from its last checkpoint on another worker
 SHUTDOWN = threading.Event()
@@ -99,6 +103,7 @@ class JobCallbacks(Callbacks):
     def __init__(self, settings: Settings, job_id: str, attempt: int, heartbeat: Heartbeat):
         self.settings, self.job_id, self.attempt, self.heartbeat = settings, job_id, attempt, heartbeat
         self.checkpoint_abspath = artifacts.resolve(settings, artifacts.checkpoint_relpath(job_id))
+        self._checkpoint_saved_at: float | None = None
 
     @property
     def lost(self) -> bool:
@@ -129,6 +134,10 @@ class JobCallbacks(Callbacks):
         # a cancelled run's checkpoint is mid-epoch: keep the last epoch-end one, which resumes exactly
         if checkpoint.status == "cancelled" or self.lost:
             return
+        now = time.monotonic()
+        if checkpoint.status == "running" and self._checkpoint_saved_at is not None \
+                and now - self._checkpoint_saved_at < CHECKPOINT_MIN_INTERVAL_S:
+            return
         # the fenced UPDATE first: a worker the janitor gave up on must not overwrite the file
         # the job's next attempt resumes from (the resume checks the file exists, not the column)
         with session_scope(self.settings.database_url) as s:
@@ -140,3 +149,4 @@ class JobCallbacks(Callbacks):
         checkpoint.meta = {**checkpoint.meta, "job_id": self.job_id, "attempt": self.attempt}
         self.checkpoint_abspath.parent.mkdir(parents=True, exist_ok=True)
         ckpt_io.save(self.checkpoint_abspath, checkpoint)   # atomic: temp file, fsync, rename
+        self._checkpoint_saved_at = now

@@ -104,6 +104,11 @@ def run_job(settings: Settings, job_id: str, worker_device: torch.device) -> str
     except (TrainingError, JobFailed) as exc:
         log.info("job %s failed: %s", job_id, exc)
         return _finish(settings, c, status="failed", error_code=exc.code, error_message=str(exc))
+    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+        log.warning("job %s: out of memory on %s: %s", job_id, c.device, exc)
+        return _finish(settings, c, status="failed", error_code="out_of_memory",
+                       error_message=f"the worker ran out of memory on {devices.describe(c.device)} "
+                                     f"({type(exc).__name__}); try a smaller batch_size or model")
     except Exception as exc:
         log.exception("job %s: internal error", job_id)
         return _finish(settings, c, status="failed", error_code="internal_error",
