@@ -71,9 +71,6 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> JSONRespo
     detail = exc.detail
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no route {request.method} {request.url.path}; see /docs for the API"
-    elif exc.status_code == 413 and detail == "Content Too Large":
-        limit = request.scope.get("starlette.max_body_size")
-        detail = f"the request body exceeds the limit of {limit} bytes" if limit else detail
     elif exc.status_code == 405:
         detail = f"method {request.method} is not allowed on {request.url.path}"
     return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)

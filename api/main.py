@@ -11,6 +11,7 @@ from chainrule.settings import Settings, get_settings
 
 from . import errors
 from .deps import KeyCache
+from .limits import BodyLimit
 from .predict import ModelCache
 from .routes import datasets, health, jobs
 
@@ -39,12 +40,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="chainrule", version=VERSION, description=DESCRIPTION,
         summary="Training as a service: a hand-written training engine behind a REST API.",
-        max_body_size=settings.max_upload_bytes + BODY_OVERHEAD,
         openapi_tags=[{"name": "datasets", "description": "Upload and manage training data."},
                       {"name": "jobs", "description": "Submit, follow and use training jobs."},
                       {"name": "health", "description": "Probes for orchestrators."}],
         swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
     )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + BODY_OVERHEAD)
     app.state.settings = settings
     app.state.key_cache = KeyCache()
     app.state.model_cache = ModelCache()

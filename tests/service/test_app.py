@@ -139,3 +139,19 @@ def test_no_user_input_gives_a_500(svc, iris):
 def test_unknown_routes_are_json_404(svc, path):
     r = svc.client.get(path, headers=svc.a)
     assert r.status_code == 404 and "no route" in r.json()["detail"]
+
+
+def test_oversize_bodies_are_json_413_declared_or_chunked(service_factory):
+    svc = service_factory(max_upload_bytes=1000)
+    limit = 1000 + 1024 * 1024
+    big = b'{"inputs": [' + b"1," * limit + b"1]}"
+    r = svc.client.post("/v1/jobs", headers={**svc.a, "Content-Type": "application/json"}, content=big)
+    assert r.status_code == 413 and f"the limit is {limit}" in r.json()["detail"]
+
+    def chunks():
+        for i in range(0, len(big), 65536):
+            yield big[i:i + 65536]
+    r = svc.client.post("/v1/jobs", headers={**svc.a, "Content-Type": "application/json"}, content=chunks())
+    assert r.status_code == 413 and f"exceeds the limit of {limit}" in r.json()["detail"]
+    r = svc.client.post("/v1/datasets", headers=svc.a, files={"file": ("d.csv", b"a,t\n" + b"1,0\n" * 300)})
+    assert r.status_code == 413 and "upload limit of 1000 bytes" in r.json()["detail"]
