@@ -47,3 +47,13 @@ def test_worker_device_cuda_without_a_gpu_fails_clearly(tmp_path):
     assert "--device cuda" in out.stderr and "no CUDA device" in out.stderr
     out = run(tmp_path, "worker", "--queues", "gpu", "--device", "cpu")
     assert out.returncode == 2 and "gpu" in out.stderr
+
+
+def test_the_worker_side_never_imports_fastapi_or_the_api():
+    """DESIGN.md's dependency direction: worker/ imports engine/ and chainrule/, never api/."""
+    import sys
+    code = ("import sys, chainrule.cli, chainrule.janitor, worker.app, worker.runner; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'api', 'starlette', 'uvicorn')); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
