@@ -26,7 +26,7 @@ MIN_ROWS = 2
 MAX_INFERRED_CLASSES = 50   # an integer or text target with more distinct values is not inferred as labels
 MAX_CLASSES = 10_000        # even when classification is asked for explicitly
 NPZ_EXPANSION_LIMIT = 4     # uncompressed arrays may be at most this many times the upload limit
-_CSV_CHUNK_ROWS = 8192
+_CSV_CHUNK_CELLS = 1_000_000  # text cells held at once before conversion to float64 (~60 MB of str)
 _NPZ_MAGIC = b"PK\x03\x04"
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -107,13 +107,16 @@ def _is_number(cell: str) -> bool:
         return False
 
 
-def _read_header(reader) -> list[str]:
+def _read_header(reader, max_columns: int) -> list[str]:
     for header in reader:
         if any(c.strip() for c in header):
             break
     else:
         raise DatasetError("the CSV has no rows; it needs a header row and at least "
                            f"{MIN_ROWS} data rows")
+    if len(header) > max_columns:
+        raise DatasetError(f"the header has {len(header)} columns; the limit is {max_columns} "
+                           "(feature columns plus the target)", status=413)
     header = [c.strip() for c in header]
     if all(_is_number(c) for c in header):
         raise DatasetError(f"no header row: line {reader.line_num} is all numbers ({', '.join(header[:5])}"
@@ -159,7 +162,7 @@ def parse_csv(path: Path, *, target: str | None = None, task: Task | None = None
     with open(path, newline="", encoding="utf-8-sig") as f:
         try:
             reader = csv.reader(f, strict=True)
-            header = _read_header(reader)
+            header = _read_header(reader, limits.max_features + 1)
             if target is None:
                 t = len(header) - 1
             elif target in header:
@@ -168,9 +171,7 @@ def parse_csv(path: Path, *, target: str | None = None, task: Task | None = None
                 raise DatasetError(f"target column {target!r} is not in the header; available columns: "
                                    f"{header}", field="target")
             names = header[:t] + header[t + 1:]
-            if len(names) > limits.max_features:
-                raise DatasetError(f"{len(names)} feature columns exceed the limit of "
-                                   f"{limits.max_features}", status=413)
+            chunk_rows = max(1, _CSV_CHUNK_CELLS // len(names))
             chunks: list[np.ndarray] = []
             labels: list[str] = []
             label_lines: list[int] = []
@@ -193,7 +194,7 @@ def parse_csv(path: Path, *, target: str | None = None, task: Task | None = None
                 label_lines.append(reader.line_num)
                 rows.append(row)
                 lines.append(reader.line_num)
-                if len(rows) == _CSV_CHUNK_ROWS:
+                if len(rows) == chunk_rows:
                     chunks.append(_to_float_chunk(rows, lines, names))
                     rows, lines = [], []
             if rows:
@@ -308,8 +309,10 @@ def parse_npz(path: Path, *, task: Task | None = None, limits: Limits | None = N
                     raise DatasetError(f"the NPZ has no array {name!r}; arrays present: {present} "
                                        "(save with np.savez(path, X=X, y=y))")
             X, y = _load_member(npz, "X"), _load_member(npz, "y")
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
-        raise DatasetError(f"not a readable NPZ archive ({e})") from None
+    except DatasetError:
+        raise
+    except Exception as e:  # noqa: BLE001 - zlib, zipfile, numpy header errors: all a damaged upload
+        raise DatasetError(f"not a readable NPZ archive ({type(e).__name__}: {e})") from None
     return _check_arrays(X, y, task, limits)
 
 

@@ -150,6 +150,23 @@ def test_row_limit_is_a_413_with_the_limit(tmp_path):
     assert e.status == 413 and "10" in e.message
 
 
+def test_column_limit_is_checked_on_the_header(tmp_path):
+    e = error(tmp_path, csv_bytes([f"c{i}" for i in range(6)], [[1] * 6, [2] * 6]), limits=Limits(max_features=4))
+    assert e.status == 413 and "6 columns" in e.message and "limit is 5" in e.message
+
+
+def test_wide_rows_are_converted_in_small_chunks(tmp_path, monkeypatch):
+    import api.datasets as datasets
+    monkeypatch.setattr(datasets, "_CSV_CHUNK_CELLS", 10)   # 3 rows of 4 features per chunk
+    rows = [[i, i + 1, i + 2, i + 3, i % 2] for i in range(10)]
+    rows[7][2] = "x"
+    e = error(tmp_path, csv_bytes(["a", "b", "c", "d", "t"], rows))
+    assert "line 9, column 'c'" in e.message
+    rows[7][2] = 5
+    d = parse(tmp_path, csv_bytes(["a", "b", "c", "d", "t"], rows))
+    assert d.X[:, 0].tolist() == list(range(10)) and d.X[7, 2] == 5
+
+
 def test_non_utf8_and_empty_files(tmp_path):
     assert "not UTF-8" in error(tmp_path, b"a,t\n\xff\xfe,1\n").message
     assert "empty" in error(tmp_path, b"").message
@@ -236,3 +253,14 @@ def test_npz_expansion_limit(tmp_path):
     np.savez_compressed(buf, X=np.zeros((2000, 100)), y=np.arange(2000) % 2)
     e = error(tmp_path, buf.getvalue(), "d.npz", limits=Limits(max_bytes=100_000))
     assert e.status == 413 and "expands" in e.message
+
+
+@pytest.mark.parametrize("offset", [100, 1000])
+def test_damaged_compressed_npz_is_a_clear_422(tmp_path, offset):
+    buf = io.BytesIO()
+    np.savez_compressed(buf, X=np.random.default_rng(0).random((100, 10)), y=np.arange(100) % 2)
+    damaged = bytearray(buf.getvalue())
+    for k in range(offset, offset + 50):
+        damaged[k] ^= 0xFF
+    e = error(tmp_path, bytes(damaged), "d.npz")
+    assert e.status == 422 and "not a readable NPZ archive" in e.message
