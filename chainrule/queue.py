@@ -23,7 +23,9 @@ def queue_for(device: str) -> str:
 
 def _broker_options(settings: Settings) -> dict:
     if not settings.embedded_broker:
-        return {"visibility_timeout": 12 * 3600}
+        # fail fast when Redis is down: the job row is committed and the janitor resends it
+        return {"visibility_timeout": 12 * 3600, "socket_connect_timeout": 2, "socket_timeout": 10,
+                "max_retries": 0}
     root = settings.broker_dir
     for sub in ("queue", "processed", "control"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -57,7 +59,7 @@ def _make_app(settings: Settings) -> Celery:
         task_queues=[Queue(q, routing_key=q) for q in QUEUES], task_default_queue="auto",
         task_create_missing_queues=False,
         broker_transport_options=_broker_options(settings),
-        broker_connection_retry_on_startup=True,
+        broker_connection_retry_on_startup=True, broker_connection_timeout=2,
         worker_hijack_root_logger=False, worker_send_task_events=False,
         broker_pool_limit=10,
     )
