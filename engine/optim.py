@@ -88,8 +88,8 @@ class Optimizer:
         self.state: dict[str, Tensor] = {b: self._zeros() for b in self.buffer_names()}
         self._state_views = [{b: self._view(t, i) for b, t in self.state.items()}
                              for i in range(len(self.params))]
-        self._scratch: list[Tensor] = []       # 2 flat temporaries, allocated on first step
-        self._scratch_views: list[list[Tensor]] = []
+        self._scratch: list[Tensor] = []       # flat temporaries (`_new_scratch`), made on first step
+        self._scratch_views: list[list[Tensor]] = []   # per parameter: views of each of them
         self._grad_objs: list[Tensor] | None = None  # grads seen last step (identity cache)
         self._grad_flat: Tensor | None = None        # their flat base, if they have one
         self._gather: Tensor | None = None           # flat copy of non-flat grads
@@ -110,8 +110,9 @@ class Optimizer:
     def _update(self, p: Tensor, g: Tensor, s: dict[str, Tensor], tmp_g: Tensor, tmp_d: Tensor) -> None:
         """One torch update on p (in place) with gradient g (read only).
 
-        p, g, every s[...] and the scratch tensors tmp_g / tmp_d have the same shape:
-        either the whole flat (numel,) buffer or one parameter's view.
+        p, g, every s[...] and the scratch tensors tmp_g / tmp_d (and any further ones a
+        subclass's `_new_scratch` adds) have the same shape: either the whole flat (numel,)
+        buffer or one parameter's view.
         """
         raise NotImplementedError
 
@@ -158,17 +159,20 @@ class Optimizer:
         """
         g = self._flat_grads(grads)
         if not self._scratch:
-            self._scratch = [self._zeros(), self._zeros()]
-            self._scratch_views = [[self._view(t, i) for i in range(len(self.params))] for t in self._scratch]
+            self._scratch = self._new_scratch()
+            self._scratch_views = [[self._view(t, i) for t in self._scratch] for i in range(len(self.params))]
         self.steps += 1
         if isinstance(g, Tensor) and self._flat_params is not None:
             self._update(self._flat_params, g, self.state, *self._scratch)
             return
         if isinstance(g, Tensor):  # flat grads, separate params
             g = [self._view(g, i) for i in range(len(self.params))]
-        tg, td = self._scratch_views
         for i, p in enumerate(self.params):
-            self._update(p, g[i], self._state_views[i], tg[i], td[i])
+            self._update(p, g[i], self._state_views[i], *self._scratch_views[i])
+
+    def _new_scratch(self) -> list[Tensor]:
+        """The flat tensors passed to `_update` after (p, g, s): tmp_g and tmp_d."""
+        return [self._zeros(), self._zeros()]
 
     # -- checkpointing ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:
@@ -266,7 +270,16 @@ class _Adam(Optimizer):
     def buffer_names(self) -> list[str]:
         return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if self.spec.amsgrad else [])
 
-    def _update(self, p, g, s, tmp_g, tmp_d):
+    def _new_scratch(self) -> list[Tensor]:
+        # + eps_full, every element eps: the denominator eps + sqrt(v) / bc2_sqrt is then ONE
+        # addcdiv kernel, bit-identical to torch's div_ then add_ (x * 1 is exact) and one pass
+        # over the buffer fewer; bc2_sqrt rides in a 0-dim tensor (one broadcast operand keeps
+        # the kernel vectorized, two would not).
+        self._bc2_sqrt = torch.zeros((), dtype=self.dtype)
+        return super()._new_scratch() + [torch.full((self.numel,), self.spec.eps, dtype=self.dtype,
+                                                    device=self.device)]
+
+    def _update(self, p, g, s, tmp_g, tmp_d, eps_full):
         sp = self.spec
         beta1, beta2 = sp.betas
         lr, wd = self.lr, sp.weight_decay
@@ -286,9 +299,10 @@ class _Adam(Optimizer):
         if sp.amsgrad:
             max_sq = s["max_exp_avg_sq"]
             torch.maximum(max_sq, exp_avg_sq, out=max_sq)
-            denom = torch.sqrt(max_sq, out=tmp_d).div_(bias_correction2_sqrt).add_(sp.eps)
-        else:
-            denom = torch.sqrt(exp_avg_sq, out=tmp_d).div_(bias_correction2_sqrt).add_(sp.eps)
+            exp_avg_sq = max_sq
+        self._bc2_sqrt.fill_(bias_correction2_sqrt)
+        # torch: denom = (sqrt(v) / bias_correction2_sqrt).add_(eps), here in one kernel
+        denom = torch.addcdiv(eps_full, torch.sqrt(exp_avg_sq, out=tmp_d), self._bc2_sqrt, out=tmp_d)
         p.addcdiv_(exp_avg, denom, value=-step_size)
 
 

@@ -2,7 +2,8 @@
 
 Model.backward(dout, need_input_grad=False) skips the input gradient: every parameter
 gradient must still be bit-identical to the full backward's. Cross-entropy switches its
-log-softmax form by batch size: both forms must match torch.
+log-softmax form by batch size: both forms must match torch. Adam's one-kernel denominator
+must stay bit-identical to torch.optim's single-tensor update.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine import Model, losses
+from engine import Model, losses, optim
 
 DT = torch.float64
 
@@ -78,3 +79,26 @@ def test_cross_entropy_large_batches_match_torch(n, smoothing):
     grad = loss.backward()
     assert abs(value.item() - ref.item()) <= 1e-12 * abs(ref.item())
     assert (grad - z.grad).abs().max().item() <= 1e-10 * z.grad.abs().max().item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name,cls,kw", [
+    ("adam", torch.optim.Adam, {}), ("adamw", torch.optim.AdamW, {"weight_decay": 0.1}),
+    ("adam", torch.optim.Adam, {"amsgrad": True, "weight_decay": 0.01})])
+@pytest.mark.parametrize("layout", ["flat", "per_parameter"])
+def test_adam_is_bit_identical_to_torch_single_tensor(dtype, name, cls, kw, layout):
+    g = torch.Generator().manual_seed(3)
+    flat = torch.randn(700, generator=g, dtype=dtype)
+    params = ({"w": flat[:600].view(20, 30), "b": flat[600:]} if layout == "flat"
+              else {"w": flat[:600].view(20, 30).clone(), "b": flat[600:].clone()})
+    ref = [p.clone().requires_grad_(True) for p in params.values()]
+    ours = optim.make({"type": name, "lr": 1e-2, **kw}, params)
+    theirs = cls(ref, lr=1e-2, foreach=False, fused=False, **kw)
+    for _ in range(50):
+        grads = {k: torch.randn(p.shape, generator=g, dtype=dtype) for k, p in params.items()}
+        ours.step(grads)
+        for r, v in zip(ref, grads.values()):
+            r.grad = v.clone()
+        theirs.step()
+    for p, r in zip(params.values(), ref):
+        assert torch.equal(p, r.detach())
