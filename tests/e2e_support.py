@@ -274,8 +274,19 @@ class Stack:
         return proc
 
     def create_key(self, name: str = "e2e") -> str:
+        """Through the CLI, as a user does: `chainrule keys create NAME` (migrates a fresh database)."""
         out = self.cli("keys", "create", name).stdout.strip().splitlines()
         self.key = out[-1].strip()      # the key is the last line
+        return self.key
+
+    def create_key_in_process(self, name: str = "e2e") -> str:
+        """The same, without a 2-5 s interpreter start: for tests about something else."""
+        from chainrule.db import session_scope, upgrade
+        from chainrule.keys import create_key
+        settings = self.settings()
+        upgrade(settings.database_url)
+        with session_scope(settings.database_url) as s:
+            _, self.key = create_key(s, name, settings)
         return self.key
 
     def spawn(self, name: str, *args: str, new_session: bool = False, env: dict | None = None) -> subprocess.Popen:
@@ -311,9 +322,9 @@ class Stack:
             return (self.root / f"{name}.alive").exists()
         wait_for(ready, timeout, 0.1, f"{name} to be ready")
 
-    def up(self, workers: int = 1) -> "Stack":
+    def up(self, workers: int = 1, cli_key: bool = False) -> "Stack":
         """Key (runs the migrations), API and workers started together, then waited for."""
-        self.create_key()
+        self.create_key() if cli_key else self.create_key_in_process()
         self.start_api()
         names = ["worker"] + [f"worker{i}" for i in range(2, workers + 1)]
         for name in names:
