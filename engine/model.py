@@ -24,6 +24,7 @@ from .layers import Layer, Shape, ShapeError, layer_class
 from .spec import INPUT, ModelSpec
 
 INPUT_INDEX = -1
+_KEEP_INPUT_NOT_OUTPUT = ("linear", "conv2d")  # their output is free to overwrite once read
 _PASS_THROUGH = ("batchnorm", "layernorm", "dropout")  # an activation after these still decides init
 
 
@@ -135,6 +136,11 @@ class Model:
                             and not layer.merge and not self._wants_grad(p.inputs[i][0])]
         first = next((i for i, t in enumerate(self._leads_to_params) if t), len(p.layers))
         self._reversed = {True: p.layers[::-1], False: p.layers[first:][::-1]}  # by need_input_grad
+        for i, layer in enumerate(p.layers):   # relu in place on a temporary that only it reads
+            j = p.inputs[i][0]
+            if layer.kind == "relu" and j != INPUT_INDEX and p.layers[j].kind in _KEEP_INPUT_NOT_OUTPUT \
+                    and p.consumers(j) == [i]:
+                layer.inplace = True
 
         shapes = [(key, name, shape) for key, layer in zip(self.keys, self.layers)
                   for name, shape in layer.param_shapes().items()]
@@ -213,7 +219,7 @@ class Model:
     # -- math ---------------------------------------------------------------------------
     def forward(self, x: Tensor, training: bool = True) -> Tensor:
         """x: (N, *input_shape) -> (N, *output_shape). Call under torch.no_grad()."""
-        if tuple(x.shape[1:]) != self.input_shape:
+        if x.shape[1:] != self.input_shape:
             raise ValueError(f"input has shape {tuple(x.shape)}, the model expects {_fmt(self.input_shape)}")
         if self._sequential:
             for layer in self.layers:

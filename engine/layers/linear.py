@@ -33,19 +33,26 @@ class Linear(Layer):
         if "bias" in self.params:
             init_bias(self.params["bias"], init, fan_in, generator)
 
+    def bind(self, params: dict[str, Tensor], grads: dict[str, Tensor], buffers: dict[str, Tensor]) -> None:
+        super().bind(params, grads, buffers)
+        # the hot path's parameter views, looked up once (W^T is a view of W: it follows every
+        # update); a tuple, as they are storage, not activations kept between steps
+        self._views = (params["weight"].t(), params.get("bias"), grads["weight"], grads.get("bias"))
+
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        self.x = x                                    # (N, in)
-        w = self.params["weight"]                     # (out, in)
-        if "bias" in self.params:
-            return torch.addmm(self.params["bias"], x, w.t())   # (N, in) @ (in, out) + (out,) -> (N, out)
-        return x @ w.t()
+        self.x = x                                              # (N, in)
+        wt, bias = self._views[:2]                              # (in, out), (out,) or None
+        if bias is not None:
+            return torch.addmm(bias, x, wt)                     # (N, in) @ (in, out) + (out,) -> (N, out)
+        return torch.mm(x, wt)
 
     def backward(self, dy: Tensor) -> Tensor | None:
         # dy: (N, out)
-        torch.mm(dy.t(), self.x, out=self.grads["weight"])      # (out, N) @ (N, in) -> (out, in)
-        if "bias" in self.grads:
-            torch.sum(dy, 0, out=self.grads["bias"])             # (out,)
+        dw, db = self._views[2:]
+        torch.mm(dy.t(), self.x, out=dw)                        # (out, N) @ (N, in) -> (out, in)
+        if db is not None:
+            torch.sum(dy, 0, out=db)                            # (out,)
         self.x = None
-        if not self.need_dx:                                     # reads the model input: skip a matmul
+        if not self.need_dx:                                    # reads the model input: skip a matmul
             return None
-        return dy @ self.params["weight"]                        # (N, out) @ (out, in) -> (N, in)
+        return torch.mm(dy, self.params["weight"])             # (N, out) @ (out, in) -> (N, in)

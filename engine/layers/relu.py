@@ -9,9 +9,12 @@ from .base import Layer
 
 class ReLU(Layer):
     kind = "relu"
+    # True: overwrite x instead of allocating y. The Model sets it when x is a temporary that
+    # no one else holds (a linear / conv output read by this relu alone).
+    inplace: bool = False
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        y = torch.relu(x)
+        y = x.relu_() if self.inplace else torch.relu(x)
         self.y = y                       # kept: the mask is y > 0, and dead-unit health reads it
         return y
 

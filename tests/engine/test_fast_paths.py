@@ -3,7 +3,8 @@
 Model.backward(dout, need_input_grad=False) skips the input gradient: every parameter
 gradient must still be bit-identical to the full backward's. Cross-entropy switches its
 log-softmax form by batch size: both forms must match torch. Adam's one-kernel denominator
-must stay bit-identical to torch.optim's single-tensor update.
+must stay bit-identical to torch.optim's single-tensor update. A relu runs in place only on
+a tensor nobody else reads.
 """
 from __future__ import annotations
 
@@ -102,3 +103,36 @@ def test_adam_is_bit_identical_to_torch_single_tensor(dtype, name, cls, kw, layo
         theirs.step()
     for p, r in zip(params.values(), ref):
         assert torch.equal(p, r.detach())
+
+
+def _inplace_flags(spec, shape):
+    model = Model.from_spec(spec, shape, dtype=DT)
+    return {k: layer.inplace for k, layer in model.layer_items() if layer.kind == "relu"}
+
+
+def test_relu_in_place_only_on_a_private_temporary():
+    seq = {"layers": [{"type": "relu"}, {"type": "linear", "out_features": 4}, {"type": "relu"},
+                      {"type": "batchnorm"}, {"type": "relu"}, {"type": "linear", "out_features": 2}]}
+    # the model input and a batchnorm output are never overwritten; a linear's output is
+    assert _inplace_flags(seq, (3,)) == {"0": False, "2": True, "4": False}
+    cnn, _ = NETS["cnn"]
+    assert _inplace_flags(cnn, (2, 6, 6)) == {"1": True}
+    dag, _ = NETS["residual_dag"]     # 'a' feeds the relu and the residual add: no overwrite
+    assert _inplace_flags(dag, (6,)) == {"r": False}
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "residual_dag"])
+def test_relu_in_place_changes_no_number(name):
+    spec, shape = NETS[name]
+    fast, plain = (Model.from_spec(spec, shape, seed=4, dtype=DT) for _ in range(2))
+    for layer in plain.layers:
+        if layer.kind == "relu":
+            layer.inplace = False
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn((3, *shape), generator=g, dtype=DT)
+    x0 = x.clone()
+    dout = torch.randn((3, *fast.output_shape), generator=g, dtype=DT)
+    assert torch.equal(fast.forward(x), plain.forward(x))
+    assert torch.equal(fast.backward(dout), plain.backward(dout))
+    assert torch.equal(fast.flat_grads, plain.flat_grads)
+    assert torch.equal(x, x0)                                   # the input is never written
