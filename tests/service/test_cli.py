@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 
 import pytest
 import torch
 
-from e2e_support import chainrule_cmd
+from e2e_support import chainrule_cmd, children_of, free_port, pid_alive, stop_process, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,3 +59,47 @@ def test_the_worker_side_never_imports_fastapi_or_the_api():
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
+
+
+def test_api_workers_share_one_port_and_stop_with_the_supervisor(tmp_path):
+    import httpx
+
+    assert run(tmp_path, "migrate").returncode == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINRULE_")}
+    env["CHAINRULE_DATA_DIR"] = str(tmp_path / "data")
+    port, log = free_port(), tmp_path / "api.log"
+    proc = subprocess.Popen(chainrule_cmd() + ["api", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+                            env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    try:
+        def healthy():
+            assert proc.poll() is None, log.read_text()
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        wait_for(healthy, 60, 0.1, "chainrule api --workers 2 to answer /healthz")
+
+        def two_servers():   # uvicorn's workers are multiprocessing spawn children
+            found = [p for p in children_of(proc.pid) if "spawn_main" in _cmdline(p)]
+            return found if len(found) == 2 else None
+        servers = wait_for(two_servers, 30, 0.1, "two server processes")
+        assert "GET /healthz" not in log.read_text()            # no access log unless --access-log
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+        wait_for(lambda: not any(pid_alive(p) for p in servers), 10, 0.1, "the server processes to exit")
+    finally:
+        stop_process(proc)
+
+
+def test_api_app_freezes_the_heap_imports_left(tmp_path):
+    """Full collections skip the ~240k objects torch/FastAPI imports leave (a 100+ ms pause each)."""
+    code = "import gc; from chainrule.cli import api_app; api_app(); print(gc.get_freeze_count())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100,
+                         env={**os.environ, "CHAINRULE_DATA_DIR": str(tmp_path / "data")})
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip().splitlines()[-1]) > 50_000
