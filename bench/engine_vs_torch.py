@@ -11,8 +11,9 @@ backward, step) with the fastest torch.optim Adam the device has (fused, else fo
 Both read the loss back as a Python float every step, as `fit` must (finiteness check).
 
 Timing: warm-up, then `rounds` rounds of `steps` steps per side, the two sides
-alternating (and swapping who goes first) so machine noise hits both; the median round
-is reported. Achieved GFLOP/s counts only matmul / conv FLOPs (see `step_flops`) and is
+alternating (and swapping who goes first) so machine noise hits both. Steps/s are the
+median rounds; the ratio is the median of the per-round ratios (each pair ran back to
+back, under the same load). Achieved GFLOP/s counts only matmul / conv FLOPs (see `step_flops`) and is
 set beside a measured float32 matmul peak of this machine.
 """
 from __future__ import annotations
@@ -143,7 +144,8 @@ def build(case: Case, device: str, dtype: torch.dtype = torch.float32, n_batches
         i = k_engine % n_batches
         k_engine += 1
         with torch.no_grad():          # as fit runs it (nothing requires grad either way)
-            return float(train_step(xs[i], ys[i]))
+            value = train_step(xs[i], ys[i])
+        return train_step.value if TrainStep is not None else value.item()
 
     def torch_step() -> float:
         nonlocal k_torch
@@ -190,36 +192,38 @@ def sync(device: torch.device) -> None:
 
 
 class MatmulPeak:
-    """float32 torch.mm GFLOP/s on square sizes, sampled between the training rounds.
+    """float32 torch.mm GFLOP/s on square sizes, sampled in every training round.
 
-    Sampling it in every round (not once, up front) puts it under the same machine load
-    as the training steps it is compared with.
+    Sampled in every round (not once, up front) and for as long as a side's round, so each
+    sample runs under the same machine load as the training steps it is compared with.
     """
 
-    def __init__(self, device: torch.device, sizes=(1024, 2048), flop_budget: float = 1e10):
+    def __init__(self, device: torch.device, sizes=(1024, 2048)):
         self.device, self.samples = device, {n: [] for n in sizes}
         self.mats = {n: (torch.randn(n, n, device=device), torch.randn(n, n, device=device),
                          torch.empty(n, n, device=device)) for n in sizes}
-        self.reps = {n: max(1, int(flop_budget // (2 * n ** 3))) for n in sizes}
         for a, b, c in self.mats.values():
             torch.mm(a, b, out=c)   # first call: library setup
 
-    def sample(self) -> float:
-        """One timing per size; returns this sample's peak (best size)."""
+    def sample(self, duration_s: float) -> float:
+        """Time each size for duration_s / len(sizes) (at least one mm); return the best rate."""
         best = 0.0
         for n, (a, b, c) in self.mats.items():
             sync(self.device)
-            t = time.perf_counter()
-            for _ in range(self.reps[n]):
+            t0, reps = time.perf_counter(), 0
+            while reps < 1 or time.perf_counter() - t0 < duration_s / len(self.mats):
                 torch.mm(a, b, out=c)
+                reps += 1
+                if self.device.type == "cuda" and reps % 8 == 0:
+                    sync(self.device)
             sync(self.device)
-            rate = 2 * n ** 3 * self.reps[n] / (time.perf_counter() - t) / 1e9
+            rate = 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
             self.samples[n].append(rate)
             best = max(best, rate)
         return best
 
     def summary(self) -> dict[str, float]:
-        """Median GFLOP/s per size, and `peak`: the best of those medians."""
+        """Median GFLOP/s per size; `peak`: the best of those medians."""
         out = {f"mm{n}": statistics.median(v) for n, v in self.samples.items() if v}
         out["peak"] = max(out.values())
         return out
@@ -232,7 +236,7 @@ class Result:
     batch: int
     engine_steps_s: float          # medians over rounds
     torch_steps_s: float
-    ratio: float                   # engine / torch
+    ratio: float                   # median over rounds of engine / torch steps/s in the same round
     engine_gflops: float
     torch_gflops: float
     engine_pct_peak: float         # median over rounds of engine GFLOP/s / that round's matmul peak
@@ -274,10 +278,11 @@ def bench_case(case: Case, device: str, peak: MatmulPeak, rounds: int, round_s: 
     for r in range(rounds):
         for side in (("engine", "torch") if r % 2 == 0 else ("torch", "engine")):
             got[side].append(_time(sides[side], steps, dev))
-        peaks.append(peak.sample())
+        peaks.append(peak.sample(round_s))
         pcts.append(100 * got["engine"][-1] * flops / 1e9 / peaks[-1])
     e, t = statistics.median(got["engine"]), statistics.median(got["torch"])
-    return Result(case.name, case.batch, e, t, e / t, e * flops / 1e9, t * flops / 1e9, statistics.median(pcts),
+    ratio = statistics.median(a / b for a, b in zip(got["engine"], got["torch"]))   # paired: same load
+    return Result(case.name, case.batch, e, t, ratio, e * flops / 1e9, t * flops / 1e9, statistics.median(pcts),
                   flops, steps, p.adam, got["engine"], got["torch"], peaks)
 
 
@@ -304,7 +309,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--quick", action="store_true", help="few short rounds (smoke test)")
     ap.add_argument("--json", type=Path, help="save the results here")
     ap.add_argument("--models", help="comma-separated subset of: " + ", ".join(c.name for c in CASES))
-    ap.add_argument("--rounds", type=int, help="timed rounds per side (default 7, quick 1)")
+    ap.add_argument("--rounds", type=int, help="timed rounds per side (default 15, quick 1)")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads for both sides (default: torch's)")
     args = ap.parse_args(argv)
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -317,10 +323,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if unknown:
             raise SystemExit(f"unknown model(s) {unknown}; valid: {[c.name for c in CASES]}")
         cases = [c for c in CASES if c.name in wanted]
-    rounds = args.rounds or (1 if args.quick else 7)
-    round_s, warmup_s = (0.05, 0.02) if args.quick else (1.0, 1.0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rounds = args.rounds or (1 if args.quick else 15)
+    round_s, warmup_s = (0.05, 0.02) if args.quick else (0.4, 1.0)
     dev = torch.device(device)
-    peak = MatmulPeak(dev, flop_budget=1e9 if args.quick else 2e10)
+    peak = MatmulPeak(dev)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"step = {'engine.train.TrainStep' if TrainStep else 'inline forward/loss/backward/step'}")
     results = []

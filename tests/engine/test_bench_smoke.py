@@ -53,4 +53,4 @@ def test_quick_run_prints_the_table_and_saves_json(tmp_path, capsys):
     assert saved == json.loads(json.dumps(out))
     (r,) = saved["results"]
     assert r["model"] == "tiny MLP" and r["engine_steps_s"] > 0 and r["torch_steps_s"] > 0
-    assert r["ratio"] == pytest.approx(r["engine_steps_s"] / r["torch_steps_s"])
+    assert r["ratio"] == pytest.approx(r["engine_rounds"][0] / r["torch_rounds"][0])   # one round
