@@ -140,7 +140,8 @@ class Callbacks:
 
     on_step runs after every optimizer step and should_stop before every step: both must be
     cheap (throttle inside). on_checkpoint runs every `checkpoint_every` epochs, when the run
-    ends at an epoch end, and once more when it is cancelled.
+    ends at an epoch end, and once more when it is cancelled at an epoch boundary
+    (a cancel mid-epoch leaves the last epoch's checkpoint as the resume point).
     """
 
     def on_step(self, progress: Progress) -> None:
@@ -382,7 +383,7 @@ def fit(model, loss, optimizer, X: Tensor, y: Tensor, config: TrainConfig | dict
             history=[dict(h) for h in history], config=config.model_dump(mode="json"),
             base_lr=base_lr, status=status)
 
-    status = "completed"
+    status, mid_epoch = "completed", False
     epoch = start_epoch - 1
     last_lr = optimizer.lr
     try:
@@ -402,7 +403,7 @@ def fit(model, loss, optimizer, X: Tensor, y: Tensor, config: TrainConfig | dict
                 layers_health: dict[str, Any] = {}
                 for b, (lo, hi) in enumerate(bounds):
                     if b and cb.should_stop():     # once before every step (batch 0's is above)
-                        status = "cancelled"
+                        status, mid_epoch = "cancelled", True
                         break
                     if gather_epoch or order is None:
                         xb, yb = Xe[lo:hi], ye[lo:hi]
@@ -461,7 +462,7 @@ def fit(model, loss, optimizer, X: Tensor, y: Tensor, config: TrainConfig | dict
         if label_check is not None:
             loss.check_labels = label_check
     epochs_completed = len(history)
-    if status == "cancelled" and want_ckpt:
+    if status == "cancelled" and want_ckpt and not mid_epoch:  # mid-epoch weights resume inexactly
         cb.on_checkpoint(checkpoint(epochs_completed, "cancelled"))
     if es is not None and es.restore_best and best_state is not None \
             and best["best_epoch"] != (history[-1]["epoch"] if history else None):

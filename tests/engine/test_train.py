@@ -234,7 +234,8 @@ def test_cancellation_returns_cancelled_mid_epoch():
     r = fit(model, loss, opt, X, y, {"epochs": 3, "batch_size": 16}, task="classification", callbacks=cb)
     assert r.status == "cancelled" and r.steps == 4 and r.epochs_completed == 0 and r.history == []
     assert len(cb.progress) == 4 and cb.metrics == []
-    assert [c.status for c in cb.checkpoints] == ["cancelled"] and cb.checkpoints[0].step == 4
+    # mid-epoch weights would resume inexactly, so no checkpoint: the last epoch's stays the resume point
+    assert cb.checkpoints == []
 
 
 @pytest.mark.parametrize("every, expected", [(1, [1, 2, 3, 4]), (3, [3, 4]), (2, [2, 4]), (0, [4])])
