@@ -88,8 +88,11 @@ class Optimizer:
         self.state: dict[str, Tensor] = {b: self._zeros() for b in self.buffer_names()}
         self._state_views = [{b: self._view(t, i) for b, t in self.state.items()}
                              for i in range(len(self.params))]
-        self._scratch: list[Tensor] = []       # flat temporaries (`_new_scratch`), made on first step
-        self._scratch_views: list[list[Tensor]] = []   # per parameter: views of each of them
+        # flat temporaries (`_new_scratch`) and per parameter views of them, made here with the
+        # state: tensors made inside a step run under torch.inference_mode (TrainStep) could not
+        # be written by a later step outside it
+        self._scratch: list[Tensor] = self._new_scratch()
+        self._scratch_views = [[self._view(t, i) for t in self._scratch] for i in range(len(self.params))]
         self._grad_objs: list[Tensor] | None = None  # grads seen last step (identity cache)
         self._grad_flat: Tensor | None = None        # their flat base, if they have one
         self._gather: Tensor | None = None           # flat copy of non-flat grads
@@ -141,7 +144,8 @@ class Optimizer:
             return self._grad_flat
         if self._flat_params is not None:  # gather once, then update flat
             if self._gather is None:
-                self._gather = self._zeros()
+                with torch.inference_mode(False):   # a normal tensor, writable in any mode
+                    self._gather = self._zeros()
             return torch.cat([g.reshape(-1) for g in objs], out=self._gather)
         return objs
 
@@ -158,9 +162,6 @@ class Optimizer:
         Uses `self.lr` as it is now; `grads` is not modified.
         """
         g = self._flat_grads(grads)
-        if not self._scratch:
-            self._scratch = self._new_scratch()
-            self._scratch_views = [[self._view(t, i) for t in self._scratch] for i in range(len(self.params))]
         self.steps += 1
         if isinstance(g, Tensor) and self._flat_params is not None:
             self._update(self._flat_params, g, self.state, *self._scratch)

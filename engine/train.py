@@ -101,8 +101,25 @@ class TrainStep:
         self.output: Tensor | None = None
         self.value: float = math.nan
 
+    # Each public entry runs under torch.inference_mode: the engine has no autograd, and
+    # skipping autograd's dispatch bookkeeping takes ~10% off a small model's step.
     def forward_backward(self, xb: Tensor, yb: Tensor) -> Tensor:
         """Loss and gradients of a batch; raises NonFiniteError (no step/epoch) on a NaN/inf loss."""
+        with torch.inference_mode():
+            return self._forward_backward(xb, yb)
+
+    def apply(self) -> None:
+        """Clip (if configured) and update with the gradients of the last forward_backward."""
+        with torch.inference_mode():
+            self._apply()
+
+    def __call__(self, xb: Tensor, yb: Tensor) -> Tensor:
+        with torch.inference_mode():             # entered once for both halves
+            loss = self._forward_backward(xb, yb)
+            self._apply()
+        return loss
+
+    def _forward_backward(self, xb: Tensor, yb: Tensor) -> Tensor:
         out = self.model.forward(xb, True)
         loss = self.loss.forward(out, yb)
         self.model.backward(self.loss.backward(), need_input_grad=False)   # training needs no dL/dinput
@@ -113,16 +130,10 @@ class TrainStep:
             raise NonFiniteError.describe(value, None, None, key, kind, found_in)
         return loss
 
-    def apply(self) -> None:
-        """Clip (if configured) and update with the gradients of the last forward_backward."""
+    def _apply(self) -> None:
         if self.grad_clip_norm is not None:
             clip_grad_norm_(self.flat_grads, self.grad_clip_norm)
         self.optimizer.step(self.flat_grads)
-
-    def __call__(self, xb: Tensor, yb: Tensor) -> Tensor:
-        loss = self.forward_backward(xb, yb)
-        self.apply()
-        return loss
 
 
 # ----------------------------------------------------------------------------- callbacks

@@ -4,9 +4,12 @@ Model.backward(dout, need_input_grad=False) skips the input gradient: every para
 gradient must still be bit-identical to the full backward's. Cross-entropy switches its
 log-softmax form by batch size: both forms must match torch. Adam's one-kernel denominator
 must stay bit-identical to torch.optim's single-tensor update. A relu runs in place only on
-a tensor nobody else reads.
+a tensor nobody else reads. TrainStep runs under torch.inference_mode: every buffer that
+outlives a step must stay writable outside it.
 """
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -136,3 +139,24 @@ def test_relu_in_place_changes_no_number(name):
     assert torch.equal(fast.backward(dout), plain.backward(dout))
     assert torch.equal(fast.flat_grads, plain.flat_grads)
     assert torch.equal(x, x0)                                   # the input is never written
+
+
+def test_train_step_in_inference_mode_mixes_with_plain_steps():
+    from engine.train import TrainStep
+
+    spec, shape = NETS["mlp"]
+    model = Model.from_spec(spec, shape, seed=6)
+    loss, opt = losses.make("cross_entropy"), optim.make("adam", model.parameters())
+    step = TrainStep(model, loss, opt)
+    g = torch.Generator().manual_seed(7)
+    x, y = torch.randn(8, *shape, generator=g), torch.randint(0, 3, (8,), generator=g)
+    step(x, y)
+    with torch.no_grad():                       # the same step by hand, outside inference mode
+        loss.forward(model.forward(x), y)
+        model.backward(loss.backward())
+        opt.step(model.flat_grads)
+    with torch.inference_mode():                # non-flat grads: the gather buffer is made in here
+        opt.step({k: v.clone() for k, v in model.grads().items()})
+    opt.step({k: v.clone() for k, v in model.grads().items()})   # and written out here
+    step(x, y)
+    assert opt.steps == 5 and math.isfinite(step.value)
