@@ -107,8 +107,11 @@ def list_jobs(session: SessionDep, owner: CurrentKey,
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_NOT_FOUND, summary="Status and progress of a job")
 async def get_job(job_id: str, owner: CurrentKey, settings: SettingsDep) -> Response:
-    """The polling hot path: one primary-key SELECT in one thread hop, serialized straight to JSON."""
-    row = await run_in_threadpool(_read_job, settings.database_url, job_id)
+    """The polling hot path: one primary-key SELECT, serialized straight to JSON. On SQLite the read
+    (tens of microseconds; under WAL it never waits on the worker's writes) runs on the event loop,
+    as a thread hop costs more than the read; a database across the network gets one thread hop."""
+    url = settings.database_url
+    row = _read_job(url, job_id) if url.startswith("sqlite") else await run_in_threadpool(_read_job, url, job_id)
     if row is None or row.owner_id != owner.id:
         raise problem(404, ["path", "job_id"], f"job {job_id!r} not found")
     return Response(orjson.dumps(job_fields(row), option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z),
