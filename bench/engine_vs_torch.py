@@ -143,8 +143,7 @@ def build(case: Case, device: str, dtype: torch.dtype = torch.float32, n_batches
         nonlocal k_engine
         i = k_engine % n_batches
         k_engine += 1
-        with torch.no_grad():          # as fit runs it (nothing requires grad either way)
-            value = train_step(xs[i], ys[i])
+        value = train_step(xs[i], ys[i])
         return train_step.value if TrainStep is not None else value.item()
 
     def torch_step() -> float:
@@ -248,14 +247,16 @@ class Result:
     peak_rounds: list[float] = field(default_factory=list)     # matmul peak GFLOP/s sampled in each round
 
 
-def _time(fn: Callable[[], float], steps: int, device: torch.device) -> float:
-    """Steps per second over `steps` consecutive steps."""
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    sync(device)
-    return steps / (time.perf_counter() - t)
+def _time(fn: Callable[[], float], steps: int, device: torch.device, grad: bool = True) -> float:
+    """Steps per second over `steps` consecutive steps (grad=False: all under one torch.no_grad(),
+    as `fit` runs its whole loop)."""
+    with torch.set_grad_enabled(grad):
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        sync(device)
+        return steps / (time.perf_counter() - t)
 
 
 def bench_case(case: Case, device: str, peak: MatmulPeak, rounds: int, round_s: float, warmup_s: float) -> Result:
@@ -263,21 +264,21 @@ def bench_case(case: Case, device: str, peak: MatmulPeak, rounds: int, round_s: 
     dev = p.model.device
     flops = step_flops(p.model, case.batch)
     sides = {"engine": p.engine_step, "torch": p.torch_step}
+    grad = {"engine": False, "torch": True}
     rate = {}
     for side, fn in sides.items():       # warm-up, and a rough rate to size the rounds
-        _time(fn, 2, dev)
+        _time(fn, 2, dev, grad[side])
         t0, n = time.perf_counter(), 0
         while n < 2 or time.perf_counter() - t0 < warmup_s:
-            fn()
+            _time(fn, 1, dev, grad[side])
             n += 1
-        sync(dev)
         rate[side] = n / (time.perf_counter() - t0)
     steps = max(2, int(round_s * min(rate.values())))
     got: dict[str, list[float]] = {"engine": [], "torch": []}
     pcts, peaks = [], []
     for r in range(rounds):
         for side in (("engine", "torch") if r % 2 == 0 else ("torch", "engine")):
-            got[side].append(_time(sides[side], steps, dev))
+            got[side].append(_time(sides[side], steps, dev, grad[side]))
         peaks.append(peak.sample(round_s))
         pcts.append(100 * got["engine"][-1] * flops / 1e9 / peaks[-1])
     e, t = statistics.median(got["engine"]), statistics.median(got["torch"])

@@ -100,21 +100,23 @@ class TrainStep:
         self.flat_grads: Tensor = model.flat_grads
         self.output: Tensor | None = None
         self.value: float = math.nan
+        # Each public entry runs under torch.inference_mode: the engine has no autograd, and
+        # skipping autograd's dispatch bookkeeping takes ~10% off a small model's step. One
+        # context object, reused (entered one at a time): making one costs ~2 us a step.
+        self._no_autograd = torch.inference_mode()
 
-    # Each public entry runs under torch.inference_mode: the engine has no autograd, and
-    # skipping autograd's dispatch bookkeeping takes ~10% off a small model's step.
     def forward_backward(self, xb: Tensor, yb: Tensor) -> Tensor:
         """Loss and gradients of a batch; raises NonFiniteError (no step/epoch) on a NaN/inf loss."""
-        with torch.inference_mode():
+        with self._no_autograd:
             return self._forward_backward(xb, yb)
 
     def apply(self) -> None:
         """Clip (if configured) and update with the gradients of the last forward_backward."""
-        with torch.inference_mode():
+        with self._no_autograd:
             self._apply()
 
     def __call__(self, xb: Tensor, yb: Tensor) -> Tensor:
-        with torch.inference_mode():             # entered once for both halves
+        with self._no_autograd:                  # entered once for both halves
             loss = self._forward_backward(xb, yb)
             self._apply()
         return loss
