@@ -36,12 +36,24 @@ class _Pool2d(Layer):
         return (c, conv_out(h, kh, sh, ph), conv_out(w, kw, sw, pw))
 
 
+_CHANNELS_LAST_MIN_C = 8   # CPU forward through the channels-last kernel from this many channels up
+
+
 class MaxPool2d(_Pool2d):
     kind = "maxpool2d"
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
         kernel, stride, padding = self._geometry()
-        y, self.indices = torch.ops.aten.max_pool2d_with_indices(x, kernel, stride, padding)  # (N, C, H', W') x2
+        if x.is_cpu and x.shape[1] >= _CHANNELS_LAST_MIN_C and x.is_contiguous():
+            # aten's CPU kernel vectorizes across channels only in channels-last layout: with both
+            # layout copies it is still 2-4x faster from 8 channels up (measured: (64, 8, 28, 28)
+            # 2.0 -> 0.67 ms, (16, 64, 56, 56) 15.7 -> 6.5 ms; 3 channels: 6.0 -> 8.5 ms, slower).
+            # Same values and the same indices: positions within each (H, W) plane in any layout.
+            y, indices = torch.ops.aten.max_pool2d_with_indices(
+                x.contiguous(memory_format=torch.channels_last), kernel, stride, padding)
+            y, self.indices = y.contiguous(), indices.contiguous()      # (N, C, H', W') x2
+        else:
+            y, self.indices = torch.ops.aten.max_pool2d_with_indices(x, kernel, stride, padding)
         self.x = x                      # (N, C, H, W): aten's backward reads its shape and layout
         return y
 

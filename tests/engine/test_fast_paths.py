@@ -5,7 +5,8 @@ gradient must still be bit-identical to the full backward's. Cross-entropy switc
 log-softmax form by batch size: both forms must match torch. Adam's one-kernel denominator
 must stay bit-identical to torch.optim's single-tensor update. A relu runs in place only on
 a tensor nobody else reads. TrainStep runs under torch.inference_mode: every buffer that
-outlives a step must stay writable outside it.
+outlives a step must stay writable outside it. Max pooling over 8+ channels goes through the
+channels-last kernel: values, winners (ties included) and gradients must not change.
 """
 from __future__ import annotations
 
@@ -160,3 +161,21 @@ def test_train_step_in_inference_mode_mixes_with_plain_steps():
     opt.step({k: v.clone() for k, v in model.grads().items()})   # and written out here
     step(x, y)
     assert opt.steps == 5 and math.isfinite(step.value)
+
+
+@pytest.mark.parametrize("channels", [3, 8, 16])
+@pytest.mark.parametrize("kernel,stride,padding", [(2, None, 0), (3, 2, 1), (3, 1, 1)])
+def test_maxpool_matches_torch_in_both_layouts(channels, kernel, stride, padding):
+    spec = {"layers": [{"type": "relu"}, {"type": "maxpool2d", "kernel_size": kernel, "stride": stride,
+                                          "padding": padding}]}
+    model = Model.from_spec(spec, (channels, 9, 10), dtype=DT)
+    g = torch.Generator().manual_seed(channels)
+    x = torch.randn(3, channels, 9, 10, generator=g, dtype=DT)
+    x[:, :, :4] = 0.0                                   # whole windows of tied zeros
+    ref_x = x.clone().requires_grad_(True)
+    ref = F.max_pool2d(F.relu(ref_x), kernel, stride, padding)
+    y = model.forward(x)
+    assert y.is_contiguous() and torch.equal(y, ref.detach())
+    dy = torch.randn(ref.shape, generator=g, dtype=DT)
+    ref.backward(dy)
+    assert torch.equal(model.backward(dy), ref_x.grad)    # same winners get the gradient
