@@ -111,15 +111,22 @@ async def get_job(job_id: str, owner: CurrentKey, settings: SettingsDep) -> Resp
     (tens of microseconds; under WAL it never waits on the worker's writes) runs on the event loop,
     as a thread hop costs more than the read; a database across the network gets one thread hop."""
     url = settings.database_url
-    row = _read_job(url, job_id) if url.startswith("sqlite") else await run_in_threadpool(_read_job, url, job_id)
+    if url.startswith("sqlite"):
+        row = _read_job(url, job_id)
+    else:
+        row = await run_in_threadpool(_read_job, url, job_id, autocommit=True)
     if row is None or row.owner_id != owner.id:
         raise problem(404, ["path", "job_id"], f"job {job_id!r} not found")
     return Response(orjson.dumps(job_fields(row), option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z),
                     media_type="application/json")
 
 
-def _read_job(url: str, job_id: str):
+def _read_job(url: str, job_id: str, autocommit: bool = False):
+    """autocommit: one SELECT needs no transaction; on PostgreSQL that saves the BEGIN and ROLLBACK
+    round trips (SQLite's driver begins none for a SELECT)."""
     with get_engine(url).connect() as conn:
+        if autocommit:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
         return conn.execute(_JOB_BY_ID, {"job_id": job_id}).first()
 
 
