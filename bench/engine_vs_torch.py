@@ -1,26 +1,30 @@
 """Training-step throughput: chainrule's engine against torch.nn + autograd + torch.optim.
 
-    python bench/engine_vs_torch.py                  # CPU, all four models
+    python bench/engine_vs_torch.py                  # CPU, all four models (~2 min)
     python bench/engine_vs_torch.py --device cuda --json results.json
     python bench/engine_vs_torch.py --quick          # a few steps, for smoke runs
 
 Both sides train the same network from the same initial weights on the same synthetic
 batches with cross-entropy + Adam (lr 1e-3). The engine side is `engine.train.TrainStep`,
-the step `fit` runs; the torch side is the textbook loop (zero_grad, forward, loss,
-backward, step) with the fastest torch.optim Adam the device has (fused, else foreach).
-Both read the loss back as a Python float every step, as `fit` must (finiteness check).
+the step `fit` runs, under one torch.no_grad() per round as `fit` runs its loop; the torch
+side is the textbook loop (zero_grad, forward, loss, backward, step) with the fastest
+torch.optim Adam the device has (fused, else foreach). Both read the loss back as a Python
+float every step, as `fit` must (its finiteness check).
 
 Timing: warm-up, then `rounds` rounds of `steps` steps per side, the two sides
 alternating (and swapping who goes first) so machine noise hits both. Steps/s are the
 median rounds; the ratio is the median of the per-round ratios (each pair ran back to
-back, under the same load). Achieved GFLOP/s counts only matmul / conv FLOPs (see `step_flops`) and is
-set beside a measured float32 matmul peak of this machine.
+back, under the same load). Achieved GFLOP/s counts only matmul / conv FLOPs (see
+`step_flops`) and is set beside a float32 torch.mm peak sampled in every round.
+
+Not done: capturing the engine's step in a CUDA graph. Adam's bias corrections are Python
+floats that change every step (a graph would replay step 1's) and TrainStep reads the loss
+on the host every step; capture would need both moved into device tensors.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -35,13 +39,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere in the repo
 
 from engine import Model, losses, optim  # noqa: E402
-from engine.layers.conv import conv_out  # noqa: E402
 from engine.spec import pair  # noqa: E402
-
-try:
-    from engine.train import TrainStep  # noqa: E402
-except ImportError:  # the training loop's step, before engine/train.py existed
-    TrainStep = None
+from engine.train import TrainStep  # noqa: E402
 
 LR = 1e-3
 
@@ -127,15 +126,7 @@ def build(case: Case, device: str, dtype: torch.dtype = torch.float32, n_batches
     ys = [torch.randint(0, case.classes, (batch,), generator=g).to(dev) for _ in range(n_batches)]
 
     loss = losses.make("cross_entropy", check_labels=False)   # as fit runs it: labels checked once up front
-    opt = optim.make({"type": "adam", "lr": LR}, model.parameters())
-    if TrainStep is not None:
-        train_step = TrainStep(model, loss, opt, None)
-    else:
-        def train_step(xb, yb):
-            value = loss.forward(model.forward(xb, True), yb)
-            model.backward(loss.backward())
-            opt.step(model.flat_grads)
-            return value
+    train_step = TrainStep(model, loss, optim.make({"type": "adam", "lr": LR}, model.parameters()), None)
     t_opt, adam = torch_adam(net.parameters(), dev)
     k_engine = k_torch = 0
 
@@ -143,8 +134,8 @@ def build(case: Case, device: str, dtype: torch.dtype = torch.float32, n_batches
         nonlocal k_engine
         i = k_engine % n_batches
         k_engine += 1
-        value = train_step(xs[i], ys[i])
-        return train_step.value if TrainStep is not None else value.item()
+        train_step(xs[i], ys[i])
+        return train_step.value
 
     def torch_step() -> float:
         nonlocal k_torch
@@ -331,7 +322,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dev = torch.device(device)
     peak = MatmulPeak(dev)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"step = {'engine.train.TrainStep' if TrainStep else 'inline forward/loss/backward/step'}")
+          f"{rounds} rounds of ~{round_s} s per side and model")
     results = []
     for case in cases:
         r = bench_case(case, device, peak, rounds, round_s, warmup_s)
