@@ -228,15 +228,17 @@ def _serve_http(settings, host: str, port: int, *, workers: int = 1, access_log:
 
     from . import janitor
 
+    # loop "asyncio", not uvloop: at the same throughput uvloop left some connections waiting several
+    # rounds (status polls, 50 keep-alive clients: p99 130-170 ms vs 37-39 ms, p90 alike)
     options = dict(host=host, port=port, log_level="info", lifespan="on", access_log=access_log,
-                   timeout_graceful_shutdown=10)
+                   timeout_graceful_shutdown=10, loop="asyncio")
     _, janitor_stop = janitor.start_thread(settings)
     try:
         if workers > 1:
             from uvicorn.supervisors import Multiprocess
 
             config = uvicorn.Config("chainrule.cli:api_app", factory=True, workers=workers, **options)
-            Multiprocess(config, sockets=[config.bind_socket()]).run()   # handles SIGINT/SIGTERM itself
+            Multiprocess(config, sockets=[_tcp(config.bind_socket())]).run()   # handles SIGINT/SIGTERM itself
             return
         server = uvicorn.Server(uvicorn.Config(api_app(settings), **options))
         if on_started is not None:
@@ -251,6 +253,14 @@ def _serve_http(settings, host: str, port: int, *, workers: int = 1, access_log:
         server.run()
     finally:
         janitor_stop.set()
+
+
+def _tcp(sock):
+    """The listening socket, saying it is TCP: asyncio sets TCP_NODELAY only on connections accepted
+    from a socket whose proto is IPPROTO_TCP, and uvicorn binds with proto 0. Without it each
+    response (headers, then body) waits out a 40 ms delayed ACK."""
+    import socket
+    return socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
 
 
 def cmd_serve(args, settings) -> int:

@@ -103,3 +103,38 @@ def test_api_app_freezes_the_heap_imports_left(tmp_path):
                          env={**os.environ, "CHAINRULE_DATA_DIR": str(tmp_path / "data")})
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.strip().splitlines()[-1]) > 50_000
+
+
+def test_api_workers_socket_gives_connections_tcp_nodelay():
+    """uvicorn binds --workers' shared socket with proto 0, and asyncio sets TCP_NODELAY only on
+    connections accepted from an IPPROTO_TCP socket: without it every response (headers, then body)
+    waits out a delayed ACK. chainrule.cli._tcp relabels the socket."""
+    import asyncio
+    import socket
+
+    from chainrule.cli import _tcp
+
+    async def nodelay_of_accepted(listening: socket.socket) -> int:
+        accepted: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport):
+                sock = transport.get_extra_info("socket")
+                accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+        server = await asyncio.get_running_loop().create_server(Probe, sock=listening)
+        _, writer = await asyncio.open_connection(*listening.getsockname())
+        try:
+            return await asyncio.wait_for(accepted, 10)
+        finally:
+            writer.close()
+            server.close()
+
+    def bound() -> socket.socket:   # as uvicorn's Config.bind_socket makes it
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        return sock
+
+    relabelled = _tcp(bound())
+    assert relabelled.proto == socket.IPPROTO_TCP
+    assert asyncio.run(nodelay_of_accepted(relabelled)) != 0
