@@ -19,7 +19,8 @@ Measured, per broker:
      that is not `queued`, and the server's own `started_at - created_at` (which also holds the
      submit's commit and enqueue); median and p90.
   2. a 1-epoch job end to end: POST sent -> GET says `succeeded` (polled every 10 ms), median
-     over `--e2e-jobs` jobs, beside the server's `finished_at - created_at`.
+     over `--e2e-jobs` jobs, beside the server's `finished_at - created_at` and the training
+     loop's own time (result.total_time_s).
   3. GET /v1/jobs/{id} under `--connections` concurrent keep-alive clients for `--duration` s:
      requests/s and p99 latency (after 2 s of the same load, discarded), with wrk (`-t2 --latency`; installed with apt-get when missing
      and we are root) or else an asyncio httpx load generator; the table says which. Once per
@@ -165,7 +166,7 @@ def measure_submit_to_running(stack: Stack, dataset_id: str, n: int) -> dict[str
 
 
 def measure_end_to_end(stack: Stack, dataset_id: str, n: int) -> dict[str, Any]:
-    client, server = [], []
+    client, server, fit = [], [], []
     for _ in range(n):
         job, sent, _ = submit(stack, dataset_id)
         final, at = poll_until(stack, job["id"], lambda j: j["status"] in FINAL, 0.01, 120)
@@ -173,7 +174,8 @@ def measure_end_to_end(stack: Stack, dataset_id: str, n: int) -> dict[str, Any]:
             raise RuntimeError(f"job {job['id']} ended {final['status']}: {final.get('error')}")
         client.append(at - sent)
         server.append(_ts(final["finished_at"]) - _ts(final["created_at"]))
-    return {"client": summary(client), "server": summary(server)}
+        fit.append(float((final.get("result") or {}).get("total_time_s", float("nan"))))
+    return {"client": summary(client), "server": summary(server), "fit": summary(fit)}
 
 
 # ----------------------------------------------------------------------------- load
@@ -328,7 +330,8 @@ def table(results: list[dict[str, Any]]) -> str:
         rows.append((f"{b}: POST /v1/jobs itself", f"median {_fmt_s(p['median'])}  p90 {_fmt_s(p['p90'])}", "", ""))
         e = r["end_to_end"]
         rows.append((f"{b}: 1-epoch job, POST -> succeeded", f"median {_fmt_s(e['client']['median'])}  "
-                     f"(server {_fmt_s(e['server']['median']).strip()})", "", ""))
+                     f"(server {_fmt_s(e['server']['median']).strip()}, fit {_fmt_s(e['fit']['median']).strip()})",
+                     "", ""))
         for q in r["polls"]:
             rps_ok, p99_ok = q["rps"] >= TARGETS["poll_rps"], q["p99_ms"] < TARGETS["poll_p99_ms"]
             ok = "met" if rps_ok and p99_ok else "MISSED " + " and ".join(
