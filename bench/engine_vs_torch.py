@@ -11,8 +11,8 @@ side is the textbook loop (zero_grad, forward, loss, backward, step) with the fa
 torch.optim Adam the device has (fused, else foreach). Both read the loss back as a Python
 float every step, as `fit` must (its finiteness check).
 
-Timing: warm-up, then `rounds` rounds of `steps` steps per side, the two sides
-alternating (and swapping who goes first) so machine noise hits both. Steps/s are the
+Timing: warm-up, then `rounds` rounds of `round_s` seconds (at least 3 steps) per side,
+the two sides alternating (and swapping who goes first) so machine noise hits both. Steps/s are the
 median rounds; the ratio is the median of the per-round ratios (each pair ran back to
 back, under the same load). Achieved GFLOP/s counts only matmul / conv FLOPs (see
 `step_flops`) and is set beside a float32 torch.mm peak sampled in every round.
@@ -232,51 +232,56 @@ class Result:
     engine_pct_peak: float         # median over rounds of engine GFLOP/s / that round's matmul peak
     engine_pct_peak_best: float    # best engine round / best peak sample (load only ever slows a round)
     flops_per_step: int
-    steps_per_round: int
+    steps_per_round: int           # median over rounds and sides (rounds are timed, not counted)
     adam: str
     engine_rounds: list[float] = field(default_factory=list)   # steps/s of each round
     torch_rounds: list[float] = field(default_factory=list)
     peak_rounds: list[float] = field(default_factory=list)     # matmul peak GFLOP/s sampled in each round
 
 
-def _time(fn: Callable[[], float], steps: int, device: torch.device, grad: bool = True) -> float:
-    """Steps per second over `steps` consecutive steps (grad=False: all under one torch.no_grad(),
-    as `fit` runs its whole loop)."""
+def _time(fn: Callable[[], float], seconds: float, device: torch.device, grad: bool = True,
+          min_steps: int = 3) -> tuple[float, int]:
+    """(steps per second, steps) over consecutive steps for at least `seconds` and `min_steps`.
+
+    grad=False runs them all under one torch.no_grad(), as `fit` runs its whole loop.
+    """
     with torch.set_grad_enabled(grad):
         sync(device)
-        t = time.perf_counter()
-        for _ in range(steps):
+        t0, n = time.perf_counter(), 0
+        while n < min_steps or time.perf_counter() - t0 < seconds:
             fn()
+            n += 1
+            if device.type == "cuda" and n % 16 == 0:
+                sync(device)     # bound the queue, so the clock sees the work
         sync(device)
-        return steps / (time.perf_counter() - t)
+        return n / (time.perf_counter() - t0), n
 
 
 def bench_case(case: Case, device: str, peak: MatmulPeak, rounds: int, round_s: float, warmup_s: float) -> Result:
+    """Rounds of `round_s` per side, engine and torch back to back (who goes first alternates),
+    each round followed by a matmul-peak sample of the same length."""
     p = build(case, device)
     dev = p.model.device
     flops = step_flops(p.model, case.batch)
     sides = {"engine": p.engine_step, "torch": p.torch_step}
     grad = {"engine": False, "torch": True}
-    rate = {}
-    for side, fn in sides.items():       # warm-up; its fastest steps size the rounds (load only slows)
-        _time(fn, 2, dev, grad[side])
-        t0, rates = time.perf_counter(), []
-        while len(rates) < 3 or time.perf_counter() - t0 < warmup_s:
-            rates.append(_time(fn, 1, dev, grad[side]))
-        rate[side] = max(rates)
-    steps = max(3, int(round_s * min(rate.values())))
+    for side, fn in sides.items():       # warm-up
+        _time(fn, warmup_s, dev, grad[side])
     got: dict[str, list[float]] = {"engine": [], "torch": []}
+    steps: list[int] = []
     pcts, peaks = [], []
     for r in range(rounds):
         for side in (("engine", "torch") if r % 2 == 0 else ("torch", "engine")):
-            got[side].append(_time(sides[side], steps, dev, grad[side]))
+            rate, n = _time(sides[side], round_s, dev, grad[side])
+            got[side].append(rate)
+            steps.append(n)
         peaks.append(peak.sample(round_s))
         pcts.append(100 * got["engine"][-1] * flops / 1e9 / peaks[-1])
     e, t = statistics.median(got["engine"]), statistics.median(got["torch"])
     ratio = statistics.median(a / b for a, b in zip(got["engine"], got["torch"]))   # paired: same load
     best_pct = 100 * max(got["engine"]) * flops / 1e9 / max(peaks)
     return Result(case.name, case.batch, e, t, ratio, e * flops / 1e9, t * flops / 1e9, statistics.median(pcts),
-                  best_pct, flops, steps, p.adam, got["engine"], got["torch"], peaks)
+                  best_pct, flops, int(statistics.median(steps)), p.adam, got["engine"], got["torch"], peaks)
 
 
 def table(results: list[Result], peak: dict[str, float]) -> str:
@@ -330,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results.append(r)
         print(f"  {case.name}: engine {r.engine_steps_s:.1f} steps/s, torch {r.torch_steps_s:.1f} steps/s "
               f"(torch Adam {r.adam}), rounds engine {[round(x) for x in r.engine_rounds]} "
-              f"torch {[round(x) for x in r.torch_rounds]}, {r.steps_per_round} steps per round", flush=True)
+              f"torch {[round(x) for x in r.torch_rounds]}, ~{r.steps_per_round} steps per round", flush=True)
     summary = peak.summary()
     print()
     print(table(results, summary))
