@@ -339,6 +339,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary = peak.summary()
     print()
     print(table(results, summary))
+    spread = max(max(v) / min(v) for r in results for v in (r.engine_rounds, r.torch_rounds))
+    if spread > 3:
+        print(f"warning: round rates vary up to {spread:.0f}x: other processes are taking the CPUs; the "
+              f"medians are unreliable (on a shared machine, --threads 1 keeps each side on one core)")
     out = {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
            "matmul_peak_gflops": summary, "results": [asdict(r) for r in results]}
     if args.json:
