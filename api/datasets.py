@@ -99,6 +99,15 @@ def parse_dataset(path: Path, filename: str | None = None, *, target: str | None
 
 
 # ----------------------------------------------------------------------------- CSV
+def _float32(values: np.ndarray) -> tuple[np.ndarray, tuple[int, ...] | None]:
+    """values as float32, and the index of the first value not finite there (NaN, infinity, or
+    beyond ±3.4e38), or None when every value is finite."""
+    with np.errstate(over="ignore"):
+        out = values.astype(np.float32)
+    bad = ~np.isfinite(out)
+    return out, (tuple(int(v) for v in np.argwhere(bad)[0]) if bad.any() else None)
+
+
 def _is_number(cell: str) -> bool:
     try:
         float(cell)
@@ -207,10 +216,9 @@ def parse_csv(path: Path, *, target: str | None = None, task: Task | None = None
     n = len(labels)
     if n < MIN_ROWS:
         raise DatasetError(f"the CSV has {n} data row{'s' if n != 1 else ''}; at least {MIN_ROWS} are needed")
-    with np.errstate(over="ignore"):
-        X = np.concatenate(chunks).astype(np.float32)
-    if not np.isfinite(X).all():  # finite in float64, too large for float32
-        i, j = (int(v) for v in np.argwhere(~np.isfinite(X))[0])
+    X, bad = _float32(np.concatenate(chunks))   # cells were finite in float64; some may overflow float32
+    if bad is not None:
+        i, j = bad
         raise DatasetError(f"data row {i + 1}, column {names[j]!r}: value exceeds the float32 range")
     y, task, classes, n_outputs = _encode_target(labels, task, f"column {header[t]!r}",
                                                  lambda i: f"line {label_lines[i]}")
@@ -246,11 +254,9 @@ def _encode_target(labels: list[str] | np.ndarray, task: Task | None, what: str,
             raise DatasetError(f"{where(i)}, target {what}: {str(labels[i])[:40]!r} is not a number; "
                                "regression needs a numeric target (or pass task=classification)",
                                field="target")
-        with np.errstate(over="ignore"):
-            y = values.astype(np.float32)
-        bad = ~np.isfinite(y)
-        if bad.any():
-            i = int(np.argmax(bad))
+        y, bad = _float32(values)
+        if bad is not None:
+            (i,) = bad
             raise DatasetError(f"{where(i)}, target {what}: {values[i]} is not finite in float32; NaN, "
                                "infinity and values beyond ±3.4e38 are not allowed", field="target")
         return y.reshape(n, 1), task, None, 1
@@ -341,11 +347,8 @@ def _check_arrays(X: np.ndarray, y: np.ndarray, task: Task | None, limits: Limit
     if per_sample == 0 or per_sample > limits.max_features:
         raise DatasetError(f"array 'X' has {per_sample} values per sample (shape {X.shape}); it must be "
                            f"between 1 and {limits.max_features}", status=413 if per_sample else 422)
-    with np.errstate(over="ignore"):
-        X = X.astype(np.float32)
-    bad = ~np.isfinite(X)
-    if bad.any():
-        idx = tuple(int(v) for v in np.argwhere(bad)[0])
+    X, idx = _float32(X)
+    if idx is not None:
         raise DatasetError(f"array 'X' has a non-finite value at X[{', '.join(map(str, idx))}] "
                            f"= {X[idx]}; NaN and infinity (and values beyond float32) are not allowed")
     if y.shape[:1] != (n,):
@@ -364,11 +367,9 @@ def _check_arrays(X: np.ndarray, y: np.ndarray, task: Task | None, limits: Limit
         raise DatasetError(f"array 'y' has shape {y.shape} and dtype {y.dtype}; use (N,) class labels for "
                            "classification (one-hot? pass y.argmax(1)) or (N, k) numbers for regression",
                            field="file")
-    with np.errstate(over="ignore"):
-        yf = y.astype(np.float32)
-    bad = ~np.isfinite(yf)
-    if bad.any():
-        i, j = (int(v) for v in np.argwhere(bad)[0])
+    yf, bad = _float32(y)
+    if bad is not None:
+        i, j = bad
         raise DatasetError(f"array 'y' has a non-finite value at y[{i}, {j}]")
     return ParsedDataset("npz", X, yf, "regression", int(y.shape[1]))
 

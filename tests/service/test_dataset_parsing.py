@@ -264,3 +264,15 @@ def test_damaged_compressed_npz_is_a_clear_422(tmp_path, offset):
         damaged[k] ^= 0xFF
     e = error(tmp_path, bytes(damaged), "d.npz")
     assert e.status == 422 and "not a readable NPZ archive" in e.message
+
+
+def test_csv_feature_beyond_float32_range_names_row_and_column(tmp_path):
+    e = error(tmp_path, csv_bytes(["a", "b", "t"], [[1, 2, 0], [3, 1e39, 1], [5, 6, 0], [7, 8, 1]]))
+    assert "data row 2" in e.message and "'b'" in e.message and "float32" in e.message
+
+
+def test_npz_regression_y_non_finite_names_the_index(tmp_path):
+    y = np.ones((6, 2))
+    y[3, 1] = np.inf
+    e = error(tmp_path, npz_bytes(X=np.ones((6, 3)), y=y), "d.npz", task="regression")
+    assert "y[3, 1]" in e.message
