@@ -131,8 +131,9 @@ class JobCallbacks(Callbacks):
                             val_loss=m.get("val_loss"), metrics=m))
 
     def on_checkpoint(self, checkpoint: ckpt_io.Checkpoint) -> None:
-        # a cancelled run's checkpoint is mid-epoch: keep the last epoch-end one, which resumes exactly
-        if checkpoint.status == "cancelled" or self.lost:
+        # fit only checkpoints a cancel at an epoch boundary, which resumes exactly: keep it, since
+        # a worker shutdown re-queues the job and the throttled last checkpoint may be older
+        if self.lost:
             return
         now = time.monotonic()
         if checkpoint.status == "running" and self._checkpoint_saved_at is not None \

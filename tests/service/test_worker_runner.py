@@ -137,7 +137,7 @@ def test_worker_shutdown_hands_the_job_back_and_the_next_attempt_resumes(lab):
     assert job.attempts == 1 and job.result["resumed_from_epoch"] >= 1
     assert lab.metrics(job_id) == list(range(1, 201))
 
-    # resumed from an epoch-end checkpoint (never the mid-epoch one a stop produces), the run
+    # resumed from an epoch-boundary checkpoint (a stop mid-epoch writes none), the run
     # ends bit-identical to one that was never interrupted
     straight = lab.submit(epochs=200, batch_size=16)
     assert runner.run_job(lab.settings, straight, CPU) == "succeeded"
