@@ -18,6 +18,7 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
 
 COPY pyproject.toml ./
 COPY chainrule ./chainrule
+COPY core ./core
 COPY engine ./engine
 COPY api ./api
 COPY worker ./worker

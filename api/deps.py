@@ -4,19 +4,20 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Annotated, Iterator
+from typing import Annotated, Iterator, TypeVar
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from chainrule.db import get_sessionmaker
-from chainrule.keys import find_key, hash_key
-from chainrule.settings import Settings
+from core.db import get_sessionmaker
+from core.keys import find_key, hash_key
+from core.settings import Settings
 
 KEY_CACHE_TTL_S = 5.0      # a revoked key keeps working at most this long
 KEY_CACHE_MAX = 10_000
+T = TypeVar("T")
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -107,3 +108,12 @@ async def current_key(request: Request, settings: SettingsDep,
 
 
 CurrentKey = Annotated[Principal, Depends(current_key)]
+
+
+def get_owned(session: Session, owner: Principal, table: type[T], row_id: str, what: str) -> T:
+    """The row with primary key `row_id` if this key owns it. Another key's row is exactly as
+    absent as a missing one: both are the same 404 (one primary-key SELECT)."""
+    row = session.get(table, row_id)
+    if row is None or row.owner_id != owner.id:
+        raise HTTPException(404, f"{what} {row_id!r} not found")
+    return row

@@ -1,19 +1,20 @@
 """The FastAPI application. Serve with `uvicorn --factory api.main:create_app` (or `chainrule serve`).
 
-No schema work at startup: the schema comes from migrations (`chainrule.db.upgrade`),
+No schema work at startup: the schema comes from migrations (`core.db.upgrade`),
 run by the CLI or the compose migration step before the API starts.
+Built by chainrule (the composition root); imports core/ and engine/, never worker/.
 """
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from chainrule.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 from . import errors
 from .deps import KeyCache
 from .limits import BodyLimit
 from .predict import ModelCache
-from .routes import datasets, health, jobs
+from .routes import datasets, health, jobs, results
 
 VERSION = "0.1.0"
 DESCRIPTION = """
@@ -53,4 +54,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
+    app.include_router(results.router)
     return app

@@ -6,7 +6,6 @@ model runs one forward at a time (a lock per model).
 """
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -14,23 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors
 import safetensors.torch
 import torch
 
+from core.jobspec import build_model
 from engine import Model
-
-from chainrule.jobspec import JobRequest
 
 CACHE_SIZE = 4
 
 
+def _fmt(shape) -> str:  # TODO(merge): engine.format_shape
+    return "[" + ", ".join(map(str, shape)) + "]"
+
+
 class InputError(ValueError):
     """Predict inputs that do not fit the model; names the first bad row."""
-
-
-def _fmt(shape) -> str:
-    return "[" + ", ".join(map(str, shape)) + "]"
 
 
 def inputs_to_array(inputs: list[Any], input_shape: tuple[int, ...]) -> np.ndarray:
@@ -93,23 +90,8 @@ class ModelCache:
         return job_id in self._models
 
 
-def weights_metadata(weights: Path) -> dict[str, Any]:
-    """input_shape, task and classes as the worker records them in the weights file's metadata."""
-    with safetensors.safe_open(str(weights), framework="pt") as f:
-        meta = f.metadata() or {}
-    out: dict[str, Any] = {"task": meta.get("task")}
-    for key in ("input_shape", "classes"):
-        try:
-            out[key] = json.loads(meta[key]) if key in meta else None
-        except ValueError:
-            out[key] = None
-    return out
-
-
 def load_model(request: dict[str, Any], input_shape: tuple[int, ...], weights: Path) -> Model:
-    req = JobRequest.model_validate(request)
-    dtype = torch.float64 if req.dtype == "float64" else torch.float32
-    model = Model.from_spec(req.model, input_shape, seed=req.seed, dtype=dtype, device="cpu")
+    model = build_model(request, input_shape, "cpu")
     model.load_state_dict(safetensors.torch.load_file(str(weights), device="cpu"), strict=True)
     return model
 

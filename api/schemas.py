@@ -1,26 +1,16 @@
-"""Public response and request schemas. Table rows (chainrule.models) never leave the API directly."""
+"""Public response and request schemas. Table rows (core.tables) never leave the API directly."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from chainrule.models import Dataset, Job
+from core.lifecycle import JobStatus
+from core.tables import Dataset, Job, as_utc
 
-LIST_LIMIT_MAX = 100  # Query(le=...) needs a constant; matches Settings.list_limit_max
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-ACTIVE_STATUSES = ("queued", "running")
-FINAL_STATUSES = ("succeeded", "failed", "cancelled")
-
-
-
-def _as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every time the service stores is UTC."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+LIST_LIMIT_MAX = 100  # the most items one page of a list returns
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 _DATASET_EXAMPLE = {
     "id": "3f1c2a9e-8d0b-4b8e-9c55-2f8e2a1b7c10", "name": "iris.csv", "format": "csv",
     "task": "classification", "n_rows": 150, "input_shape": [4], "n_outputs": 3,

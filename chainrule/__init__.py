@@ -1,1 +1,1 @@
-"""Shared service layer: settings, database, tables, artifact store and CLI (used by api/ and worker/)."""
+"""chainrule: the composition root — the `chainrule` CLI, the supervisor of `serve`, the HTTP server; the only package that imports both api/ and worker/."""

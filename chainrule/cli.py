@@ -1,33 +1,34 @@
 """`chainrule` command line: serve, api, worker, migrate, keys.
 
     chainrule serve --host 127.0.0.1 --port 8000 [--workers 1]   embedded: migrations, API, worker(s)
-    chainrule api --host 0.0.0.0 --port 8000 [--workers 1]       API + janitor (no migrations)
+    chainrule api --host 0.0.0.0 --port 8000 [--workers 1]       API + sweeper (no migrations)
     chainrule worker [--queues cpu,auto] [--device auto|cpu|cuda] [--concurrency 1]
     chainrule migrate                                            Alembic upgrade to head
     chainrule keys create NAME                                   prints the new key as the last line
     chainrule keys list | chainrule keys revoke ID_OR_PREFIX
 
-Configuration comes from CHAINRULE_* environment variables (chainrule.settings); child
-processes inherit them. The API is imported lazily so `worker` never imports FastAPI.
+Configuration comes from CHAINRULE_* environment variables (core.settings); child
+processes inherit them. This package is the composition root, the only one that imports both
+api/ and worker/; each is imported lazily, so a `worker` process never imports FastAPI.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-import signal
 import sys
 import threading
-import time
 from typing import Sequence
 
-from .queue import QUEUES
+from core.broker import QUEUES
+from worker.options import DEVICE_CHOICES, DEVICE_ENV, THREADS_ENV
+
+from .server import serve_http
+from .supervisor import Children, stop_on_signals
 
 log = logging.getLogger("chainrule.cli")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-DEVICES = ("auto", "cpu", "cuda")
-THREADS_ENV = "CHAINRULE_WORKER_THREADS"   # worker.app reads it (kept here so the CLI never imports worker.app early)
 
 
 def _queues(value: str) -> list[str]:
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request (off: it costs "
                        "~10%% of a status poll's CPU)")
 
-    api = sub.add_parser("api", help="the HTTP API and a janitor thread (run `chainrule migrate` first)")
+    api = sub.add_parser("api", help="the HTTP API and a sweeper thread (run `chainrule migrate` first)")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=_port, default=8000)
     api.add_argument("--workers", type=_positive_int, default=1,
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", type=_queues, default=None,
                         help="comma-separated, of cpu, gpu, auto. Default: cpu,auto on a cpu worker, "
                              "gpu,auto on a cuda worker")
-    worker.add_argument("--device", choices=DEVICES, default="auto",
+    worker.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                         help="auto: cuda when a GPU is visible, else cpu; cuda fails without a GPU")
     worker.add_argument("--concurrency", type=_positive_int, default=1,
                         help="worker processes, each training one job at a time")
@@ -111,162 +112,16 @@ def _setup_logging(level: str) -> None:
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-# ----------------------------------------------------------------------------- child processes
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the child gets SIGTERM if the process that started it dies (even by SIGKILL)."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-class Children:
-    """Worker child processes: started, restarted if one dies unexpectedly, stopped together."""
-
-    def __init__(self, commands: list[list[str]]):
-        import subprocess
-        self._subprocess = subprocess
-        self.commands = commands
-        self.procs: list = [None] * len(commands)
-        self.stopping = threading.Event()
-        self._restarts: list[list[float]] = [[] for _ in commands]
-        self._lock = threading.Lock()
-
-    def _spawn(self, i: int):
-        proc = self._subprocess.Popen(self.commands[i], preexec_fn=_die_with_parent)
-        log.info("started worker process %d: %s", proc.pid, " ".join(self.commands[i][2:]))
-        return proc
-
-    def start(self) -> None:
-        with self._lock:
-            for i in range(len(self.commands)):
-                self.procs[i] = self._spawn(i)
-
-    def watch(self, interval: float = 1.0) -> None:
-        """Restart a child that exits while we are not stopping (at most 5 times a minute each)."""
-        while not self.stopping.wait(interval):
-            with self._lock:
-                if self.stopping.is_set():
-                    return
-                for i, proc in enumerate(self.procs):
-                    if proc is None or proc.poll() is None:
-                        continue
-                    now = time.monotonic()
-                    recent = [t for t in self._restarts[i] if now - t < 60]
-                    if len(recent) >= 5:
-                        continue
-                    log.warning("worker process %d exited with %s; starting another", proc.pid, proc.returncode)
-                    self._restarts[i] = recent + [now]
-                    self.procs[i] = self._spawn(i)
-
-    def alive(self) -> list:
-        return [p for p in self.procs if p is not None and p.poll() is None]
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM (Celery's warm shutdown: the running job is handed back to the queue), then
-        SIGKILL whatever is still there after `timeout`; always reaps, so nothing is orphaned."""
-        self.stopping.set()
-        with self._lock:
-            procs = self.alive()
-            for p in procs:
-                try:
-                    p.send_signal(signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + timeout
-            for p in procs:
-                try:
-                    p.wait(timeout=max(0.0, deadline - time.monotonic()))
-                except self._subprocess.TimeoutExpired:
-                    log.warning("worker process %d did not stop in %.0f s; killing it", p.pid, timeout)
-                    p.kill()
-                    p.wait()
-
-
 def _worker_command(queues: list[str], device: str) -> list[str]:
     return [sys.executable, "-m", "chainrule.cli", "worker", "--queues", ",".join(queues),
             "--device", device, "--concurrency", "1"]
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
-    def handler(signum, _frame):
-        log.info("received %s; stopping", signal.Signals(signum).name)
-        stop.set()
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-
-
 # ----------------------------------------------------------------------------- commands
-def api_app(settings=None):
-    """The FastAPI app, built, with what imports left on the heap frozen out of the garbage collector.
-
-    torch, pydantic and FastAPI leave ~240k long-lived objects; every full collection used to walk
-    them all, a 120-350 ms pause of every request in flight (the p99 of status polls under load).
-    Frozen, a full collection scans only what requests allocated: ~4 ms. Also the factory that
-    `--workers N` processes call (`chainrule.cli:api_app`), with settings from the environment.
-    """
-    import gc
-    import multiprocessing
-
-    from api.main import create_app
-
-    if multiprocessing.parent_process() is not None:   # a uvicorn worker: end with the supervisor
-        _die_with_parent()
-    app = create_app(settings)
-    gc.collect()
-    gc.freeze()
-    return app
-
-
-def _serve_http(settings, host: str, port: int, *, workers: int = 1, access_log: bool = False,
-                on_started=None) -> None:
-    """uvicorn with a janitor thread beside it; returns after SIGINT/SIGTERM. One process serves in
-    this (main) thread; with workers > 1 this process supervises that many uvicorn processes
-    (restarting any that dies) which share the listening socket."""
-    import uvicorn
-
-    from . import janitor
-
-    # loop "asyncio", not uvloop: at the same throughput uvloop left some connections waiting several
-    # rounds (status polls, 50 keep-alive clients: p99 130-170 ms vs 37-39 ms, p90 alike)
-    options = dict(host=host, port=port, log_level="info", lifespan="on", access_log=access_log,
-                   timeout_graceful_shutdown=10, loop="asyncio")
-    _, janitor_stop = janitor.start_thread(settings)
-    try:
-        if workers > 1:
-            from uvicorn.supervisors import Multiprocess
-
-            config = uvicorn.Config("chainrule.cli:api_app", factory=True, workers=workers, **options)
-            Multiprocess(config, sockets=[_tcp(config.bind_socket())]).run()   # handles SIGINT/SIGTERM itself
-            return
-        server = uvicorn.Server(uvicorn.Config(api_app(settings), **options))
-        if on_started is not None:
-            def announce():
-                while not server.started and not server.should_exit:
-                    time.sleep(0.05)
-                if server.started:
-                    on_started()
-            threading.Thread(target=announce, daemon=True, name="announce").start()
-        stop = threading.Event()
-        _stop_on_signals(stop)   # uvicorn re-raises the signal it caught into these after shutdown
-        server.run()
-    finally:
-        janitor_stop.set()
-
-
-def _tcp(sock):
-    """The listening socket, saying it is TCP: asyncio sets TCP_NODELAY only on connections accepted
-    from a socket whose proto is IPPROTO_TCP, and uvicorn binds with proto 0. Without it each
-    response (headers, then body) waits out a 40 ms delayed ACK."""
-    import socket
-    return socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
-
-
 def cmd_serve(args, settings) -> int:
     import torch
 
-    from .db import upgrade
+    from core.db import upgrade
 
     upgrade(settings.database_url)
     queues = ["cpu", "auto"] + (["gpu"] if torch.cuda.is_available() else [])
@@ -274,8 +129,6 @@ def cmd_serve(args, settings) -> int:
     os.environ.setdefault(THREADS_ENV, str(max(1, (os.cpu_count() or 1) // args.workers)))
     children = Children([_worker_command(queues, "auto") for _ in range(args.workers)])
     children.start()
-    watcher = threading.Thread(target=children.watch, daemon=True, name="watch-workers")
-    watcher.start()
     shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
 
     def started():
@@ -285,7 +138,7 @@ def cmd_serve(args, settings) -> int:
               flush=True)
 
     try:
-        _serve_http(settings, args.host, args.port, access_log=args.access_log, on_started=started)
+        serve_http(settings, args.host, args.port, access_log=args.access_log, on_started=started)
     finally:
         log.info("stopping worker processes")
         children.stop()
@@ -293,7 +146,7 @@ def cmd_serve(args, settings) -> int:
 
 
 def cmd_api(args, settings) -> int:
-    _serve_http(settings, args.host, args.port, workers=args.workers, access_log=args.access_log)
+    serve_http(settings, args.host, args.port, workers=args.workers, access_log=args.access_log)
     return 0
 
 
@@ -310,16 +163,15 @@ def cmd_worker(args, settings) -> int:
         print(f"chainrule worker: queue gpu needs a GPU worker, but this one trains on {device.type} "
               "(use --device cuda on a machine with a GPU, or drop gpu from --queues)", file=sys.stderr)
         return 2
-    os.environ[devices.DEVICE_ENV] = device.type   # read by worker.app; inherited by children
+    os.environ[DEVICE_ENV] = device.type   # read by worker.app; inherited by children
     threads = args.threads or os.environ.get(THREADS_ENV) or max(1, (os.cpu_count() or 1) // args.concurrency)
     os.environ[THREADS_ENV] = str(threads)
 
     if args.concurrency > 1:
         children = Children([_worker_command(queues, device.type) for _ in range(args.concurrency)])
         stop = threading.Event()
-        _stop_on_signals(stop)
+        stop_on_signals(stop)
         children.start()
-        threading.Thread(target=children.watch, daemon=True, name="watch-workers").start()
         while not stop.wait(1.0):
             pass
         children.stop()
@@ -335,7 +187,7 @@ def cmd_worker(args, settings) -> int:
 
 
 def cmd_migrate(args, settings) -> int:
-    from .db import upgrade
+    from core.db import upgrade
 
     upgrade(settings.database_url)
     print("database schema is up to date")
@@ -343,8 +195,8 @@ def cmd_migrate(args, settings) -> int:
 
 
 def cmd_keys(args, settings) -> int:
-    from .db import session_scope, upgrade
-    from .keys import create_key, list_keys, revoke_key
+    from core.db import session_scope, upgrade
+    from core.keys import create_key, list_keys, revoke_key
 
     upgrade(settings.database_url)   # a no-op at head; makes `keys create` work on a fresh data dir
     with session_scope(settings.database_url) as s:
@@ -375,7 +227,7 @@ COMMANDS = {"serve": cmd_serve, "api": cmd_api, "worker": cmd_worker, "migrate":
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
-    from .settings import get_settings
+    from core.settings import get_settings
 
     try:
         settings = get_settings()

@@ -1,13 +1,13 @@
-"""Alembic environment: the URL comes from the caller (chainrule.db.upgrade) or CHAINRULE_ settings."""
+"""Alembic environment: the URL comes from the caller (core.db.upgrade) or CHAINRULE_ settings."""
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from chainrule.models import Base
+from core.tables import Base
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url")
 if not url:
-    from chainrule.settings import get_settings
+    from core.settings import get_settings
     url = get_settings().database_url
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
 

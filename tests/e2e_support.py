@@ -37,7 +37,7 @@ FAST_TIMINGS = {
     "CHAINRULE_HEARTBEAT_TIMEOUT_S": "3",
     "CHAINRULE_CANCEL_POLL_INTERVAL_S": "0.2",
     "CHAINRULE_PROGRESS_INTERVAL_S": "0.2",
-    "CHAINRULE_JANITOR_INTERVAL_S": "0.5",
+    "CHAINRULE_SWEEP_INTERVAL_S": "0.5",
     "CHAINRULE_RESEND_AFTER_S": "5",
     "CHAINRULE_BROKER_POLL_INTERVAL_S": "0.05",
     "CHAINRULE_WORKER_THREADS": "1",   # 2 cores shared by pytest, the API and workers
@@ -257,12 +257,12 @@ class Stack:
 
     # -- settings and database, as the processes see them
     def settings(self):
-        from chainrule.settings import Settings
+        from core.settings import Settings
         return Settings(**{k[len("CHAINRULE_"):].lower(): v for k, v in self.env.items()
                            if k.startswith("CHAINRULE_") and k != "CHAINRULE_WORKER_THREADS"})
 
     def session(self):
-        from chainrule.db import get_sessionmaker
+        from core.db import get_sessionmaker
         return get_sessionmaker(self.settings().database_url)()
 
     # -- the CLI
@@ -281,8 +281,8 @@ class Stack:
 
     def create_key_in_process(self, name: str = "e2e") -> str:
         """The same, without a 2-5 s interpreter start: for tests about something else."""
-        from chainrule.db import session_scope, upgrade
-        from chainrule.keys import create_key
+        from core.db import session_scope, upgrade
+        from core.keys import create_key
         settings = self.settings()
         upgrade(settings.database_url)
         with session_scope(settings.database_url) as s:
@@ -316,7 +316,7 @@ class Stack:
         wait_for(up, timeout, 0.1, "the API to answer /healthz")
 
     def wait_worker(self, name: str = "worker", timeout: float = 60) -> None:
-        """Ready = its janitor thread (started on Celery's worker_ready) has touched the alive file."""
+        """Ready = its sweeper thread (started on Celery's worker_ready) has touched the alive file."""
         def ready():
             self.check_alive(name)
             return (self.root / f"{name}.alive").exists()
@@ -389,7 +389,7 @@ class Stack:
     # -- teardown
     def close(self) -> None:
         # workers are SIGKILLed: a warm Celery shutdown costs 2-5 s of polling per stack, and the
-        # graceful paths have their own tests (serve's shutdown, the janitor after a SIGKILL)
+        # graceful paths have their own tests (serve's shutdown, the sweeper after a SIGKILL)
         for name, proc in self.procs.items():
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -398,7 +398,7 @@ class Stack:
             stop_process(proc, signal.SIGTERM, 15)
         if self._client is not None:
             self._client.close()
-        from chainrule.db import get_engine
+        from core.db import get_engine
         with contextlib.suppress(Exception):
             get_engine(self.settings().database_url).dispose()
 

@@ -5,7 +5,7 @@ Start it with `chainrule worker` (pool solo: one training job per process), or
 worker.runner, which re-reads the row and claims it atomically.
 
 Per process, beside the consumer:
-  - the janitor thread (chainrule.janitor), started when the worker is ready; it also
+  - the sweeper thread (core.sweeper), started when the worker is ready; it also
     touches ALIVE_FILE every sweep for the container healthcheck;
   - a shutdown flag: on SIGTERM / SIGINT Celery starts a warm shutdown and we make the
     running fit stop at its next step and hand its job back to the queue.
@@ -19,17 +19,16 @@ from pathlib import Path
 import torch
 from celery import signals
 
-from chainrule import janitor
-from chainrule.queue import TRAIN_TASK, celery_app
-from chainrule.settings import get_settings
+from core import sweeper
+from core.broker import TRAIN_TASK, celery_app
+from core.settings import get_settings
 
 from . import devices, runner
 from .callbacks import SHUTDOWN
+from .options import ALIVE_FILE_ENV, THREADS_ENV
 
 log = logging.getLogger("chainrule.worker")
 
-THREADS_ENV = "CHAINRULE_WORKER_THREADS"     # torch intra-op threads; set by `chainrule worker --threads`
-ALIVE_FILE_ENV = "CHAINRULE_WORKER_ALIVE_FILE"
 DEFAULT_ALIVE_FILE = "/tmp/chainrule-worker.alive"
 
 settings = get_settings()
@@ -39,7 +38,7 @@ if os.environ.get(THREADS_ENV):
     # cores are many times slower with more threads than cores (OpenMP barriers spin on busy CPUs)
     torch.set_num_threads(max(1, int(os.environ[THREADS_ENV])))
 _device = None
-_janitor = None
+_sweeper = None
 
 
 def worker_device():
@@ -64,12 +63,12 @@ def _touch_alive_file() -> None:
 
 
 @signals.worker_ready.connect
-def _start_janitor(**_) -> None:
-    global _janitor
-    log.info("worker ready: training on %s, janitor every %.1f s",
-             devices.describe(worker_device()), settings.janitor_interval_s)
-    if _janitor is None:
-        _janitor = janitor.start_thread(settings, on_tick=_touch_alive_file)
+def _start_sweeper(**_) -> None:
+    global _sweeper
+    log.info("worker ready: training on %s, sweeping every %.1f s",
+             devices.describe(worker_device()), settings.sweep_interval_s)
+    if _sweeper is None:
+        _sweeper = sweeper.start_thread(settings, on_tick=_touch_alive_file)
 
 
 @signals.worker_shutting_down.connect
@@ -79,6 +78,6 @@ def _on_shutting_down(sig=None, how=None, **_) -> None:
 
 
 @signals.worker_shutdown.connect
-def _stop_janitor(**_) -> None:
-    if _janitor is not None:
-        _janitor[1].set()
+def _stop_sweeper(**_) -> None:
+    if _sweeper is not None:
+        _sweeper[1].set()

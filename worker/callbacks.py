@@ -1,8 +1,8 @@
 """What a running job tells the database: heartbeat, progress, metrics, checkpoints; and
 what the database tells it: cancel.
 
-Every write is fenced on (id, status 'running', attempts == this attempt): a worker the
-janitor gave up on (its job requeued and claimed by another) can no longer touch the row,
+Every write is fenced (core.lifecycle.fenced: id, status running, this attempt): a worker the
+sweeper gave up on (its job requeued and claimed by another) can no longer touch the row,
 and notices at its next heartbeat that the job is not its own any more.
 """
 from __future__ import annotations
@@ -15,10 +15,11 @@ from typing import Any
 
 from sqlalchemy import delete, update
 
-from chainrule import artifacts
-from chainrule.db import session_scope
-from chainrule.models import Job, JobMetric, utcnow
-from chainrule.settings import Settings
+from core import artifacts, lifecycle
+from core.db import session_scope
+from core.lifecycle import Claim, fenced
+from core.settings import Settings
+from core.tables import Job, JobMetric
 from engine import checkpoint as ckpt_io
 from engine.train import Callbacks, Progress
 
@@ -31,10 +32,6 @@ CHECKPOINT_MIN_INTERVAL_S = 1.0
 # set from Celery's worker_shutting_down signal: the running fit stops at its next step and
 # the job goes back to the queue, to resume from its last checkpoint on another worker
 SHUTDOWN = threading.Event()
-
-
-def fenced(job_id: str, attempt: int) -> tuple:
-    return (Job.id == job_id, Job.status == "running", Job.attempts == attempt)
 
 
 def json_safe(value: Any) -> Any:
@@ -55,9 +52,10 @@ class Heartbeat(threading.Thread):
     refreshes heartbeat_at, writes the latest progress (at most every progress_interval_s)
     and reads cancel_requested. The training loop only reads two attributes."""
 
-    def __init__(self, settings: Settings, job_id: str, attempt: int):
-        super().__init__(name=f"heartbeat-{job_id[:8]}", daemon=True)
-        self.settings, self.job_id, self.attempt = settings, job_id, attempt
+    def __init__(self, settings: Settings, claimed: Claim):
+        super().__init__(name=f"heartbeat-{claimed.job_id[:8]}", daemon=True)
+        self.settings, self.claimed = settings, claimed
+        self.job_id, self.attempt = claimed.job_id, claimed.attempt
         self.interval = min(settings.heartbeat_interval_s, settings.cancel_poll_interval_s)
         self.progress: Progress | None = None     # set by the training thread, read here
         self.cancel_requested = False
@@ -70,26 +68,26 @@ class Heartbeat(threading.Thread):
         while not self._stop_event.wait(self.interval):
             try:
                 self.beat()
-            except Exception as exc:  # database hiccup: keep beating; the janitor allows heartbeat_timeout_s
+            except Exception as exc:  # database hiccup: keep beating; the sweeper allows heartbeat_timeout_s
                 log.warning("job %s: heartbeat failed: %s: %s", self.job_id, type(exc).__name__, exc)
             if self.lost:
                 return
 
     def beat(self) -> None:
-        values: dict[str, Any] = {"heartbeat_at": utcnow()}
-        p, now = self.progress, time.monotonic()
-        if p is not None and p is not self._written and now - self._progress_at >= self.settings.progress_interval_s:
-            values.update(epoch=p.epoch, step=p.step, total_steps=p.total_steps, fraction=min(p.fraction, 1.0))
-        with session_scope(self.settings.database_url) as s:
-            row = s.execute(update(Job).where(*fenced(self.job_id, self.attempt)).values(**values)
-                            .returning(Job.cancel_requested)).first()
-        if row is None:
+        progress, now = self.progress, time.monotonic()
+        values = None
+        if progress is not None and progress is not self._written \
+                and now - self._progress_at >= self.settings.progress_interval_s:
+            values = {"epoch": progress.epoch, "step": progress.step, "total_steps": progress.total_steps,
+                      "fraction": min(progress.fraction, 1.0)}
+        cancel = lifecycle.beat(self.settings, self.claimed, values)
+        if cancel is None:
             log.warning("job %s: no longer running as attempt %d here; stopping", self.job_id, self.attempt)
             self.lost = True
             return
-        self.cancel_requested = bool(row[0])
-        if "step" in values:
-            self._written, self._progress_at = p, now
+        self.cancel_requested = cancel
+        if values is not None:
+            self._written, self._progress_at = progress, now
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -100,9 +98,10 @@ class Heartbeat(threading.Thread):
 class JobCallbacks(Callbacks):
     """engine.train.fit callbacks for one attempt of one job."""
 
-    def __init__(self, settings: Settings, job_id: str, attempt: int, heartbeat: Heartbeat):
-        self.settings, self.job_id, self.attempt, self.heartbeat = settings, job_id, attempt, heartbeat
-        self.checkpoint_abspath = artifacts.resolve(settings, artifacts.checkpoint_relpath(job_id))
+    def __init__(self, settings: Settings, claimed: Claim, heartbeat: Heartbeat):
+        self.settings, self.heartbeat = settings, heartbeat
+        self.job_id, self.attempt = claimed.job_id, claimed.attempt
+        self.checkpoint_abspath = artifacts.resolve(settings, artifacts.checkpoint_relpath(self.job_id))
         self._checkpoint_saved_at: float | None = None
 
     @property
@@ -139,7 +138,7 @@ class JobCallbacks(Callbacks):
         if checkpoint.status == "running" and self._checkpoint_saved_at is not None \
                 and now - self._checkpoint_saved_at < CHECKPOINT_MIN_INTERVAL_S:
             return
-        # the fenced UPDATE first: a worker the janitor gave up on must not overwrite the file
+        # the fenced UPDATE first: a worker the sweeper gave up on must not overwrite the file
         # the job's next attempt resumes from (the resume checks the file exists, not the column)
         with session_scope(self.settings.database_url) as s:
             won = s.execute(update(Job).where(*fenced(self.job_id, self.attempt))

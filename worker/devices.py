@@ -5,8 +5,7 @@ import os
 
 import torch
 
-DEVICE_ENV = "CHAINRULE_WORKER_DEVICE"  # set by `chainrule worker --device`; inherited by children
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+from .options import DEVICE_CHOICES, DEVICE_ENV
 
 
 class DeviceUnavailable(RuntimeError):

@@ -8,19 +8,21 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
 
-from chainrule import artifacts
-from chainrule.db import get_sessionmaker
-from chainrule.models import Dataset, Job, new_id
-from chainrule.settings import Settings
+from core import artifacts
+from core.db import get_sessionmaker
+from core.lifecycle import ACTIVE
+from core.settings import Settings
+from core.tables import Dataset, Job, new_id
+from engine.data import TASKS
 
-from ..datasets import DatasetError, Limits, ParsedDataset, parse_dataset
-from ..deps import CurrentKey, Principal, SessionDep, SettingsDep
+from ..deps import CurrentKey, SessionDep, SettingsDep, get_owned
 from ..errors import problem
-from ..schemas import ACTIVE_STATUSES, LIST_LIMIT_MAX, DatasetList, DatasetPublic, dataset_public
+from ..ingest import DatasetError, Limits, ParsedDataset, parse_dataset
+from ..schemas import LIST_LIMIT_MAX, DatasetList, DatasetPublic, dataset_public
 from ..upload import UploadError, receive_upload
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
-TASKS = ("classification", "regression")
+NOT_FOUND = {404: {"description": "No such dataset for this key"}}
 
 _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"],
@@ -33,18 +35,6 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
         "task": {"type": "string", "enum": list(TASKS),
                  "description": "Default: inferred (few distinct integer or text values: classification)."},
     }}}}}}
-
-
-def _not_found(dataset_id: str):
-    return problem(404, ["path", "dataset_id"], f"dataset {dataset_id!r} not found", "not_found")
-
-
-def get_owned(session, owner: Principal, dataset_id: str) -> Dataset:
-    """The dataset if this key owns it; another key's dataset is exactly as absent as a missing one."""
-    row = session.get(Dataset, dataset_id)
-    if row is None or row.owner_id != owner.id:
-        raise _not_found(dataset_id)
-    return row
 
 
 def _form_fields(fields: dict[str, str], filename: str | None) -> tuple[str, str | None, str | None]:
@@ -119,17 +109,17 @@ def list_datasets(session: SessionDep, owner: CurrentKey,
     return DatasetList(items=[dataset_public(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic, summary="Read a dataset")
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses=NOT_FOUND, summary="Read a dataset")
 def get_dataset(dataset_id: str, session: SessionDep, owner: CurrentKey) -> DatasetPublic:
-    return dataset_public(get_owned(session, owner, dataset_id))
+    return dataset_public(get_owned(session, owner, Dataset, dataset_id, "dataset"))
 
 
 @router.delete("/{dataset_id}", status_code=204, summary="Delete a dataset and its file",
-               responses={409: {"description": "Jobs on it are still queued or running"}})
+               responses={**NOT_FOUND, 409: {"description": "Jobs on it are still queued or running"}})
 def delete_dataset(dataset_id: str, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> Response:
-    row = get_owned(session, owner, dataset_id)
+    row = get_owned(session, owner, Dataset, dataset_id, "dataset")
     active = session.scalar(select(func.count()).select_from(Job).where(
-        Job.dataset_id == dataset_id, Job.status.in_(ACTIVE_STATUSES)))
+        Job.dataset_id == dataset_id, Job.status.in_(ACTIVE)))
     if active:
         raise problem(409, ["path", "dataset_id"], f"dataset {dataset_id!r} has {active} queued or running "
                       "job(s); cancel them or wait for them to finish", "conflict")

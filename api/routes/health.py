@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from chainrule.db import get_engine
-from chainrule.settings import Settings
+from core.db import get_engine
+from core.settings import Settings
 
 from ..deps import SettingsDep
 

@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from chainrule.db import get_engine, get_sessionmaker, upgrade
-from chainrule.keys import create_key
-from chainrule.settings import Settings
+from core.db import get_engine, get_sessionmaker, upgrade
+from core.keys import create_key
+from core.settings import Settings
 
 
 @dataclass
@@ -56,24 +56,17 @@ class Service:
         return self.client.post("/v1/jobs", headers=headers or self.a, json=body)
 
 
-def finish(svc: Service, job: dict, input_shape, seed: int = 7, dataset: dict | None = None):
-    """What the worker does on success: weights file (torch.nn names, and with `dataset` the
-    metadata worker.runner.weights_bytes records) + the row marked succeeded."""
-    import json
-
+def finish(svc: Service, job: dict, input_shape, seed: int = 7):
+    """What the worker does on success: a weights file (torch.nn names) + the row marked succeeded."""
     import safetensors.torch
 
-    from chainrule import artifacts
-    from chainrule.models import Job, utcnow
+    from core import artifacts
+    from core.tables import Job, utcnow
     from engine import Model
 
     model = Model.from_spec(job["request"]["model"], tuple(input_shape), seed=seed)
     relpath = artifacts.weights_relpath(job["id"])
-    metadata = None if dataset is None else {
-        "format": "pt", "input_shape": json.dumps(list(input_shape)), "task": dataset["task"],
-        "classes": json.dumps(dataset["classes"])}
-    artifacts.write_atomic(artifacts.resolve(svc.settings, relpath),
-                           safetensors.torch.save(model.state_dict(), metadata=metadata))
+    artifacts.write_atomic(artifacts.resolve(svc.settings, relpath), safetensors.torch.save(model.state_dict()))
     with svc.session() as s:
         row = s.get(Job, job["id"])
         row.status, row.weights_path, row.finished_at = "succeeded", relpath, utcnow()

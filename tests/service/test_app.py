@@ -15,7 +15,7 @@ from conftest import finish, iris_like
 
 
 def test_healthz_needs_no_database(tmp_path):
-    from chainrule.settings import Settings
+    from core.settings import Settings
     app = create_app(Settings(data_dir=tmp_path, database_url="sqlite:////proc/no/such/db.sqlite"))
     r = TestClient(app).get("/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
@@ -39,7 +39,7 @@ def test_readyz_names_what_failed(service_factory, tmp_path):
     r = svc.client.get("/readyz")
     assert r.status_code == 503 and r.json()["detail"] == "not ready: broker"
 
-    from chainrule.settings import Settings
+    from core.settings import Settings
     app = create_app(Settings(data_dir=tmp_path / "x", database_url="sqlite:////proc/no/such/db.sqlite"))
     r = TestClient(app).get("/readyz")
     assert r.status_code == 503 and r.json()["detail"] == "not ready: database"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from chainrule.keys import KEY_PREFIX, create_key, find_key, hash_key, revoke_key
-from chainrule.models import ApiKey, Job
+from core.keys import KEY_PREFIX, create_key, find_key, hash_key, revoke_key
+from core.tables import ApiKey, Job
 
 from conftest import iris_like
 

@@ -21,9 +21,9 @@ def run(tmp_path, *args, **env):
 
 
 def test_keys_create_prints_the_key_last_and_it_is_stored_hashed(tmp_path):
-    from chainrule.db import get_sessionmaker
-    from chainrule.keys import find_key
-    from chainrule.settings import Settings
+    from core.db import get_sessionmaker
+    from core.keys import find_key
+    from core.settings import Settings
 
     out = run(tmp_path, "keys", "create", "alice")      # runs the migrations on a fresh data dir
     assert out.returncode == 0, out.stderr
@@ -54,7 +54,7 @@ def test_worker_device_cuda_without_a_gpu_fails_clearly(tmp_path):
 def test_the_worker_side_never_imports_fastapi_or_the_api():
     """DESIGN.md's dependency direction: worker/ imports engine/ and chainrule/, never api/."""
     import sys
-    code = ("import sys, chainrule.cli, chainrule.janitor, worker.app, worker.runner; "
+    code = ("import sys, chainrule.cli, core.sweeper, worker.app, worker.runner; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'api', 'starlette', 'uvicorn')); "
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -94,47 +94,3 @@ def test_api_workers_share_one_port_and_stop_with_the_supervisor(tmp_path):
         wait_for(lambda: not any(pid_alive(p) for p in servers), 10, 0.1, "the server processes to exit")
     finally:
         stop_process(proc)
-
-
-def test_api_app_freezes_the_heap_imports_left(tmp_path):
-    """Full collections skip the ~240k objects torch/FastAPI imports leave (a 100+ ms pause each)."""
-    code = "import gc; from chainrule.cli import api_app; api_app(); print(gc.get_freeze_count())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100,
-                         env={**os.environ, "CHAINRULE_DATA_DIR": str(tmp_path / "data")})
-    assert out.returncode == 0, out.stderr
-    assert int(out.stdout.strip().splitlines()[-1]) > 50_000
-
-
-def test_api_workers_socket_gives_connections_tcp_nodelay():
-    """uvicorn binds --workers' shared socket with proto 0, and asyncio sets TCP_NODELAY only on
-    connections accepted from an IPPROTO_TCP socket: without it every response (headers, then body)
-    waits out a delayed ACK. chainrule.cli._tcp relabels the socket."""
-    import asyncio
-    import socket
-
-    from chainrule.cli import _tcp
-
-    async def nodelay_of_accepted(listening: socket.socket) -> int:
-        accepted: asyncio.Future = asyncio.get_running_loop().create_future()
-
-        class Probe(asyncio.Protocol):
-            def connection_made(self, transport):
-                sock = transport.get_extra_info("socket")
-                accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
-                transport.close()
-        server = await asyncio.get_running_loop().create_server(Probe, sock=listening)
-        _, writer = await asyncio.open_connection(*listening.getsockname())
-        try:
-            return await asyncio.wait_for(accepted, 10)
-        finally:
-            writer.close()
-            server.close()
-
-    def bound() -> socket.socket:   # as uvicorn's Config.bind_socket makes it
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        return sock
-
-    relabelled = _tcp(bound())
-    assert relabelled.proto == socket.IPPROTO_TCP
-    assert asyncio.run(nodelay_of_accepted(relabelled)) != 0

@@ -1,4 +1,4 @@
-"""api.datasets: the pure parsing functions, on files written to tmp_path."""
+"""api.ingest: the pure parsing functions, on files written to tmp_path."""
 from __future__ import annotations
 
 import io
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from api.datasets import DatasetError, Limits, parse_dataset
+from api.ingest import DatasetError, Limits, parse_dataset
 
 from conftest import csv_bytes, npz_bytes
 
@@ -156,8 +156,8 @@ def test_column_limit_is_checked_on_the_header(tmp_path):
 
 
 def test_wide_rows_are_converted_in_small_chunks(tmp_path, monkeypatch):
-    import api.datasets as datasets
-    monkeypatch.setattr(datasets, "_CSV_CHUNK_CELLS", 10)   # 3 rows of 4 features per chunk
+    import api.ingest.from_csv as from_csv
+    monkeypatch.setattr(from_csv, "_CSV_CHUNK_CELLS", 10)   # 3 rows of 4 features per chunk
     rows = [[i, i + 1, i + 2, i + 3, i % 2] for i in range(10)]
     rows[7][2] = "x"
     e = error(tmp_path, csv_bytes(["a", "b", "c", "d", "t"], rows))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from chainrule import artifacts
-from chainrule.models import Job
+from core import artifacts
+from core.tables import Job
 
 from conftest import csv_bytes, iris_like, npz_bytes
 

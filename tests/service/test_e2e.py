@@ -1,7 +1,7 @@
 """End to end through HTTP with real `chainrule api` and `chainrule worker` processes.
 
 Data: a generated 3-class set (Gaussian blobs, tests/e2e_support.blobs_csv). Timings are the
-short FAST_TIMINGS of e2e_support (heartbeat timeout 3 s, janitor every 0.5 s).
+short FAST_TIMINGS of e2e_support (heartbeat timeout 3 s, sweeper every 0.5 s).
 """
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def test_cancel_queued_and_running_jobs(stack_factory):
     # queued: a cuda job waits on the gpu queue, which no worker here consumes
     queued = stack.submit(ds["id"], device="cuda")
     assert queued["queue"] == "gpu"
-    time.sleep(1.0)   # two janitor sweeps: the job stays queued, nobody claims it
+    time.sleep(1.0)   # two sweeps: the job stays queued, nobody claims it
     assert stack.job(queued["id"])["status"] == "queued"
     r = stack.http.post(f"/v1/jobs/{queued['id']}/cancel")
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
@@ -136,7 +136,7 @@ def test_cancel_queued_and_running_jobs(stack_factory):
 
 def _wait_checkpointed(stack, job_id: str, min_epoch: int = 2) -> int:
     """Wait until the job's checkpoint file holds epoch >= min_epoch; returns that epoch."""
-    from chainrule.models import Job
+    from core.tables import Job
     from engine import checkpoint
 
     def checkpointed():
@@ -182,7 +182,7 @@ def test_killed_worker_out_of_attempts_fails_worker_lost(stack_factory):
     stack.procs["worker"].send_signal(signal.SIGKILL)
     stack.procs["worker"].wait()
     t0 = time.monotonic()
-    done = stack.wait_job(job["id"], timeout=20, watch=("api",))   # the API's janitor decides
+    done = stack.wait_job(job["id"], timeout=20, watch=("api",))   # the API's sweeper decides
     assert done["status"] == "failed", done
     took = time.monotonic() - t0
     print(f"\n[measured] SIGKILLed worker's job failed worker_lost {took:.2f} s after the kill "
@@ -207,12 +207,12 @@ def test_non_finite_loss_fails_naming_step_and_layer(stack_factory):
     assert stack.http.get(f"/v1/jobs/{job['id']}/weights").status_code == 409
 
 
-def test_janitor_sends_a_job_the_broker_never_got(stack_factory):
+def test_sweeper_sends_a_job_the_broker_never_got(stack_factory):
     """A broker outage at submit time: the row is committed, sent_at stays NULL. Simulated by
-    inserting the row directly; the janitor must send it and a worker must run it."""
-    from chainrule.jobspec import JobRequest
-    from chainrule.models import ApiKey, Job, utcnow
-    from chainrule.queue import enqueue
+    inserting the row directly; the sweeper must send it and a worker must run it."""
+    from core.jobspec import JobRequest
+    from core.tables import ApiKey, Job, utcnow
+    from core.broker import send
     from sqlalchemy import select
 
     stack = stack_factory().up()
@@ -238,7 +238,7 @@ def test_janitor_sends_a_job_the_broker_never_got(stack_factory):
         assert s.get(Job, job_id).sent_at is not None
 
     # a duplicate message for a finished job is a no-op: no second attempt, nothing changes
-    enqueue(stack.settings(), job_id, "cpu")
+    send(stack.settings(), job_id, "cpu")
     time.sleep(1.5)
     again = stack.job(job_id)
     assert again["status"] == "succeeded" and again["attempts"] == 1
@@ -253,7 +253,7 @@ def test_serve_answers_and_stops_with_its_workers(stack_factory, how):
     import os
 
     import httpx
-    from chainrule.models import Job
+    from core.tables import Job
 
     stack = stack_factory()
     stack.create_key_in_process()

@@ -6,7 +6,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from chainrule.models import Job, JobMetric
+from core.tables import Job, JobMetric
 
 from conftest import csv_bytes, finish, npz_bytes
 
@@ -75,9 +75,9 @@ def test_predict_regression_on_images_returns_outputs_only(svc):
     np.testing.assert_allclose(r.json()["outputs"], model.predict(torch.tensor(X[:3])).numpy(), rtol=1e-5)
 
 
-def test_predict_after_the_dataset_is_deleted_reads_the_weights_metadata(svc, iris):
+def test_predict_after_the_dataset_is_deleted_uses_what_the_job_recorded(svc, iris):
     job = svc.submit(iris["id"]).json()
-    model = finish(svc, job, iris["input_shape"], dataset=iris)
+    model = finish(svc, job, iris["input_shape"])          # weights without any metadata
     assert svc.client.delete(f"/v1/datasets/{iris['id']}", headers=svc.a).status_code == 204
     rows = [[0.5, -1.0, 2.0, 0.1]]
     r = svc.client.post(f"/v1/jobs/{job['id']}/predict", headers=svc.a, json={"inputs": rows})
@@ -86,10 +86,13 @@ def test_predict_after_the_dataset_is_deleted_reads_the_weights_metadata(svc, ir
     assert r.json()["classes"] == [iris["classes"][int(logits.argmax(1))]]
 
 
-def test_predict_without_dataset_or_metadata_is_409(svc, iris):
+def test_predict_on_a_job_without_a_recorded_input_shape_is_409(svc, iris):
+    """A job submitted before jobs recorded their input shape, whose dataset is gone."""
     job = svc.submit(iris["id"]).json()
     finish(svc, job, iris["input_shape"])
-    svc.client.delete(f"/v1/datasets/{iris['id']}", headers=svc.a)
+    with svc.session() as s:
+        s.get(Job, job["id"]).input_shape = None
+        s.commit()
     r = svc.client.post(f"/v1/jobs/{job['id']}/predict", headers=svc.a, json={"inputs": [[1, 2, 3, 4]]})
     assert r.status_code == 409 and "input shape" in msg(r)
 

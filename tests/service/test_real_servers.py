@@ -6,7 +6,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from chainrule.models import Job
+from core.tables import Job
 
 from conftest import finish, iris_like, make_service
 

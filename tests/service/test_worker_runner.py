@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from sqlalchemy import select
 
-from chainrule import artifacts
-from chainrule.db import get_engine, get_sessionmaker, upgrade
-from chainrule.jobspec import JobRequest
-from chainrule.keys import create_key
-from chainrule.models import Dataset, Job, JobMetric
-from chainrule.settings import Settings
+from core import artifacts
+from core.db import get_engine, get_sessionmaker, upgrade
+from core.jobspec import JobRequest
+from core.keys import create_key
+from core.tables import Dataset, Job, JobMetric
+from core.settings import Settings
 from worker import runner
 from worker.callbacks import SHUTDOWN, json_safe
 
@@ -61,7 +61,7 @@ def lab(tmp_path):
         body.update(overrides)
         req = JobRequest.model_validate(body)
         with Session() as s:
-            job = Job(owner_id=owner_id, dataset_id=dataset_id, request=req.model_dump(mode="json"),
+            job = Job(owner_id=owner_id, dataset_id=dataset_id, status="queued", request=req.model_dump(mode="json"),
                       device=req.device, queue="cpu", n_parameters=1, max_attempts=3)
             s.add(job)
             s.commit()

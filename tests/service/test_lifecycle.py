@@ -1,4 +1,4 @@
-"""The janitor's rules and the worker's claim/fencing, in process against a real SQLite database
+"""The job lifecycle's moves and the sweeper's rules (the worker's claim, fencing, recovery), in process against a real SQLite database
 made by the migrations and the real embedded broker (messages are files we can count)."""
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from datetime import timedelta
 import pytest
 import torch
 
-from chainrule import janitor
-from chainrule.db import get_engine, get_sessionmaker, upgrade
-from chainrule.keys import create_key
-from chainrule.models import Job, utcnow
-from chainrule.settings import Settings
+from core import lifecycle, sweeper
+from core.db import get_engine, get_sessionmaker, upgrade
+from core.keys import create_key
+from core.lifecycle import JobStatus
+from core.tables import Job, utcnow
+from core.settings import Settings
 from worker import runner
 from worker.callbacks import Heartbeat
 
@@ -25,7 +26,7 @@ def world(tmp_path):
     upgrade(settings.database_url)
     Session = get_sessionmaker(settings.database_url)
     with Session() as s:
-        owner, _ = create_key(s, "janitor-test", settings)
+        owner, _ = create_key(s, "sweeper-test", settings)
 
     class World:
         def __init__(self):
@@ -69,7 +70,7 @@ def sweep_concurrently(settings: Settings, n: int = 4) -> None:
 
     def one():
         barrier.wait()
-        janitor.sweep(settings)
+        sweeper.sweep(settings)
     threads = [threading.Thread(target=one) for _ in range(n)]
     for t in threads:
         t.start()
@@ -77,7 +78,7 @@ def sweep_concurrently(settings: Settings, n: int = 4) -> None:
         t.join()
 
 
-def test_unsent_job_is_sent_once_even_by_concurrent_janitors(world):
+def test_unsent_job_is_sent_once_even_by_concurrent_sweepers(world):
     unsent = world.add(created_at=ago(5), sent_at=None)
     just_made = world.add(created_at=ago(0.2), sent_at=None)  # the API is about to send it itself
     sweep_concurrently(world.settings)
@@ -89,10 +90,10 @@ def test_unsent_job_is_sent_once_even_by_concurrent_janitors(world):
 def test_resend_backs_off_with_the_time_already_waited(world):
     young = world.add(created_at=ago(15), sent_at=ago(11))   # waited 4 s before its send: resend after 10
     old = world.add(created_at=ago(100), sent_at=ago(11))    # waited 89 s: resend after 89 s, not yet
-    janitor.sweep(world.settings)
+    sweeper.sweep(world.settings)
     assert world.messages() == [young]
-    assert janitor.resend_interval(world.settings, ago(100), ago(11)) == pytest.approx(89, abs=1)
-    assert janitor.resend_interval(world.settings, ago(10**6), ago(0)) == janitor.MAX_RESEND_INTERVAL_S
+    assert sweeper.resend_interval(world.settings, ago(100), ago(11)) == pytest.approx(89, abs=1)
+    assert sweeper.resend_interval(world.settings, ago(10**6), ago(0)) == sweeper.MAX_RESEND_INTERVAL_S
 
 
 def test_stale_running_job_is_requeued_with_a_note_and_sent(world):
@@ -104,14 +105,14 @@ def test_stale_running_job_is_requeued_with_a_note_and_sent(world):
     assert job.status == "queued" and job.attempts == 1 and job.error_code is None
     assert "box-1" in job.result["note"]
     assert job.result["retries"][0]["attempt"] == 1 and job.result["retries"][0]["epoch"] == 4
-    assert world.messages() == [stale]                    # sent once, by one of the four janitors
+    assert world.messages() == [stale]                    # sent once, by one of the four sweepers
     assert world.get(fresh).status == "running"
 
 
 def test_stale_job_out_of_attempts_fails_worker_lost(world):
     job_id = world.add(status="running", attempts=3, max_attempts=3, heartbeat_at=ago(60),
                        started_at=ago(100), worker_host="gpu-box-7")
-    summary = janitor.sweep(world.settings)
+    summary = sweeper.sweep(world.settings)
     assert summary.failed == [job_id]
     job = world.get(job_id)
     assert job.status == "failed" and job.error_code == "worker_lost" and job.finished_at is not None
@@ -123,7 +124,7 @@ def test_stale_job_out_of_attempts_fails_worker_lost(world):
 def test_cancel_requests_are_honoured_for_lost_and_queued_jobs(world):
     lost = world.add(status="running", attempts=1, heartbeat_at=ago(60), cancel_requested=True)
     queued = world.add(status="queued", cancel_requested=True, created_at=ago(5))
-    janitor.sweep(world.settings)
+    sweeper.sweep(world.settings)
     assert world.get(lost).status == "cancelled"
     assert world.get(queued).status == "cancelled"
     assert world.messages() == []
@@ -156,23 +157,23 @@ def test_cuda_job_is_not_claimed_by_a_cpu_worker(world):
     assert world.get(job_id).status == "queued"
 
 
-def test_a_worker_the_janitor_gave_up_on_cannot_touch_the_job(world):
+def test_a_worker_the_sweeper_gave_up_on_cannot_touch_the_job(world):
     job_id = world.add()
     claim = runner.claim(world.settings, job_id, torch.device("cpu"))
-    hb = Heartbeat(world.settings, job_id, claim.attempt)
+    hb = Heartbeat(world.settings, claim)
     hb.beat()
     assert not hb.lost
     with get_sessionmaker(world.settings.database_url)() as s:   # the heartbeat goes stale
         s.get(Job, job_id).heartbeat_at = ago(60)
         s.commit()
-    janitor.sweep(world.settings)
+    sweeper.sweep(world.settings)
     assert world.get(job_id).status == "queued"
     second = runner.claim(world.settings, job_id, torch.device("cpu"))
     assert second.attempt == 2
     # the first worker wakes up: its heartbeat finds the row is not its own, its outcome is dropped
     hb.beat()
     assert hb.lost
-    assert runner._finish(world.settings, claim, status="succeeded", summary={}) == "lost"
+    assert lifecycle.finish(world.settings, claim, JobStatus.SUCCEEDED) is False
     job = world.get(job_id)
     assert job.status == "running" and job.attempts == 2
 
@@ -181,7 +182,7 @@ def test_heartbeat_reads_cancel_and_throttles_progress(world):
     from engine.train import Progress
     job_id = world.add()
     claim = runner.claim(world.settings, job_id, torch.device("cpu"))
-    hb = Heartbeat(world.settings.model_copy(update={"progress_interval_s": 3600}), job_id, claim.attempt)
+    hb = Heartbeat(world.settings.model_copy(update={"progress_interval_s": 3600}), claim)
     hb.progress = Progress(epoch=1, epochs=5, step=10, total_steps=50, fraction=0.2)
     hb._progress_at = -1e9
     hb.beat()

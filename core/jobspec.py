@@ -1,13 +1,16 @@
-"""The job submission, shared: the API validates it, stores it as JSON, the worker re-reads it."""
+"""The job submission, shared: the API validates it and stores it as JSON; the worker and predict
+re-read it and build its network with `build_model`, the one place a job becomes a Model."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+import torch
 from pydantic import ConfigDict, Field
 
+from engine import Model
 from engine.spec import Adam, LossSpec, ModelSpec, OptimizerSpec, TrainConfig
 
-DTYPES = {"float32": "float32", "float64": "float64"}
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class JobRequest(TrainConfig):
@@ -33,3 +36,15 @@ class JobRequest(TrainConfig):
 
     def train_config(self) -> TrainConfig:
         return TrainConfig.model_validate(self.model_dump(include=set(TrainConfig.model_fields)))
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return TORCH_DTYPES[self.dtype]
+
+
+def build_model(request: JobRequest | dict[str, Any], input_shape: tuple[int, ...] | list[int],
+                device: str | torch.device = "cpu") -> Model:
+    """The job's network, initialised from its seed, in its dtype, on `device`."""
+    req = request if isinstance(request, JobRequest) else JobRequest.model_validate(request)
+    return Model.from_spec(req.model, tuple(int(d) for d in input_shape), seed=req.seed,
+                           dtype=req.torch_dtype, device=device)

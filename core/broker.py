@@ -2,8 +2,8 @@
 
 Embedded mode uses kombu's filesystem transport under CHAINRULE_DATA_DIR/broker: no server,
 and two instances with different data dirs never meet. Production uses Redis.
-Jobs are recovered by the janitor (chainrule.janitor), not by broker redelivery, so the
-behaviour is the same on every transport.
+A message only wakes a worker up: the job is its row, and a job whose worker died is recovered
+by the sweeper, not by broker redelivery (core.lifecycle's docstring has the plan).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def queue_for(device: str) -> str:
 
 def _broker_options(settings: Settings) -> dict:
     if not settings.embedded_broker:
-        # fail fast when Redis is down: the job row is committed and the janitor resends it
+        # fail fast when Redis is down: the job row is committed and the sweeper resends it
         return {"visibility_timeout": 12 * 3600, "socket_connect_timeout": 2, "socket_timeout": 10,
                 "max_retries": 0}
     root = settings.broker_dir
@@ -55,7 +55,7 @@ def _make_app(settings: Settings) -> Celery:
     app.conf.update(
         task_serializer="json", accept_content=["json"], result_serializer="json",
         task_ignore_result=True, result_backend=None,
-        task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
+        task_acks_late=True, task_reject_on_worker_lost=False, worker_prefetch_multiplier=1,
         task_queues=[Queue(q, routing_key=q) for q in QUEUES], task_default_queue="auto",
         task_create_missing_queues=False,
         broker_transport_options=_broker_options(settings),
@@ -66,7 +66,8 @@ def _make_app(settings: Settings) -> Celery:
     return app
 
 
-def enqueue(settings: Settings, job_id: str, queue: str) -> None:
-    """Hand a committed job to the broker; raises if the broker is unreachable (the janitor resends)."""
+def send(settings: Settings, job_id: str, queue: str) -> None:
+    """Put a wake-up message for a committed job on `queue`; raises if the broker is unreachable.
+    Call core.lifecycle.dispatch, which records the send, rather than this."""
     celery_app(settings).send_task(TRAIN_TASK, args=[job_id], queue=queue, routing_key=queue,
                                    retry=False)

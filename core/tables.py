@@ -1,4 +1,6 @@
-"""SQLAlchemy 2 tables, shared by api/ and worker/. Changing them means a new migration."""
+"""SQLAlchemy 2 tables, shared by api/ and worker/. Changing them means a new migration.
+
+Statuses and the moves between them are core.lifecycle's; rows here only hold them."""
 from __future__ import annotations
 
 import uuid
@@ -11,6 +13,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def as_utc(dt: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes (stored as UTC), PostgreSQL aware ones: both as aware UTC."""
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
 
 
 def new_id() -> str:
@@ -56,11 +65,15 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
     dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"))
-    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued running succeeded failed cancelled
+    status: Mapped[str] = mapped_column(String(16))            # core.lifecycle.JobStatus
     request: Mapped[dict[str, Any]] = mapped_column()          # the validated submission: model, loss, ...
     device: Mapped[str] = mapped_column(String(8))             # auto | cpu | cuda (as requested)
     queue: Mapped[str] = mapped_column(String(16))             # broker queue it is sent to
     n_parameters: Mapped[int] = mapped_column(Integer)
+    # what predict needs, copied from the dataset at submit (the dataset may be deleted later)
+    input_shape: Mapped[list[Any] | None] = mapped_column(default=None)  # per sample: [F] or [C, H, W]
+    task: Mapped[str | None] = mapped_column(String(16), default=None)   # classification | regression
+    classes: Mapped[list[Any] | None] = mapped_column(default=None)      # original labels, index = class id
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # worker starts so far
     max_attempts: Mapped[int] = mapped_column(Integer)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)

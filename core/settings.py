@@ -30,7 +30,6 @@ class Settings(BaseSettings):
     max_compute_per_job: int = 500_000_000  # epochs x training samples
     max_concurrent_jobs: int = 4           # queued + running per key
     max_predict_rows: int = 10_000
-    list_limit_max: int = 100
 
     # worker liveness: a running job whose heartbeat is older than heartbeat_timeout_s is retried
     # from its last checkpoint (up to max_attempts in all) or failed with a reason
@@ -39,7 +38,7 @@ class Settings(BaseSettings):
     max_attempts: int = 3
     progress_interval_s: float = 1.0       # progress rows are written at most this often
     cancel_poll_interval_s: float = 0.5
-    janitor_interval_s: float = 5.0
+    sweep_interval_s: float = 5.0          # the sweeper (core.sweeper) in every API and worker process
     resend_after_s: float = 10.0           # a queued job not picked up after this is sent again
     broker_poll_interval_s: float = 0.05   # embedded transport only
 

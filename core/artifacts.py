@@ -8,7 +8,6 @@ Rows store paths relative to `artifacts_dir`, so the store can be mounted anywhe
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,12 +18,16 @@ def dataset_relpath(dataset_id: str) -> str:
     return f"datasets/{dataset_id}.safetensors"
 
 
+def job_dir_relpath(job_id: str) -> str:
+    return f"jobs/{job_id}"
+
+
 def checkpoint_relpath(job_id: str) -> str:
-    return f"jobs/{job_id}/checkpoint.safetensors"
+    return f"{job_dir_relpath(job_id)}/checkpoint.safetensors"
 
 
 def weights_relpath(job_id: str) -> str:
-    return f"jobs/{job_id}/weights.safetensors"
+    return f"{job_dir_relpath(job_id)}/weights.safetensors"
 
 
 def resolve(settings: Settings, relpath: str) -> Path:
@@ -45,7 +48,3 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def remove_job(settings: Settings, job_id: str) -> None:
-    shutil.rmtree(settings.artifacts_dir / "jobs" / job_id, ignore_errors=True)

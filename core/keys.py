@@ -13,7 +13,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .models import ApiKey, utcnow
+from .tables import ApiKey, utcnow
 from .settings import Settings, get_settings
 
 KEY_PREFIX = "cr_"

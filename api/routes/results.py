@@ -1,0 +1,73 @@
+"""What a job produces: its per-epoch metrics, its weights and predictions from them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+
+from core import artifacts
+from core.lifecycle import JobStatus
+from core.settings import Settings
+from core.tables import Job, JobMetric
+
+from ..deps import CurrentKey, SessionDep, SettingsDep, get_owned
+from ..errors import problem
+from ..predict import InputError, inputs_to_array, predict
+from ..schemas import MetricsPublic, PredictRequest, PredictResponse
+from .jobs import NOT_FOUND
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+NOT_SUCCEEDED = {409: {"description": "The job has not succeeded (yet)"}}
+
+
+def _weights_path(job: Job, settings: Settings, what: str) -> Path:
+    """The weights file of a succeeded job; 409 before it has succeeded, 404 if the file is gone."""
+    if job.status != JobStatus.SUCCEEDED:
+        raise problem(409, ["path", "job_id"], f"job {job.id!r} is {job.status}; {what} once it has succeeded")
+    path = artifacts.resolve(settings, job.weights_path or artifacts.weights_relpath(job.id))
+    if not path.is_file():
+        raise problem(404, ["path", "job_id"], f"the weights file of job {job.id!r} is missing from the store")
+    return path
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsPublic, responses=NOT_FOUND,
+            summary="Per-epoch metrics: losses, accuracy or MAE/R², gradient health")
+def get_metrics(job_id: str, session: SessionDep, owner: CurrentKey) -> MetricsPublic:
+    job = get_owned(session, owner, Job, job_id, "job")
+    rows = session.scalars(select(JobMetric).where(JobMetric.job_id == job.id).order_by(JobMetric.epoch))
+    epochs = [{**r.metrics, "epoch": r.epoch, "train_loss": r.metrics.get("train_loss", r.train_loss),
+               "val_loss": r.metrics.get("val_loss", r.val_loss)} for r in rows]
+    return MetricsPublic(job_id=job.id, epochs=epochs)
+
+
+@router.get("/{job_id}/weights", responses={**NOT_FOUND, **NOT_SUCCEEDED, 200: {
+    "content": {"application/octet-stream": {}},
+    "description": "safetensors; loads with torch_model.load_state_dict(load_file(path), strict=True)"}},
+    response_class=FileResponse, summary="Download the trained weights (.safetensors)")
+def get_weights(job_id: str, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> FileResponse:
+    path = _weights_path(get_owned(session, owner, Job, job_id, "job"), settings, "weights can be downloaded")
+    return FileResponse(path, media_type="application/octet-stream", filename=f"{job_id}.safetensors")
+
+
+@router.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True,
+             responses={**NOT_FOUND, **NOT_SUCCEEDED}, summary="Run the trained network on rows")
+def predict_job(job_id: str, body: PredictRequest, request: Request, session: SessionDep, owner: CurrentKey,
+                settings: SettingsDep) -> PredictResponse:
+    job = get_owned(session, owner, Job, job_id, "job")
+    weights = _weights_path(job, settings, "it can predict")
+    if len(body.inputs) > settings.max_predict_rows:
+        raise problem(422, ["body", "inputs"], f"{len(body.inputs)} rows; at most {settings.max_predict_rows} "
+                      "per request")
+    if job.input_shape is None:
+        raise problem(409, ["path", "job_id"], f"job {job.id!r} predates recording its input shape on the job "
+                      "and its dataset was deleted, so predict cannot check inputs; download its weights instead")
+    shape = tuple(int(d) for d in job.input_shape)
+    try:
+        x = inputs_to_array(body.inputs, shape)
+    except InputError as e:
+        raise problem(422, ["body", "inputs"], str(e))
+    loaded = request.app.state.model_cache.get(job.id, job.request, shape, weights)
+    classes = job.classes if job.task == "classification" else None
+    return PredictResponse(**predict(loaded, x, job.request["loss"]["type"], classes))
