@@ -7,6 +7,7 @@ Built by chainrule (the composition root); imports core/ and engine/, never work
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from core.settings import Settings, get_settings
 
@@ -36,6 +37,11 @@ and paste it into *Authorize*. Another key's datasets and jobs are 404.
 BODY_OVERHEAD = 1024 * 1024  # multipart headers and form fields beside the file
 
 
+def operation_id(route: APIRoute) -> str:
+    """The handler's name (`submit_job`): what generated clients call the method."""
+    return route.name
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
@@ -45,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                       {"name": "jobs", "description": "Submit, follow and use training jobs."},
                       {"name": "health", "description": "Probes for orchestrators."}],
         swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
+        generate_unique_id_function=operation_id,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + BODY_OVERHEAD)
     app.state.settings = settings

@@ -30,6 +30,16 @@ class Settings(BaseSettings):
     max_compute_per_job: int = 500_000_000  # epochs x training samples
     max_concurrent_jobs: int = 4           # queued + running per key
     max_predict_rows: int = 10_000
+    max_inferred_classes: int = Field(50, ge=2, description="A target with more distinct values is not "
+                                      "inferred as classes; task=classification takes it explicitly.")
+
+    # GET /v1/jobs/{id}/events (server-sent events): the stream reads the job's rows this often,
+    # sends a keep-alive comment after this much silence, and ends after max_s (the client resumes
+    # with Last-Event-ID); each key holds at most this many open streams per API process
+    events_poll_interval_s: float = 0.5
+    events_keepalive_s: float = 15.0
+    events_stream_max_s: float = 3600.0
+    max_event_streams_per_key: int = 8
 
     # worker liveness: a running job whose heartbeat is older than heartbeat_timeout_s is retried
     # from its last checkpoint (up to max_attempts in all) or failed with a reason
