@@ -36,6 +36,17 @@ _DATASET_EXAMPLE = {
     "size_bytes": 4551, "created_at": "2026-11-23T20:45:00Z"}
 
 
+class ErrorItem(BaseModel):
+    type: str
+    loc: list[str | int] = Field(description="Where: body / query / path / header, then the field path.")
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response: a 422 lists what is wrong where; other statuses say it in a sentence."""
+    detail: str | list[ErrorItem]
+
+
 class DatasetPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [_DATASET_EXAMPLE]})
 
@@ -162,6 +173,13 @@ class JobList(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+def metrics_entry(row: Any) -> dict[str, Any]:
+    """One finished epoch as the API shows it, from a job_metrics row (ORM object or Core row)."""
+    m = row.metrics
+    return {**m, "epoch": row.epoch, "train_loss": m.get("train_loss", row.train_loss),
+            "val_loss": m.get("val_loss", row.val_loss)}
 
 
 class MetricsPublic(BaseModel):
