@@ -142,7 +142,7 @@ def api(host: Host = "127.0.0.1", port: Port = 8000,
 
 @app.command()
 def worker(ctx: typer.Context,
-           queues: Annotated[Optional[str], typer.Option(help=(
+           queues: Annotated[Optional[str], typer.Option(callback=_queues, help=(
                "Comma-separated, of cpu, gpu, auto. Default: cpu,auto on a cpu worker, gpu,auto on a "
                "cuda worker."))] = None,
            device: Annotated[Device, typer.Option(help=(
@@ -154,7 +154,7 @@ def worker(ctx: typer.Context,
     """A Celery worker (pool solo: one training job per process)."""
     from .worker_main import run_worker
 
-    code = run_worker(_settings(), _queues(queues), device.value, concurrency, threads,
+    code = run_worker(_settings(), queues, device.value, concurrency, threads,
                       ctx.meta["log_level"])
     raise typer.Exit(code)
 
