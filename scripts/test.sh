@@ -15,4 +15,5 @@ if { ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/post
 fi
 bash scripts/install.sh test
 say "running the tests in .venv"
+export VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH"   # the `chainrule` the tests run is the .venv's
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -226,8 +226,10 @@ class RedisServer:
 
 # ----------------------------------------------------------------------------- the service
 def chainrule_cmd() -> list[str]:
-    """The installed console script (what a user runs), or the module if it is not on PATH."""
-    exe = shutil.which("chainrule")
+    """The console script a user runs: the one installed beside the Python running the tests (the
+    .venv's under scripts/test.sh), else the one on PATH, else the module."""
+    beside = Path(sys.executable).parent / "chainrule"
+    exe = str(beside) if beside.exists() else shutil.which("chainrule")
     return [exe] if exe else [sys.executable, "-m", "chainrule.cli"]
 
 

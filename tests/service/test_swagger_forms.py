@@ -46,6 +46,14 @@ def test_the_job_example_says_where_its_dataset_id_comes_from(svc):
     assert r.status_code == 202, r.text      # the example runs once the id is pasted
 
 
+def test_the_job_schema_says_loss_and_optimizer_take_a_bare_name(svc):
+    schema = svc.client.get("/openapi.json").json()["components"]["schemas"]["JobSubmit"]["properties"]
+    for field, name in (("loss", "cross_entropy"), ("optimizer", "adam"), ("schedule", "cosine")):
+        choices = schema[field]["anyOf"]
+        assert {"type": "string"}.items() <= choices[0].items() and name in choices[0]["enum"], field
+        assert "default" not in schema[field]          # a generator cannot build an object default
+
+
 @pytest.mark.parametrize("optimizer, field", [
     ({"type": "adam", "lr": "0.01"}, "lr"),
     ({"type": "sgd", "lr": 0.1, "momentum": "0.9"}, "momentum"),
