@@ -7,6 +7,7 @@ an incompatible loss. Other statuses carry a string.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -44,8 +45,8 @@ def _readable(err: dict[str, Any]) -> dict[str, Any]:
     if where and err.get("type") != "json_invalid":
         msg = f"{where}: {msg}" + (f" (got {err['input']!r})" if small_input else "")
     out: dict[str, Any] = {"type": err.get("type"), "loc": loc, "msg": msg}
-    if small_input:
-        out["input"] = err["input"]
+    if small_input and not (isinstance(err["input"], float) and not math.isfinite(err["input"])):
+        out["input"] = err["input"]   # NaN / Infinity are named in msg only: JSON has no such numbers
     return out
 
 

@@ -7,14 +7,16 @@ Built by chainrule (the composition root); imports core/ and engine/, never work
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from core.settings import Settings, get_settings
 
-from . import errors
+from . import docs, errors
 from .deps import KeyCache
 from .limits import BodyLimit
 from .predict import ModelCache
-from .routes import datasets, health, jobs, results
+from .routes import datasets, events, health, jobs, results
+from .routes.events import StreamSlots
 
 VERSION = "0.1.0"
 DESCRIPTION = """
@@ -23,7 +25,8 @@ it with chainrule's hand-written engine: every layer's backward pass, every loss
 optimizer written out on raw tensors.
 
 **Flow**: `POST /v1/datasets` (multipart CSV or NPZ) → `POST /v1/jobs` → poll
-`GET /v1/jobs/{id}` → `GET /v1/jobs/{id}/metrics` → `GET /v1/jobs/{id}/weights`
+`GET /v1/jobs/{id}` (or follow `GET /v1/jobs/{id}/events`, server-sent events) →
+`GET /v1/jobs/{id}/metrics` → `GET /v1/jobs/{id}/weights`
 (safetensors that load into `torch.nn.Sequential` with `strict=True`) or
 `POST /v1/jobs/{id}/predict`.
 
@@ -36,6 +39,11 @@ and paste it into *Authorize*. Another key's datasets and jobs are 404.
 BODY_OVERHEAD = 1024 * 1024  # multipart headers and form fields beside the file
 
 
+def operation_id(route: APIRoute) -> str:
+    """The handler's name (`submit_job`): what generated clients call the method."""
+    return route.name
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
@@ -44,15 +52,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[{"name": "datasets", "description": "Upload and manage training data."},
                       {"name": "jobs", "description": "Submit, follow and use training jobs."},
                       {"name": "health", "description": "Probes for orchestrators."}],
-        swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
+        docs_url=None, redoc_url=None, generate_unique_id_function=operation_id,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + BODY_OVERHEAD)
     app.state.settings = settings
     app.state.key_cache = KeyCache()
     app.state.model_cache = ModelCache()
+    app.state.event_slots = StreamSlots()
     errors.install(app)
+    docs.install(app)
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(results.router)
+    app.include_router(events.router)
     return app

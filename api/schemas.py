@@ -4,19 +4,47 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from core.jobspec import JobRequest
 from core.lifecycle import JobStatus
 from core.tables import Dataset, Job, as_utc
 
 LIST_LIMIT_MAX = 100  # the most items one page of a list returns
+MAX_TAGS = 20
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:=+/-]*$")]
+JobName = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+# fields that take a bare type name for an object of defaults ("loss": "cross_entropy")
+_NAMED_UNIONS = ("loss", "optimizer", "schedule")
+_JOB_EXAMPLE = {
+    "dataset_id": "paste-the-id-from-POST-/v1/datasets",
+    "name": "blobs-mlp", "tags": ["walkthrough"],
+    "model": {"layers": [
+        {"type": "linear", "out_features": 32},
+        {"type": "relu"},
+        {"type": "linear", "out_features": 3}]},
+    "loss": "cross_entropy",
+    "optimizer": {"type": "adam", "lr": 0.01},
+    "epochs": 20, "batch_size": 32, "validation_split": 0.2, "seed": 0, "device": "auto"}
 _DATASET_EXAMPLE = {
     "id": "3f1c2a9e-8d0b-4b8e-9c55-2f8e2a1b7c10", "name": "iris.csv", "format": "csv",
-    "task": "classification", "n_rows": 150, "input_shape": [4], "n_outputs": 3,
+    "task": "classification", "task_inferred": True,
+    "task_reason": "target column 'species' holds text with 3 distinct values in 150 rows: classes", "n_rows": 150, "input_shape": [4], "n_outputs": 3,
     "classes": ["setosa", "versicolor", "virginica"], "target": "species",
     "feature_names": ["sepal_length", "sepal_width", "petal_length", "petal_width"],
     "size_bytes": 4551, "created_at": "2026-11-23T20:45:00Z"}
+
+
+class ErrorItem(BaseModel):
+    type: str
+    loc: list[str | int] = Field(description="Where: body / query / path / header, then the field path.")
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response: a 422 lists what is wrong where; other statuses say it in a sentence."""
+    detail: str | list[ErrorItem]
 
 
 class DatasetPublic(BaseModel):
@@ -26,6 +54,8 @@ class DatasetPublic(BaseModel):
     name: str
     format: Literal["csv", "npz"]
     task: Literal["classification", "regression"]
+    task_inferred: bool = Field(description="True: inferred from the target; false: given with the upload.")
+    task_reason: str | None = Field(description="Why this task: what the target holds, or that it was given.")
     n_rows: int
     input_shape: list[int] = Field(description="Shape of one sample: [F] or [C, H, W].")
     n_outputs: int = Field(description="Number of classes, or of regression targets.")
@@ -56,8 +86,49 @@ class JobError(BaseModel):
     message: str
 
 
+def _generator_friendly(schema: dict[str, Any]) -> None:
+    """OpenAPI that client generators take whole: a union property gets no object default (a
+    generator cannot build one; the description says what absent means), and the properties
+    that accept a bare type name say so (`"loss": "cross_entropy"`)."""
+    for name, prop in schema.get("properties", {}).items():
+        if "discriminator" not in prop:
+            continue
+        if isinstance(prop.get("default"), dict):
+            default = prop.pop("default")
+            prop["description"] = f"Absent: {{\"type\": \"{default['type']}\"}} with its defaults."
+        if name in _NAMED_UNIONS:
+            union = {k: prop.pop(k) for k in ("oneOf", "discriminator")}
+            names = sorted(union["discriminator"]["mapping"])
+            prop["anyOf"] = [{"type": "string", "enum": names, "description": "A type with its defaults."}, union]
+
+
+def _job_schema(schema: dict[str, Any]) -> None:
+    _generator_friendly(schema)
+    schema["examples"] = [_JOB_EXAMPLE]
+
+
+class JobSubmit(JobRequest):
+    """A training job, with an optional name and tags to find it by."""
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_job_schema)
+
+    name: JobName | None = Field(None, description="A label for lists and dashboards; need not be unique.")
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS,
+                            description="Up to 20 tags (letters, digits and _.:=+/-), to filter lists by.")
+
+    @field_validator("tags")
+    @classmethod
+    def _unique(cls, tags: list[str]) -> list[str]:
+        return list(dict.fromkeys(tags))
+
+    def request(self) -> dict[str, Any]:
+        """The training request as stored on the job (name and tags live in their own columns)."""
+        return self.model_dump(mode="json", exclude={"name", "tags"})
+
+
 class JobPublic(BaseModel):
     id: str
+    name: str | None
+    tags: list[str]
     dataset_id: str | None = Field(description="Null once the dataset has been deleted.")
     status: JobStatus
     device: Literal["auto", "cpu", "cuda"]
@@ -85,7 +156,7 @@ def job_fields(job: Any) -> dict[str, Any]:
     """JobPublic's fields from a Job row: an ORM object or a Core row (the fast status read)."""
     request = job.request
     return {
-        "id": job.id, "dataset_id": job.dataset_id, "status": job.status, "device": job.device,
+        "id": job.id, "name": job.name, "tags": job.tags or [], "dataset_id": job.dataset_id, "status": job.status, "device": job.device,
         "queue": job.queue, "created_at": job.created_at, "started_at": job.started_at,
         "finished_at": job.finished_at, "attempts": job.attempts, "cancel_requested": bool(job.cancel_requested),
         "worker_host": job.worker_host, "worker_device": job.worker_device,
@@ -102,6 +173,13 @@ class JobList(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+def metrics_entry(row: Any) -> dict[str, Any]:
+    """One finished epoch as the API shows it, from a job_metrics row (ORM object or Core row)."""
+    m = row.metrics
+    return {**m, "epoch": row.epoch, "train_loss": m.get("train_loss", row.train_loss),
+            "val_loss": m.get("val_loss", row.val_loss)}
 
 
 class MetricsPublic(BaseModel):

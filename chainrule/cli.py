@@ -1,5 +1,6 @@
-"""`chainrule` command line: serve, api, worker, migrate, keys.
+"""`chainrule` command line (typer): the server side, and the client commands of chainrule/commands/.
 
+Server side (configured by CHAINRULE_* environment variables, core.settings):
     chainrule serve --host 127.0.0.1 --port 8000 [--workers 1]   embedded: migrations, API, worker(s)
     chainrule api --host 0.0.0.0 --port 8000 [--workers 1]       API + sweeper (no migrations)
     chainrule worker [--queues cpu,auto] [--device auto|cpu|cuda] [--concurrency 1]
@@ -7,234 +8,221 @@
     chainrule keys create NAME                                   prints the new key as the last line
     chainrule keys list | chainrule keys revoke ID_OR_PREFIX
 
-Configuration comes from CHAINRULE_* environment variables (core.settings); child
-processes inherit them. This package is the composition root, the only one that imports both
-api/ and worker/; each is imported lazily, so a `worker` process never imports FastAPI.
+Client side (over HTTP; --url/--key, CHAINRULE_URL / CHAINRULE_API_KEY, or `chainrule login`):
+    chainrule login | datasets upload/list/show/delete | jobs submit/watch/list/show/cancel/delete/
+    metrics/weights/predict   (see `chainrule jobs --help`)
+
+This package is the composition root, the only one that imports both api/ and worker/; each is
+imported lazily inside its command, so a `worker` process never imports FastAPI and the client
+commands import neither.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
-import threading
-from typing import Sequence
+from enum import Enum
+from typing import Annotated, Optional, Sequence
 
-from core.broker import QUEUES
-from worker.options import DEVICE_CHOICES, DEVICE_ENV, THREADS_ENV
+import typer
 
-from .server import serve_http
-from .supervisor import Children, stop_on_signals
+from .commands import datasets, jobs, login
 
 log = logging.getLogger("chainrule.cli")
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
+app = typer.Typer(name="chainrule", no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Training as a service: the server (serve, api, worker, migrate, keys) and its client "
+                       "(login, datasets, jobs).")
+keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (on the server's database).")
+app.add_typer(keys_app, name="keys")
+app.add_typer(datasets.app, name="datasets")
+app.add_typer(jobs.app, name="jobs")
+app.command("login")(login.login)
 
 
-def _queues(value: str) -> list[str]:
-    queues = [q.strip() for q in value.split(",") if q.strip()]
-    bad = [q for q in queues if q not in QUEUES]
-    if not queues or bad:
-        raise argparse.ArgumentTypeError(
-            f"queues must be a comma-separated list of {', '.join(QUEUES)}; got {value!r}")
-    return list(dict.fromkeys(queues))
+class LogLevel(str, Enum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
 
 
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value!r}")
-    return n
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 
-def _port(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = -1
-    if not 0 <= n <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value!r}")
-    return n
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chainrule", description="Training as a service: API, workers, keys.")
-    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    serve = sub.add_parser("serve", help="embedded mode: migrations, the API and worker processes in one command")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_port, default=8000)
-    serve.add_argument("--workers", type=_positive_int, default=1,
-                       help="worker processes (one training job each); default 1")
-    serve.add_argument("--access-log", action="store_true", help="log every HTTP request (off: it costs "
-                       "~10%% of a status poll's CPU)")
-
-    api = sub.add_parser("api", help="the HTTP API and a sweeper thread (run `chainrule migrate` first)")
-    api.add_argument("--host", default="127.0.0.1")
-    api.add_argument("--port", type=_port, default=8000)
-    api.add_argument("--workers", type=_positive_int, default=1,
-                     help="HTTP server processes sharing the port; default 1. One process serves status "
-                          "polls on about one core (the GIL); use about one per core")
-    api.add_argument("--access-log", action="store_true", help="log every HTTP request")
-
-    worker = sub.add_parser("worker", help="a Celery worker (pool solo: one training job per process)")
-    worker.add_argument("--queues", type=_queues, default=None,
-                        help="comma-separated, of cpu, gpu, auto. Default: cpu,auto on a cpu worker, "
-                             "gpu,auto on a cuda worker")
-    worker.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
-                        help="auto: cuda when a GPU is visible, else cpu; cuda fails without a GPU")
-    worker.add_argument("--concurrency", type=_positive_int, default=1,
-                        help="worker processes, each training one job at a time")
-    worker.add_argument("--threads", type=_positive_int, default=None,
-                        help="torch CPU threads per worker process (default: CHAINRULE_WORKER_THREADS, "
-                             "else the cores divided by --concurrency)")
-
-    sub.add_parser("migrate", help="upgrade the database schema to the latest migration")
-
-    keys = sub.add_parser("keys", help="manage API keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    create = keys_sub.add_parser("create", help="create a key; prints it as the last line (shown only once)")
-    create.add_argument("name")
-    keys_sub.add_parser("list", help="list keys (names and prefixes, never the keys)")
-    revoke = keys_sub.add_parser("revoke", help="revoke a key by id or prefix")
-    revoke.add_argument("key")
-    return parser
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+@app.callback()
+def root(ctx: typer.Context,
+         log_level: Annotated[LogLevel, typer.Option(help="Server log level.")] = LogLevel.info) -> None:
+    ctx.meta["log_level"] = log_level.value   # meta is shared with every subcommand's context
+    logging.basicConfig(level=log_level.value.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
-    if level != "debug":   # alembic narrates every plugin it loads at INFO
+    if log_level != LogLevel.debug:   # alembic narrates every plugin, httpx every request, at INFO
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _worker_command(queues: list[str], device: str) -> list[str]:
-    return [sys.executable, "-m", "chainrule.cli", "worker", "--queues", ",".join(queues),
-            "--device", device, "--concurrency", "1"]
-
-
-# ----------------------------------------------------------------------------- commands
-def cmd_serve(args, settings) -> int:
-    import torch
-
-    from core.db import upgrade
-
-    upgrade(settings.database_url)
-    queues = ["cpu", "auto"] + (["gpu"] if torch.cuda.is_available() else [])
-    # the API shares the machine with the workers: split the cores between the workers
-    os.environ.setdefault(THREADS_ENV, str(max(1, (os.cpu_count() or 1) // args.workers)))
-    children = Children([_worker_command(queues, "auto") for _ in range(args.workers)])
-    children.start()
-    shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
-
-    def started():
-        print(f"chainrule is serving on http://{shown}:{args.port}  (data in {settings.data_dir})", flush=True)
-        print(f"Swagger UI: http://{shown}:{args.port}/docs", flush=True)
-        print(f"{args.workers} worker process(es) on queues {','.join(queues)}; Ctrl-C stops everything",
-              flush=True)
-
-    try:
-        serve_http(settings, args.host, args.port, access_log=args.access_log, on_started=started)
-    finally:
-        log.info("stopping worker processes")
-        children.stop()
-    return 0
-
-
-def cmd_api(args, settings) -> int:
-    serve_http(settings, args.host, args.port, workers=args.workers, access_log=args.access_log)
-    return 0
-
-
-def cmd_worker(args, settings) -> int:
-    from worker import devices
-
-    try:
-        device = devices.resolve(args.device)
-    except devices.DeviceUnavailable as exc:
-        print(f"chainrule worker: {exc}", file=sys.stderr)
-        return 2
-    queues = args.queues or (["gpu", "auto"] if device.type == "cuda" else ["cpu", "auto"])
-    if "gpu" in queues and device.type != "cuda":
-        print(f"chainrule worker: queue gpu needs a GPU worker, but this one trains on {device.type} "
-              "(use --device cuda on a machine with a GPU, or drop gpu from --queues)", file=sys.stderr)
-        return 2
-    os.environ[DEVICE_ENV] = device.type   # read by worker.app; inherited by children
-    threads = args.threads or os.environ.get(THREADS_ENV) or max(1, (os.cpu_count() or 1) // args.concurrency)
-    os.environ[THREADS_ENV] = str(threads)
-
-    if args.concurrency > 1:
-        children = Children([_worker_command(queues, device.type) for _ in range(args.concurrency)])
-        stop = threading.Event()
-        stop_on_signals(stop)
-        children.start()
-        while not stop.wait(1.0):
-            pass
-        children.stop()
-        return 0
-
-    from worker.app import app
-    app.worker_main([
-        "worker", "--pool=solo", "--concurrency=1", f"--queues={','.join(queues)}",
-        f"--loglevel={args.log_level.upper()}", f"--hostname=chainrule-{os.getpid()}@%h",
-        "--prefetch-multiplier=1", "--without-gossip", "--without-mingle", "--without-heartbeat",
-    ])
-    return 0
-
-
-def cmd_migrate(args, settings) -> int:
-    from core.db import upgrade
-
-    upgrade(settings.database_url)
-    print("database schema is up to date")
-    return 0
-
-
-def cmd_keys(args, settings) -> int:
-    from core.db import session_scope, upgrade
-    from core.keys import create_key, list_keys, revoke_key
-
-    upgrade(settings.database_url)   # a no-op at head; makes `keys create` work on a fresh data dir
-    with session_scope(settings.database_url) as s:
-        if args.keys_command == "create":
-            try:
-                row, key = create_key(s, args.name, settings)
-            except ValueError as exc:
-                print(f"chainrule keys create: {exc}", file=sys.stderr)
-                return 2
-            print(f"created API key {row.name!r} (id {row.id}, prefix {row.prefix}); it is shown only once:")
-            print(key)
-        elif args.keys_command == "list":
-            for row in list_keys(s):
-                state = "revoked" if row.revoked_at else "active"
-                print(f"{row.id}  {row.prefix}  {state:8}  {row.created_at:%Y-%m-%d %H:%M}  {row.name}")
-        else:
-            row = revoke_key(s, args.key)
-            if row is None:
-                print(f"chainrule keys revoke: no single active key has id or prefix {args.key!r}", file=sys.stderr)
-                return 1
-            print(f"revoked key {row.name!r} ({row.prefix})")
-    return 0
-
-
-COMMANDS = {"serve": cmd_serve, "api": cmd_api, "worker": cmd_worker, "migrate": cmd_migrate, "keys": cmd_keys}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
+def _settings():
     from core.settings import get_settings
 
     try:
-        settings = get_settings()
+        return get_settings()
     except ValueError as exc:   # e.g. the placeholder key pepper in production
         print(f"chainrule: configuration error: {exc}", file=sys.stderr)
-        return 2
-    return COMMANDS[args.command](args, settings)
+        raise typer.Exit(2)
+
+
+def _queues(value: Optional[str]) -> Optional[list[str]]:
+    from core.broker import QUEUES
+
+    if value is None:
+        return None
+    queues = [q.strip() for q in value.split(",") if q.strip()]
+    if not queues or any(q not in QUEUES for q in queues):
+        raise typer.BadParameter(f"queues must be a comma-separated list of {', '.join(QUEUES)}; got {value!r}")
+    return list(dict.fromkeys(queues))
+
+
+Host = Annotated[str, typer.Option(help="Address to listen on.")]
+Port = Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")]
+AccessLog = Annotated[bool, typer.Option("--access-log", help="Log every HTTP request (off: it costs "
+                                                              "~10% of a status poll's CPU).")]
+
+
+# ----------------------------------------------------------------------------- server commands
+@app.command()
+def serve(host: Host = "127.0.0.1", port: Port = 8000,
+          workers: Annotated[int, typer.Option(min=1, help="Worker processes (one training job each).")] = 1,
+          access_log: AccessLog = False) -> None:
+    """Embedded mode: migrations, the API and worker processes in one command (stays in the foreground)."""
+    import torch
+
+    from core.db import upgrade
+    from worker.options import THREADS_ENV
+
+    from .server import serve_http
+    from .supervisor import Children
+    from .worker_main import worker_command
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    queues = ["cpu", "auto"] + (["gpu"] if torch.cuda.is_available() else [])
+    # the API shares the machine with the workers: split the cores between the workers
+    os.environ.setdefault(THREADS_ENV, str(max(1, (os.cpu_count() or 1) // workers)))
+    children = Children([worker_command(queues, "auto") for _ in range(workers)])
+    children.start()
+    shown = "localhost" if host in ("0.0.0.0", "::") else host
+
+    def started():
+        print(f"chainrule is serving on http://{shown}:{port}  (data in {settings.data_dir})", flush=True)
+        print(f"Swagger UI: http://{shown}:{port}/docs", flush=True)
+        print(f"{workers} worker process(es) on queues {','.join(queues)}; Ctrl-C stops everything",
+              flush=True)
+
+    try:
+        serve_http(settings, host, port, access_log=access_log, on_started=started)
+    finally:
+        log.info("stopping worker processes")
+        children.stop()
+
+
+@app.command()
+def api(host: Host = "127.0.0.1", port: Port = 8000,
+        workers: Annotated[int, typer.Option(min=1, help=(
+            "HTTP server processes sharing the port. One process serves status polls on about one core "
+            "(the GIL); use about one per core."))] = 1,
+        access_log: AccessLog = False) -> None:
+    """The HTTP API and a sweeper thread (run `chainrule migrate` first)."""
+    from .server import serve_http
+
+    serve_http(_settings(), host, port, workers=workers, access_log=access_log)
+
+
+@app.command()
+def worker(ctx: typer.Context,
+           queues: Annotated[Optional[str], typer.Option(callback=_queues, help=(
+               "Comma-separated, of cpu, gpu, auto. Default: cpu,auto on a cpu worker, gpu,auto on a "
+               "cuda worker."))] = None,
+           device: Annotated[Device, typer.Option(help=(
+               "auto: cuda when a GPU is visible, else cpu; cuda fails without a GPU."))] = Device.auto,
+           concurrency: Annotated[int, typer.Option(min=1, help="Worker processes, one job each.")] = 1,
+           threads: Annotated[Optional[int], typer.Option(min=1, help=(
+               "torch CPU threads per worker process (default: CHAINRULE_WORKER_THREADS, else the cores "
+               "divided by --concurrency)."))] = None) -> None:
+    """A Celery worker (pool solo: one training job per process)."""
+    from .worker_main import run_worker
+
+    code = run_worker(_settings(), queues, device.value, concurrency, threads,
+                      ctx.meta["log_level"])
+    raise typer.Exit(code)
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrade the database schema to the latest migration."""
+    from core.db import upgrade
+
+    upgrade(_settings().database_url)
+    print("database schema is up to date")
+
+
+@keys_app.command("create")
+def keys_create(name: str) -> None:
+    """Create a key; prints it as the last line (shown only once)."""
+    from core.db import session_scope, upgrade
+    from core.keys import create_key
+
+    settings = _settings()
+    upgrade(settings.database_url)   # a no-op at head; makes `keys create` work on a fresh data dir
+    with session_scope(settings.database_url) as s:
+        try:
+            row, key = create_key(s, name, settings)
+        except ValueError as exc:
+            print(f"chainrule keys create: {exc}", file=sys.stderr)
+            raise typer.Exit(2)
+        print(f"created API key {row.name!r} (id {row.id}, prefix {row.prefix}) in {settings.data_dir}; "
+              "it is shown only once:")
+        print(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (names and prefixes, never the keys)."""
+    from core.db import session_scope, upgrade
+    from core.keys import list_keys
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    with session_scope(settings.database_url) as s:
+        for row in list_keys(s):
+            state = "revoked" if row.revoked_at else "active"
+            print(f"{row.id}  {row.prefix}  {state:8}  {row.created_at:%Y-%m-%d %H:%M}  {row.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="The key's id or prefix.")]) -> None:
+    """Revoke a key by id or prefix."""
+    from core.db import session_scope, upgrade
+    from core.keys import revoke_key
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    with session_scope(settings.database_url) as s:
+        row = revoke_key(s, key)
+        if row is None:
+            print(f"chainrule keys revoke: no single active key has id or prefix {key!r}", file=sys.stderr)
+            raise typer.Exit(1)
+        print(f"revoked key {row.name!r} ({row.prefix})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        app(args=list(argv) if argv is not None else None, prog_name="chainrule")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":

@@ -15,18 +15,11 @@ TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 class JobRequest(TrainConfig):
     """A training job: a dataset, a network, a loss, an optimizer and the training settings."""
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [{
-        "dataset_id": "3f1c2a9e-8d0b-4b8e-9c55-2f8e2a1b7c10",
-        "model": {"layers": [
-            {"type": "linear", "out_features": 32},
-            {"type": "relu"},
-            {"type": "linear", "out_features": 3}]},
-        "loss": "cross_entropy",
-        "optimizer": {"type": "adam", "lr": 0.01},
-        "epochs": 20, "batch_size": 32, "validation_split": 0.2, "seed": 0, "device": "auto",
-    }]})
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dataset_id: str = Field(min_length=1, max_length=64)
+    dataset_id: str = Field(min_length=1, max_length=64, description=(
+        "The `id` of one of your datasets: upload one with `POST /v1/datasets` and paste the `id` "
+        "of its response here."))
     model: ModelSpec
     loss: LossSpec
     optimizer: OptimizerSpec = Adam(type="adam")

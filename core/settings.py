@@ -1,6 +1,15 @@
-"""One Settings object, environment variables prefixed CHAINRULE_; defaults give the embedded mode."""
+"""One Settings object, environment variables prefixed CHAINRULE_; defaults give the embedded mode.
+
+Where the settings come from, first found wins: the environment; the installation's env file
+`<sys.prefix>/chainrule.env` (KEY=value lines; scripts/install.sh writes the repository's data
+dir into the .venv's, the way pip reads a venv's pip.conf), so every `chainrule` run from that
+environment, from any directory, uses the same data; the defaults below. The default data dir is
+per user ($XDG_DATA_HOME/chainrule, else ~/.local/share/chainrule), never the working directory.
+"""
 from __future__ import annotations
 
+import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -11,11 +20,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PLACEHOLDER_PEPPER = "development-only-pepper"
 
 
+INSTALLATION_ENV_FILE = Path(sys.prefix) / "chainrule.env"
+
+
+def user_data_dir() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "chainrule"
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CHAINRULE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CHAINRULE_", extra="ignore", env_file=INSTALLATION_ENV_FILE)
 
     environment: Literal["development", "production"] = "development"
-    data_dir: Path = Field(default_factory=lambda: Path.cwd() / ".chainrule",
+    data_dir: Path = Field(default_factory=user_data_dir,
                            description="Holds the SQLite file, the embedded broker's store and artifacts.")
     database_url: str | None = Field(None, description="Absent: SQLite under data_dir.")
     broker_url: str | None = Field(None, description="Absent: a server-less filesystem transport under data_dir.")
@@ -30,6 +46,16 @@ class Settings(BaseSettings):
     max_compute_per_job: int = 500_000_000  # epochs x training samples
     max_concurrent_jobs: int = 4           # queued + running per key
     max_predict_rows: int = 10_000
+    max_inferred_classes: int = Field(50, ge=2, description="A target with more distinct values is not "
+                                      "inferred as classes; task=classification takes it explicitly.")
+
+    # GET /v1/jobs/{id}/events (server-sent events): the stream reads the job's rows this often,
+    # sends a keep-alive comment after this much silence, and ends after max_s (the client resumes
+    # with Last-Event-ID); each key holds at most this many open streams per API process
+    events_poll_interval_s: float = 0.5
+    events_keepalive_s: float = 15.0
+    events_stream_max_s: float = 3600.0
+    max_event_streams_per_key: int = 8
 
     # worker liveness: a running job whose heartbeat is older than heartbeat_timeout_s is retried
     # from its last checkpoint (up to max_attempts in all) or failed with a reason

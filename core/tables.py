@@ -7,8 +7,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
@@ -53,6 +53,8 @@ class Dataset(Base):
     target: Mapped[str | None] = mapped_column(String(200))    # CSV target column name
     feature_names: Mapped[list[Any] | None] = mapped_column(default=None)
     classes: Mapped[list[Any] | None] = mapped_column(default=None)  # original labels, index = class id
+    task_inferred: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    task_reason: Mapped[str | None] = mapped_column(Text, default=None)  # why this task (inferred or given)
     size_bytes: Mapped[int] = mapped_column(Integer)
     path: Mapped[str] = mapped_column(String(500))             # tensor file, relative to artifacts_dir
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -61,9 +63,14 @@ class Dataset(Base):
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
-                      Index("ix_jobs_owner_created", "owner_id", "created_at"))
+                      Index("ix_jobs_owner_created", "owner_id", "created_at"),
+                      Index("ix_jobs_owner_name", "owner_id", "name"))
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    name: Mapped[str | None] = mapped_column(String(200), default=None)
+    # the job's tags, read with the row (the status poll stays one SELECT); job_tags indexes them
+    tags: Mapped[list[Any] | None] = mapped_column(default=None)
+    job_tags: Mapped[list["JobTag"]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
     dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"))
     status: Mapped[str] = mapped_column(String(16))            # core.lifecycle.JobStatus
     request: Mapped[dict[str, Any]] = mapped_column()          # the validated submission: model, loss, ...
@@ -94,6 +101,13 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     checkpoint_path: Mapped[str | None] = mapped_column(String(500), default=None)
     weights_path: Mapped[str | None] = mapped_column(String(500), default=None)
+
+
+class JobTag(Base):
+    """One row per tag of a job: what `GET /v1/jobs?tag=` filters on, the same on SQLite and PostgreSQL."""
+    __tablename__ = "job_tags"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
 class JobMetric(Base):

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
 INPUT = "input"  # the name a DAG layer uses in `inputs` to read the model's input
 
+# a hyperparameter's number: a JSON number, never a string ("0.01" is refused, not coerced), never
+# NaN or infinity; an integer is accepted where a float is expected (`"lr": 1`)
+Real = Annotated[float, Strict(), AllowInfNan(False)]
 InitName = Literal["xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "zeros", "torch_default"]
 # an int or an (h, w) pair, as torch's Conv2d / MaxPool2d accept
 Size2 = Union[Annotated[int, Field(ge=1)], tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]]
@@ -85,21 +88,21 @@ class Flatten(LayerBase):
 class BatchNorm(LayerBase):
     """BatchNorm1d on (N, C) input, BatchNorm2d on (N, C, H, W): chosen by input rank."""
     type: Literal["batchnorm"]
-    eps: float = Field(1e-5, gt=0, le=1)
-    momentum: float = Field(0.1, gt=0, le=1)
+    eps: Real = Field(1e-5, gt=0, le=1)
+    momentum: Real = Field(0.1, gt=0, le=1)
     affine: bool = True
 
 
 class LayerNorm(LayerBase):
     """Normalizes over the last dimension."""
     type: Literal["layernorm"]
-    eps: float = Field(1e-5, gt=0, le=1)
+    eps: Real = Field(1e-5, gt=0, le=1)
     elementwise_affine: bool = True
 
 
 class Dropout(LayerBase):
     type: Literal["dropout"]
-    p: float = Field(0.5, ge=0, lt=1)
+    p: Real = Field(0.5, ge=0, lt=1)
 
 
 class ReLU(LayerBase):
@@ -108,7 +111,7 @@ class ReLU(LayerBase):
 
 class LeakyReLU(LayerBase):
     type: Literal["leaky_relu"]
-    negative_slope: float = Field(0.01, ge=0, lt=1)
+    negative_slope: Real = Field(0.01, ge=0, lt=1)
 
 
 class Sigmoid(LayerBase):
@@ -223,7 +226,7 @@ class ModelSpec(Spec):
 class CrossEntropyLoss(Spec):
     """Softmax cross-entropy on logits with integer class labels (torch.nn.CrossEntropyLoss)."""
     type: Literal["cross_entropy"]
-    label_smoothing: float = Field(0.0, ge=0, le=1)
+    label_smoothing: Real = Field(0.0, ge=0, le=1)
 
 
 class MSELoss(Spec):
@@ -236,7 +239,7 @@ class L1Loss(Spec):
 
 class HuberLoss(Spec):
     type: Literal["huber"]
-    delta: float = Field(1.0, gt=0)
+    delta: Real = Field(1.0, gt=0)
 
 
 class BCEWithLogitsLoss(Spec):
@@ -256,16 +259,16 @@ LossSpec = Annotated[
 
 
 # ----------------------------------------------------------------------------- optimizers
-Beta = Annotated[float, Field(ge=0, lt=1)]
+Beta = Annotated[Real, Field(ge=0, lt=1)]
 
 
 class SGD(Spec):
     type: Literal["sgd"]
-    lr: float = Field(1e-3, gt=0, le=100)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    dampening: float = Field(0.0, ge=0, le=1)
+    lr: Real = Field(1e-3, gt=0, le=100)
+    momentum: Real = Field(0.0, ge=0, lt=1)
+    dampening: Real = Field(0.0, ge=0, le=1)
     nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0, le=10)
+    weight_decay: Real = Field(0.0, ge=0, le=10)
 
     @model_validator(mode="after")
     def _nesterov(self) -> "SGD":
@@ -277,29 +280,29 @@ class SGD(Spec):
 
 class RMSprop(Spec):
     type: Literal["rmsprop"]
-    lr: float = Field(1e-2, gt=0, le=100)
-    alpha: float = Field(0.99, ge=0, lt=1)
-    eps: float = Field(1e-8, gt=0, le=1)
-    weight_decay: float = Field(0.0, ge=0, le=10)
-    momentum: float = Field(0.0, ge=0, lt=1)
+    lr: Real = Field(1e-2, gt=0, le=100)
+    alpha: Real = Field(0.99, ge=0, lt=1)
+    eps: Real = Field(1e-8, gt=0, le=1)
+    weight_decay: Real = Field(0.0, ge=0, le=10)
+    momentum: Real = Field(0.0, ge=0, lt=1)
     centered: bool = False
 
 
 class Adam(Spec):
     type: Literal["adam"]
-    lr: float = Field(1e-3, gt=0, le=100)
+    lr: Real = Field(1e-3, gt=0, le=100)
     betas: tuple[Beta, Beta] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0, le=1)
-    weight_decay: float = Field(0.0, ge=0, le=10)
+    eps: Real = Field(1e-8, gt=0, le=1)
+    weight_decay: Real = Field(0.0, ge=0, le=10)
     amsgrad: bool = False
 
 
 class AdamW(Spec):
     type: Literal["adamw"]
-    lr: float = Field(1e-3, gt=0, le=100)
+    lr: Real = Field(1e-3, gt=0, le=100)
     betas: tuple[Beta, Beta] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0, le=1)
-    weight_decay: float = Field(1e-2, ge=0, le=10)
+    eps: Real = Field(1e-8, gt=0, le=1)
+    weight_decay: Real = Field(1e-2, ge=0, le=10)
     amsgrad: bool = False
 
 
@@ -314,7 +317,7 @@ OptimizerSpec = Annotated[
 class ScheduleBase(Spec):
     """Schedules advance once per optimizer step; all step counts are optimizer steps."""
     warmup_steps: int = Field(0, ge=0, description="Linear warmup from warmup_start_factor·lr to lr.")
-    warmup_start_factor: float = Field(1 / 3, gt=0, le=1)
+    warmup_start_factor: Real = Field(1 / 3, gt=0, le=1)
 
 
 class ConstantLR(ScheduleBase):
@@ -324,19 +327,19 @@ class ConstantLR(ScheduleBase):
 class StepLR(ScheduleBase):
     type: Literal["step"]
     step_size: int = Field(ge=1)
-    gamma: float = Field(0.1, gt=0, le=1)
+    gamma: Real = Field(0.1, gt=0, le=1)
 
 
 class ExponentialLR(ScheduleBase):
     type: Literal["exponential"]
-    gamma: float = Field(gt=0, le=1)
+    gamma: Real = Field(gt=0, le=1)
 
 
 class CosineAnnealingLR(ScheduleBase):
     type: Literal["cosine"]
     t_max: int | None = Field(None, ge=1, description="Absent: the total number of training steps "
                                                       "after warmup.")
-    eta_min: float = Field(0.0, ge=0)
+    eta_min: Real = Field(0.0, ge=0)
 
 
 ScheduleSpec = Annotated[
@@ -350,17 +353,17 @@ ScheduleSpec = Annotated[
 class EarlyStopping(Spec):
     monitor: Literal["val_loss", "val_accuracy", "val_mae", "val_r2", "train_loss"] = "val_loss"
     patience: int = Field(5, ge=1, le=10_000)
-    min_delta: float = Field(0.0, ge=0)
+    min_delta: Real = Field(0.0, ge=0)
     restore_best: bool = Field(True, description="Finish with the weights of the best epoch.")
 
 
 class TrainConfig(Spec):
     epochs: int = Field(10, ge=1, le=100_000)
     batch_size: int = Field(32, ge=1, le=1_000_000)
-    validation_split: float = Field(0.2, ge=0, lt=1, description="Fraction of rows held out "
+    validation_split: Real = Field(0.2, ge=0, lt=1, description="Fraction of rows held out "
                                                                  "(the last rows after a seeded shuffle).")
     shuffle: bool = True
     seed: int = Field(0, ge=0, le=2**63 - 1)
-    grad_clip_norm: float | None = Field(None, gt=0, description="Global-norm gradient clipping.")
+    grad_clip_norm: Real | None = Field(None, gt=0, description="Global-norm gradient clipping.")
     schedule: ScheduleSpec = ConstantLR(type="constant")
     early_stopping: EarlyStopping | None = None

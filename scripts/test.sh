@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Installs chainrule with its test dependencies and runs every test: the engine's proofs
-# against PyTorch, the API, and end-to-end runs on SQLite + the embedded broker and on
-# PostgreSQL + Redis (started by the tests on 127.0.0.1 from Debian's packages, installed
-# here when missing and we are root; without them those tests skip locally and fail in CI).
+# Installs chainrule with its test dependencies into .venv and runs every test there: the engine's
+# proofs against PyTorch, the API, and end-to-end runs on SQLite + the embedded broker and on
+# PostgreSQL + Redis (started by the tests on 127.0.0.1 from Debian's packages, installed here when
+# missing and we are root; without them those tests skip locally and fail in CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 if { ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; } \
    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server postgresql >/dev/null
+  apt_install redis-server postgresql
   # Debian starts the packaged servers; the tests start their own on free loopback ports
+  say "stopping the packaged PostgreSQL and Redis services (the tests start their own)"
   service postgresql stop >/dev/null 2>&1 || true; service redis-server stop >/dev/null 2>&1 || true
 fi
 bash scripts/install.sh test
-exec python3 -m pytest -q -p no:cacheprovider "$@"
+say "running the tests in .venv"
+export VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH"   # the `chainrule` the tests run is the .venv's
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -226,8 +226,10 @@ class RedisServer:
 
 # ----------------------------------------------------------------------------- the service
 def chainrule_cmd() -> list[str]:
-    """The installed console script (what a user runs), or the module if it is not on PATH."""
-    exe = shutil.which("chainrule")
+    """The console script a user runs: the one installed beside the Python running the tests (the
+    .venv's under scripts/test.sh), else the one on PATH, else the module."""
+    beside = Path(sys.executable).parent / "chainrule"
+    exe = str(beside) if beside.exists() else shutil.which("chainrule")
     return [exe] if exe else [sys.executable, "-m", "chainrule.cli"]
 
 
@@ -309,9 +311,9 @@ class Stack:
         return self.spawn(name, "worker", "--queues", queues, "--device", device,
                           env={"CHAINRULE_WORKER_ALIVE_FILE": str(alive)})
 
-    def wait_api(self, timeout: float = 60) -> None:
+    def wait_api(self, timeout: float = 60, name: str = "api") -> None:
         def up():
-            self.check_alive("api")
+            self.check_alive(name)
             return httpx.get(self.api_url + "/healthz", timeout=2).status_code == 200
         wait_for(up, timeout, 0.1, "the API to answer /healthz")
 
@@ -353,6 +355,18 @@ class Stack:
             self._client = httpx.Client(base_url=self.api_url, timeout=30,
                                         headers={"Authorization": f"Bearer {self.key}"})
         return self._client
+
+    def client(self):
+        """The Python client a user would use, pointed at this stack's API with its key."""
+        from chainrule.client import Client
+        return Client(self.api_url, self.key, timeout=30)
+
+    def start_serve(self) -> subprocess.Popen:
+        """`chainrule serve`: migrations, the API and a worker process, as one command (embedded)."""
+        port = free_port()
+        proc = self.spawn("serve", "serve", "--host", LOOPBACK, "--port", str(port))
+        self.api_url = f"http://{LOOPBACK}:{port}"
+        return proc
 
     def upload_csv(self, content: bytes, name: str = "blobs") -> dict:
         r = self.http.post("/v1/datasets", files={"file": (f"{name}.csv", content, "text/csv")},

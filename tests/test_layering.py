@@ -59,3 +59,23 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     bad = tmp_path / "m.py"
     bad.write_text("def f():\n    from api.main import create_app\n    import worker.app\n")
     assert [name for _, name in imports(bad)] == ["api", "worker"]
+
+
+CLIENT = ["chainrule/client.py", "chainrule/client_config.py", *sorted(
+    str(p.relative_to(ROOT)) for p in (ROOT / "chainrule" / "commands").glob("*.py"))]
+
+
+def test_the_client_speaks_only_http():
+    """chainrule.client and the client commands import nothing of the service, so they run against
+    a remote server from a machine that has only the client's dependencies."""
+    wrong = []
+    for rel in CLIENT:
+        tree = ast.parse((ROOT / rel).read_text(), rel)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                target = (node.module or "").split(".")[0]
+                if node.level > 2 or (node.level == 2 and target not in ("client", "client_config")) or \
+                        (node.level == 1 and rel == "chainrule/client.py" and target != "client_config"):
+                    wrong.append(f"{rel}:{node.lineno} imports {'.' * node.level}{node.module}")
+        wrong += [f"{rel}:{line} imports {name}" for line, name in imports(ROOT / rel) if name in OURS]
+    assert wrong == []

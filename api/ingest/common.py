@@ -12,7 +12,7 @@ from engine.data import TASKS
 Task = Literal[TASKS]  # "classification" | "regression"
 
 MIN_ROWS = 2
-MAX_INFERRED_CLASSES = 50   # an integer or text target with more distinct values is not inferred as labels
+MAX_INFERRED_CLASSES = 50   # default: an integer or text target with more distinct values is not inferred as labels
 MAX_CLASSES = 10_000        # even when classification is asked for explicitly
 NPZ_EXPANSION_LIMIT = 4     # uncompressed arrays may be at most this many times the upload limit
 
@@ -30,6 +30,7 @@ class Limits:
     max_rows: int = 1_000_000
     max_features: int = 1_000_000
     max_bytes: int = 100 * 1024 * 1024  # the upload limit; bounds what an NPZ may expand to
+    max_inferred_classes: int = MAX_INFERRED_CLASSES
 
 
 @dataclass
@@ -42,6 +43,8 @@ class ParsedDataset:
     classes: list[Any] | None = None
     target: str | None = None
     feature_names: list[str] | None = None
+    task_inferred: bool = False
+    task_reason: str | None = None
 
     @property
     def n_rows(self) -> int:

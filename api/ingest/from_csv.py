@@ -116,7 +116,7 @@ def parse_csv(path: Path, *, target: str | None = None, task: Task | None = None
     if bad is not None:
         i, j = bad
         raise DatasetError(f"data row {i + 1}, column {names[j]!r}: value exceeds the float32 range")
-    y, task, classes, n_outputs = encode_target(labels, task, f"column {header[t]!r}",
-                                                 lambda i: f"line {label_lines[i]}")
-    return ParsedDataset("csv", X, y, task, n_outputs, classes, header[t], names)
+    y = encode_target(labels, task, f"column {header[t]!r}", lambda i: f"line {label_lines[i]}",
+                      limits.max_inferred_classes)
+    return ParsedDataset("csv", X, y.y, y.task, y.n_outputs, y.classes, header[t], names, y.inferred, y.reason)
 

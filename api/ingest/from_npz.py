@@ -75,9 +75,10 @@ def _check_arrays(X: np.ndarray, y: np.ndarray, task: Task | None, limits: Limit
     if y.dtype.kind not in "biufU":
         raise DatasetError(f"array 'y' has dtype {y.dtype}; it must hold numbers or text labels")
     if y.ndim == 1:
-        yy, task, classes, n_outputs = encode_target(y.tolist() if y.dtype.kind == "U" else y, task,
-                                                      "array 'y'", lambda i: f"y[{i}]")
-        return ParsedDataset("npz", X, yy, task, n_outputs, classes)
+        target = encode_target(y.tolist() if y.dtype.kind == "U" else y, task, "array 'y'", lambda i: f"y[{i}]",
+                               limits.max_inferred_classes)
+        return ParsedDataset("npz", X, target.y, target.task, target.n_outputs, target.classes,
+                             task_inferred=target.inferred, task_reason=target.reason)
     if y.ndim != 2 or y.dtype.kind == "U" or task == "classification":
         raise DatasetError(f"array 'y' has shape {y.shape} and dtype {y.dtype}; use (N,) class labels for "
                            "classification (one-hot? pass y.argmax(1)) or (N, k) numbers for regression",
@@ -86,5 +87,8 @@ def _check_arrays(X: np.ndarray, y: np.ndarray, task: Task | None, limits: Limit
     if bad is not None:
         i, j = bad
         raise DatasetError(f"array 'y' has a non-finite value at y[{i}, {j}]")
-    return ParsedDataset("npz", X, yf, "regression", int(y.shape[1]))
+    reason = (f"array 'y' has {y.shape[1]} columns: regression" if task is None
+              else "task=regression was given with the upload")
+    return ParsedDataset("npz", X, yf, "regression", int(y.shape[1]), task_inferred=task is None,
+                         task_reason=reason)
 

@@ -24,16 +24,24 @@ from ..upload import UploadError, receive_upload
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 NOT_FOUND = {404: {"description": "No such dataset for this key"}}
 
+INFER = "infer"
+# Swagger UI fills each form field with its schema's first example, else its default, else a
+# placeholder ("string", an enum's first value): an empty example and an "infer" default keep
+# Execute-as-is uploading the file with the defaults the descriptions name
 _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"],
     "properties": {
         "file": {"type": "string", "format": "binary",
                  "description": "CSV with a header row (numeric features; the target may hold text "
                                 "labels), or NPZ with arrays X (N×F or N×C×H×W) and y."},
-        "name": {"type": "string", "maxLength": 200, "description": "Default: the file name."},
-        "target": {"type": "string", "description": "CSV target column. Default: the last column."},
-        "task": {"type": "string", "enum": list(TASKS),
-                 "description": "Default: inferred (few distinct integer or text values: classification)."},
+        "name": {"type": "string", "maxLength": 200, "examples": [""],
+                 "description": "Empty: the file name."},
+        "target": {"type": "string", "examples": [""],
+                   "description": "CSV target column. Empty: the last column."},
+        "task": {"type": "string", "enum": [INFER, *TASKS], "default": INFER,
+                 "description": "infer: text, or at most max_inferred_classes (default 50) distinct "
+                                "integers with two rows per value, is classification; other numbers are "
+                                "regression. The response says what was inferred and why."},
     }}}}}}
 
 
@@ -45,11 +53,11 @@ def _form_fields(fields: dict[str, str], filename: str | None) -> tuple[str, str
     name = (fields.get("name") or "").strip() or filename or "dataset"
     if len(name) > 200:
         raise problem(422, ["body", "name"], f"name is {len(name)} characters; at most 200")
-    task = (fields.get("task") or "").strip() or None
-    if task is not None and task not in TASKS:
-        raise problem(422, ["body", "task"], f"task {task!r} is not one of {list(TASKS)}", "enum")
+    task = (fields.get("task") or "").strip() or INFER
+    if task != INFER and task not in TASKS:
+        raise problem(422, ["body", "task"], f"task {task!r} is not one of {[INFER, *TASKS]}", "enum")
     target = (fields.get("target") or "").strip() or None
-    return name, target, task
+    return name, target, None if task == INFER else task
 
 
 def _store(settings: Settings, owner_id: str, name: str, size: int, parsed: ParsedDataset) -> Dataset:
@@ -59,7 +67,7 @@ def _store(settings: Settings, owner_id: str, name: str, size: int, parsed: Pars
     row = Dataset(id=dataset_id, owner_id=owner_id, name=name, format=parsed.format, task=parsed.task,
                   n_rows=parsed.n_rows, input_shape=parsed.input_shape, n_outputs=parsed.n_outputs,
                   target=parsed.target, feature_names=parsed.feature_names, classes=parsed.classes,
-                  size_bytes=size, path=relpath)
+                  task_inferred=parsed.task_inferred, task_reason=parsed.task_reason, size_bytes=size, path=relpath)
     try:
         with get_sessionmaker(settings.database_url)() as session:
             session.add(row)
@@ -85,7 +93,8 @@ async def upload_dataset(request: Request, response: Response, owner: CurrentKey
             raise problem(422, ["body", "file"], "field 'file' is required: upload the dataset as a "
                           "multipart file part (curl -F file=@data.csv)", "missing")
         name, target, task = _form_fields(upload.fields, upload.filename)
-        limits = Limits(settings.max_rows, settings.max_features, settings.max_upload_bytes)
+        limits = Limits(settings.max_rows, settings.max_features, settings.max_upload_bytes,
+                        settings.max_inferred_classes)
         try:
             parsed = await run_in_threadpool(parse_dataset, upload.path, upload.filename, target=target,
                                              task=task, limits=limits)

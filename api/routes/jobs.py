@@ -11,19 +11,18 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, exists, func, select
 
 from core import artifacts, lifecycle
 from core.broker import queue_for
 from core.db import get_engine
-from core.jobspec import JobRequest
 from core.lifecycle import ACTIVE, JobStatus
-from core.tables import Dataset, Job
+from core.tables import Dataset, Job, JobTag
 
 from ..admission import Rejection, admit
 from ..deps import CurrentKey, SessionDep, SettingsDep, get_owned
 from ..errors import problem
-from ..schemas import LIST_LIMIT_MAX, JobList, JobPublic, job_fields
+from ..schemas import LIST_LIMIT_MAX, MAX_TAGS, JobList, JobPublic, JobSubmit, job_fields
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 NOT_FOUND = {404: {"description": "No such job for this key"}}
@@ -32,11 +31,12 @@ NOT_FOUND = {404: {"description": "No such job for this key"}}
 @router.post("", status_code=202, response_model=JobPublic, summary="Submit a training job",
              responses={404: {"description": "No such dataset for this key"},
                         429: {"description": "Too many queued or running jobs for this key"}})
-def submit_job(req: JobRequest, response: Response, session: SessionDep, owner: CurrentKey,
+def submit_job(req: JobSubmit, response: Response, session: SessionDep, owner: CurrentKey,
                settings: SettingsDep) -> JobPublic:
     dataset = session.get(Dataset, req.dataset_id)
     if dataset is None or dataset.owner_id != owner.id:
-        raise problem(404, ["body", "dataset_id"], f"dataset {req.dataset_id!r} not found")
+        raise problem(404, ["body", "dataset_id"], f"dataset {req.dataset_id!r} not found: upload one with "
+                      "POST /v1/datasets and use the id of its response (GET /v1/datasets lists yours)")
     try:
         graph = admit(req, dataset, settings)  # SpecError -> 422 via its handler
     except Rejection as e:
@@ -46,8 +46,8 @@ def submit_job(req: JobRequest, response: Response, session: SessionDep, owner: 
     if active >= settings.max_concurrent_jobs:
         raise problem(429, ["body"], f"this key has {active} jobs queued or running; the limit is "
                       f"{settings.max_concurrent_jobs}: wait for one to finish or cancel one")
-    job = Job(owner_id=owner.id, dataset_id=dataset.id, request=req.model_dump(mode="json"),
-              device=req.device, queue=queue_for(req.device), n_parameters=graph.n_parameters,
+    job = Job(owner_id=owner.id, dataset_id=dataset.id, request=req.request(), name=req.name, tags=req.tags,
+              job_tags=[JobTag(tag=t) for t in req.tags], device=req.device, queue=queue_for(req.device), n_parameters=graph.n_parameters,
               max_attempts=settings.max_attempts, input_shape=list(dataset.input_shape), task=dataset.task,
               classes=dataset.classes)
     lifecycle.submit(session, settings, job)
@@ -58,9 +58,14 @@ def submit_job(req: JobRequest, response: Response, session: SessionDep, owner: 
 @router.get("", response_model=JobList, summary="List this key's jobs, newest first")
 def list_jobs(session: SessionDep, owner: CurrentKey,
               status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
+              name: Annotated[str | None, Query(max_length=200, description="Only jobs with this name.")] = None,
+              tag: Annotated[list[str] | None, Query(max_length=MAX_TAGS, description=(
+                  "Only jobs with this tag; repeat it for jobs that have every one of the tags."))] = None,
               limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = 20,
               offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> JobList:
-    where = [Job.owner_id == owner.id] + ([Job.status == status] if status else [])
+    where = [Job.owner_id == owner.id] + ([Job.status == status] if status else []) + \
+        ([Job.name == name.strip()] if name else [])
+    where += [exists().where(JobTag.job_id == Job.id, JobTag.tag == t) for t in dict.fromkeys(tag or [])]
     total = session.scalar(select(func.count()).select_from(Job).where(*where))
     rows = session.scalars(select(Job).where(*where).order_by(Job.created_at.desc(), Job.id)
                            .limit(limit).offset(offset))

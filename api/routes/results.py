@@ -15,7 +15,7 @@ from core.tables import Job, JobMetric
 from ..deps import CurrentKey, SessionDep, SettingsDep, get_owned
 from ..errors import problem
 from ..predict import InputError, inputs_to_array, predict
-from ..schemas import MetricsPublic, PredictRequest, PredictResponse
+from ..schemas import MetricsPublic, PredictRequest, PredictResponse, metrics_entry
 from .jobs import NOT_FOUND
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -37,9 +37,7 @@ def _weights_path(job: Job, settings: Settings, what: str) -> Path:
 def get_metrics(job_id: str, session: SessionDep, owner: CurrentKey) -> MetricsPublic:
     job = get_owned(session, owner, Job, job_id, "job")
     rows = session.scalars(select(JobMetric).where(JobMetric.job_id == job.id).order_by(JobMetric.epoch))
-    epochs = [{**r.metrics, "epoch": r.epoch, "train_loss": r.metrics.get("train_loss", r.train_loss),
-               "val_loss": r.metrics.get("val_loss", r.val_loss)} for r in rows]
-    return MetricsPublic(job_id=job.id, epochs=epochs)
+    return MetricsPublic(job_id=job.id, epochs=[metrics_entry(r) for r in rows])
 
 
 @router.get("/{job_id}/weights", responses={**NOT_FOUND, **NOT_SUCCEEDED, 200: {

@@ -66,7 +66,7 @@ def test_openapi_lists_the_layer_catalogue_and_the_bearer_scheme(svc):
                 assert {"HTTPBearer": []} in op["security"], path
     upload = schema["paths"]["/v1/datasets"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert upload["properties"]["file"]["format"] == "binary"
-    assert schema["components"]["schemas"]["JobRequest"]["examples"]
+    assert schema["components"]["schemas"]["JobSubmit"]["examples"]
     assert "cross_entropy" in text and "adamw" in text
 
 

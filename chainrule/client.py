@@ -1,0 +1,215 @@
+"""The Python client: chainrule's REST API over HTTP (httpx), for scripts, notebooks and the CLI.
+
+    from chainrule.client import Client
+    with Client("http://127.0.0.1:8000", key) as cr:       # or Client(): env / `chainrule login`
+        ds = cr.upload_dataset("blobs.csv", name="blobs")
+        job = cr.submit({"model": {...}, "loss": "cross_entropy"}, dataset_id=ds["id"], tags=["demo"])
+        for event in cr.watch(job["id"]):                 # progress, epoch, status ... until final
+            print(event.kind, event.data)
+        cr.download_weights(job["id"], "weights.safetensors")
+
+It speaks only HTTP, so it works against any server; it imports nothing of the service. Every
+error status raises ApiError carrying the API's message (what is wrong and where).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+from httpx_sse import SSEError, connect_sse
+
+from .client_config import resolve
+
+FINAL = ("succeeded", "failed", "cancelled")
+RECONNECT_DELAY_S = 1.0
+
+
+class ApiError(Exception):
+    """An error response: `status`, the API's `message`, and its `detail` as sent."""
+
+    def __init__(self, status: int, message: str, detail: Any = None):
+        super().__init__(f"{status}: {message}")
+        self.status, self.message, self.detail = status, message, detail
+
+
+class WaitTimeout(TimeoutError):
+    """wait() ran out of time; `job` is the job as last read."""
+
+    def __init__(self, job: dict[str, Any], timeout: float):
+        super().__init__(f"job {job['id']} is still {job['status']} after {timeout:g} s")
+        self.job = job
+
+
+@dataclass(frozen=True)
+class Event:
+    """One server-sent event of a job: kind progress | epoch | status | finding; `id` resumes after it."""
+    kind: str
+    data: dict[str, Any]
+    id: str
+
+
+def error_message(detail: Any) -> str:
+    """The API's error detail as one line: a sentence, or a 422's list of `msg`s."""
+    if isinstance(detail, list):
+        return "; ".join(str(item.get("msg", item)) if isinstance(item, dict) else str(item) for item in detail)
+    return str(detail)
+
+
+class Client:
+    def __init__(self, url: str | None = None, key: str | None = None, *, timeout: float = 60.0):
+        """url and key: as given, else CHAINRULE_URL / CHAINRULE_API_KEY, else `chainrule login`'s
+        config file; the url defaults to http://127.0.0.1:8000."""
+        self.url, key = resolve(url, key)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ plumbing
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One call; an error status raises ApiError with the API's message."""
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiError(0, f"cannot reach chainrule at {self.url}: {exc} (is the server running? "
+                              "set --url or CHAINRULE_URL)") from None
+        check(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.request(method, path, **kwargs).json()
+
+    # ------------------------------------------------------------------ datasets
+    def upload_dataset(self, path: str | Path, *, name: str | None = None, target: str | None = None,
+                       task: str | None = None) -> dict[str, Any]:
+        """Upload a CSV or NPZ; task None lets the server infer it (the response says why)."""
+        path = Path(path)
+        fields = {k: v for k, v in {"name": name, "target": target, "task": task}.items() if v}
+        with open(path, "rb") as f:
+            return self._json("POST", "/v1/datasets", files={"file": (path.name, f)}, data=fields)
+
+    def list_datasets(self, *, limit: int = 20, offset: int = 0) -> dict[str, Any]:
+        return self._json("GET", "/v1/datasets", params={"limit": limit, "offset": offset})
+
+    def get_dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/datasets/{dataset_id}")
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self.request("DELETE", f"/v1/datasets/{dataset_id}")
+
+    # ------------------------------------------------------------------ jobs
+    def submit(self, job: dict[str, Any], *, dataset_id: str | None = None, name: str | None = None,
+               tags: list[str] | None = None) -> dict[str, Any]:
+        """Submit a job body (model, loss, optimizer, ...); the keywords override its fields."""
+        body = dict(job)
+        body.update({k: v for k, v in {"dataset_id": dataset_id, "name": name, "tags": tags}.items() if v})
+        return self._json("POST", "/v1/jobs", json=body)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/jobs/{job_id}")
+
+    def list(self, *, status: str | None = None, name: str | None = None, tag: str | list[str] | None = None,
+             limit: int = 20, offset: int = 0) -> dict[str, Any]:
+        """A page of jobs, newest first: {"items", "total", "limit", "offset"}; tags must all match."""
+        params = {"status": status, "name": name, "tag": [tag] if isinstance(tag, str) else tag,
+                  "limit": limit, "offset": offset}
+        return self._json("GET", "/v1/jobs", params={k: v for k, v in params.items() if v is not None})
+
+    def metrics(self, job_id: str) -> list[dict[str, Any]]:
+        """The finished epochs' metrics, in order."""
+        return self._json("GET", f"/v1/jobs/{job_id}/metrics")["epochs"]
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def delete(self, job_id: str) -> None:
+        self.request("DELETE", f"/v1/jobs/{job_id}")
+
+    def download_weights(self, job_id: str, path: str | Path) -> Path:
+        """The trained weights (.safetensors) to `path`, written whole or not at all."""
+        path = Path(path)
+        partial = path.with_name(path.name + ".part")
+        try:
+            with self.http.stream("GET", f"/v1/jobs/{job_id}/weights") as response:
+                check(response)
+                with open(partial, "wb") as f:
+                    for chunk in response.iter_bytes():
+                        f.write(chunk)
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
+        return path
+
+    def predict(self, job_id: str, inputs: list[Any]) -> dict[str, Any]:
+        """Outputs for rows shaped like the dataset's samples (+ probabilities and classes)."""
+        return self._json("POST", f"/v1/jobs/{job_id}/predict", json={"inputs": inputs})
+
+    # ------------------------------------------------------------------ following a job
+    def watch(self, job_id: str, *, last_event_id: str | None = None, read_timeout: float | None = None,
+              reconnect_for: float = 60.0) -> Iterator[Event]:
+        """The job's events until its final status. A dropped connection is resumed from the last
+        event seen (Last-Event-ID), so nothing is missed or repeated; after `reconnect_for` seconds
+        without getting through, ApiError. `read_timeout`: raise httpx.ReadTimeout when nothing (not
+        even a keep-alive) arrives for that long."""
+        failing_since: float | None = None
+        while True:
+            headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+            timeout = httpx.Timeout(self.http.timeout.connect, read=read_timeout)
+            try:
+                with connect_sse(self.http, "GET", f"/v1/jobs/{job_id}/events", headers=headers,
+                                 timeout=timeout) as source:
+                    check(source.response)
+                    failing_since = None
+                    for sse in source.iter_sse():
+                        event = Event(sse.event, json.loads(sse.data) if sse.data else {}, sse.id)
+                        last_event_id = sse.id or last_event_id
+                        yield event
+                        if event.kind == "status" and event.data.get("status") in FINAL:
+                            return
+            except (httpx.RemoteProtocolError, httpx.ConnectError, httpx.ReadError, SSEError) as exc:
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > reconnect_for:
+                    raise ApiError(0, f"lost the event stream of job {job_id} at {self.url} and could not "
+                                      f"resume it for {reconnect_for:g} s ({exc})") from None
+            time.sleep(RECONNECT_DELAY_S)
+
+    def wait(self, job_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the job is final and return it; WaitTimeout after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last_event_id = None
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise WaitTimeout(self.get(job_id), timeout)
+            try:
+                for event in self.watch(job_id, last_event_id=last_event_id, read_timeout=remaining):
+                    last_event_id = event.id
+                    if deadline is not None and time.monotonic() > deadline:
+                        break
+                else:
+                    return self.get(job_id)
+            except httpx.ReadTimeout:
+                pass
+
+
+def check(response: httpx.Response) -> None:
+    """Raise ApiError for an error status, with the API's message."""
+    if response.status_code < 400:
+        return
+    response.read()
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = response.text[:500] or response.reason_phrase
+    raise ApiError(response.status_code, error_message(detail), detail)

@@ -1,0 +1,178 @@
+"""`chainrule jobs submit|watch|list|show|cancel|delete|metrics|weights|predict`."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .common import AsJson, Key, Url, connect, console, fail, fields, print_json, table
+from .watch import VAL_METRICS, follow
+
+app = typer.Typer(no_args_is_help=True, help="Submit, follow and use training jobs.")
+COLUMNS = [("id", "id"), ("name", "name"), ("status", "status"), ("tags", "tags"), ("epoch", "epoch"),
+           ("created_at", "created")]
+DETAILS = ["id", "name", "status", "tags", "dataset_id", "device", "worker_device", "n_parameters", "progress",
+           "latest_metrics", "error", "created_at", "started_at", "finished_at"]
+JobId = Annotated[str, typer.Argument(help="The job's id.")]
+
+
+class Status(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+def read_json(path: str, what: str) -> Any:
+    """A JSON file, or standard input for `-`."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        return json.loads(text)
+    except OSError as exc:
+        fail(f"cannot read {what} {path}: {exc.strerror or exc}")
+    except ValueError as exc:
+        fail(f"{what} {path} is not valid JSON: {exc}")
+
+
+@app.command()
+def submit(job_file: Annotated[str, typer.Argument(metavar="JOB.json", help=(
+               "The job as JSON: model, loss, optimizer, epochs, ... (`-` reads standard input)."))],
+           dataset: Annotated[Optional[str], typer.Option("--dataset", help="The dataset id (overrides the "
+                                                           "file's dataset_id).")] = None,
+           name: Annotated[Optional[str], typer.Option(help="A name for the job.")] = None,
+           tag: Annotated[Optional[list[str]], typer.Option("--tag", help="A tag; repeat for more.")] = None,
+           watch: Annotated[bool, typer.Option("--watch", help="Follow it until it ends (as `jobs watch`).")]
+           = False,
+           url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
+    """Submit a training job; with --watch, follow it to the end (exit status as `jobs watch`)."""
+    body = read_json(job_file, "job file")
+    if not isinstance(body, dict):
+        fail(f"job file {job_file} must hold a JSON object (model, loss, ...), not {type(body).__name__}")
+    with connect(url, key) as client:
+        job = client.submit(body, dataset_id=dataset, name=name, tags=tag)
+        if as_json:
+            print_json(job) if not watch else sys.stdout.write(json.dumps(job) + "\n")
+        else:
+            console.print(f"submitted job [bold]{job['id']}[/]{' (' + job['name'] + ')' if job['name'] else ''}: "
+                          f"{job['n_parameters']:,} parameters, {job['progress']['epochs']} epochs, "
+                          f"{job['status']}", highlight=False)
+        if watch:
+            raise typer.Exit(follow(client, job["id"], as_json))
+
+
+@app.command()
+def watch(job_id: JobId, url: Url = None, key: Key = None,
+          as_json: Annotated[bool, typer.Option("--json", help="Print each event as a JSON line.")] = False) -> None:
+    """Follow a job live until it ends. Exit status: 0 succeeded, 1 failed, 3 cancelled."""
+    with connect(url, key) as client:
+        raise typer.Exit(follow(client, job_id, as_json))
+
+
+@app.command("list")
+def list_(status: Annotated[Optional[Status], typer.Option(help="Only jobs in this status.")] = None,
+          name: Annotated[Optional[str], typer.Option(help="Only jobs with this name.")] = None,
+          tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Only jobs with this tag (repeat: "
+                                                            "all of them).")] = None,
+          limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
+          offset: Annotated[int, typer.Option(min=0)] = 0,
+          url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
+    """This key's jobs, newest first."""
+    with connect(url, key) as client:
+        page = client.list(status=status.value if status else None, name=name, tag=tag, limit=limit,
+                           offset=offset)
+    if as_json:
+        return print_json(page)
+    rows = [{**j, "epoch": f"{j['progress']['epoch']}/{j['progress']['epochs']}"} for j in page["items"]]
+    table(rows, COLUMNS, title=f"{page['total']} job(s)")
+
+
+@app.command()
+def show(job_id: JobId, url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
+    """A job: status, progress, latest metrics, error."""
+    with connect(url, key) as client:
+        job = client.get(job_id)
+    print_json(job) if as_json else fields(job, DETAILS)
+
+
+@app.command()
+def cancel(job_id: JobId, url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
+    """Cancel a queued or running job (a running one stops at its next check)."""
+    with connect(url, key) as client:
+        job = client.cancel(job_id)
+    print_json(job) if as_json else console.print(
+        f"job {job_id}: {job['status']}{' (stopping)' if job['status'] == 'running' else ''}", highlight=False)
+
+
+@app.command()
+def delete(job_id: JobId, url: Url = None, key: Key = None) -> None:
+    """Delete a finished job with its metrics and files."""
+    with connect(url, key) as client:
+        client.delete(job_id)
+    console.print(f"deleted job {job_id}", highlight=False)
+
+
+@app.command()
+def metrics(job_id: JobId, url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
+    """Per-epoch losses and validation metrics (--json adds gradient health per layer)."""
+    with connect(url, key) as client:
+        epochs = client.metrics(job_id)
+    if as_json:
+        return print_json(epochs)
+    shown = ["epoch", "train_loss", "val_loss"] + [m for m in VAL_METRICS if any(m in e for e in epochs)] + \
+        [m for m in ("lr", "epoch_time_s") if any(m in e for e in epochs)]
+    table(epochs, [(m, m) for m in shown], title=f"job {job_id}: {len(epochs)} epoch(s)")
+
+
+@app.command()
+def weights(job_id: JobId,
+            output: Annotated[Optional[Path], typer.Option("-o", "--output", help=(
+                "Where to write them. Default: JOB_ID.safetensors here."))] = None,
+            url: Url = None, key: Key = None) -> None:
+    """Download the trained weights (.safetensors; they load into torch.nn with strict=True)."""
+    with connect(url, key) as client:
+        path = client.download_weights(job_id, output or Path(f"{job_id}.safetensors"))
+    console.print(f"wrote {path} ({path.stat().st_size:,} bytes)", highlight=False)
+
+
+def read_inputs(path: Path) -> list[Any]:
+    """Rows from JSON ([[...], ...] or {"inputs": [...]}) or CSV (numbers; a header row is skipped)."""
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="") as f:
+            rows = [r for r in csv.reader(f) if r]
+        try:
+            return [[float(v) for v in r] for r in rows[1:]] if rows and not _numeric(rows[0]) else \
+                [[float(v) for v in r] for r in rows]
+        except ValueError as exc:
+            fail(f"{path}: every cell after the header must be a number ({exc})")
+    data = read_json(str(path), "inputs file")
+    return data.get("inputs", data) if isinstance(data, dict) else data
+
+
+def _numeric(row: list[str]) -> bool:
+    try:
+        [float(v) for v in row]
+        return True
+    except ValueError:
+        return False
+
+
+@app.command()
+def predict(job_id: JobId,
+            inputs: Annotated[Path, typer.Option("--inputs", exists=True, dir_okay=False, help=(
+                "Rows as JSON ([[...], ...] or {\"inputs\": [...]}) or CSV of feature values."))],
+            url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
+    """Run the trained network on rows."""
+    rows = read_inputs(inputs)
+    with connect(url, key) as client:
+        result = client.predict(job_id, rows)
+    if as_json:
+        return print_json(result)
+    out = [{"row": i, "class": (result.get("classes") or [None] * len(rows))[i], "output": result["outputs"][i]}
+           for i in range(len(result["outputs"]))]
+    table(out, [("row", "row"), ("class", "class"), ("output", "output")])

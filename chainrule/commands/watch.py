@@ -1,0 +1,84 @@
+"""Following a job in the terminal: a live progress bar with the epoch, the loss and the validation
+metric, a line per epoch, and an exit status that says how the job ended."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any
+
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from ..client import Client
+from .common import console, errors
+
+EXIT = {"succeeded": 0, "failed": 1, "cancelled": 3}    # the exit status of watch, by final status
+VAL_METRICS = ("val_accuracy", "val_r2", "val_mae")     # the first one an epoch has is shown
+MAX_EPOCH_LINES = 50
+
+
+def summary(epoch: dict[str, Any]) -> str:
+    """`train_loss 0.412  val_loss 0.438  val_accuracy 0.873` from one epoch's metrics."""
+    names = ["train_loss", "val_loss"] + [next((m for m in VAL_METRICS if epoch.get(m) is not None), "")]
+    return "  ".join(f"{n} {epoch[n]:.4g}" for n in names if n and isinstance(epoch.get(n), (int, float)))
+
+
+def follow(client: Client, job_id: str, as_json: bool = False) -> int:
+    """Watch until the job is final; the exit status by EXIT. Ctrl-C stops watching, not the job."""
+    try:
+        return _json_lines(client, job_id) if as_json else _live(client, job_id)
+    except KeyboardInterrupt:
+        errors.print(f"stopped watching; job {job_id} goes on (`chainrule jobs cancel {job_id}` stops it)",
+                     highlight=False)
+        return 130
+
+
+def _json_lines(client: Client, job_id: str) -> int:
+    status = None
+    for event in client.watch(job_id):
+        sys.stdout.write(json.dumps({"event": event.kind, "id": event.id, "data": event.data}) + "\n")
+        sys.stdout.flush()
+        status = event.data.get("status") if event.kind == "status" else status
+    return EXIT.get(status, 1)
+
+
+def _live(client: Client, job_id: str) -> int:
+    job = client.get(job_id)
+    epochs = int(job["progress"]["epochs"]) or 1
+    every = math.ceil(epochs / MAX_EPOCH_LINES)
+    final: dict[str, Any] = {}
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), TaskProgressColumn(),
+               TextColumn("{task.fields[metrics]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        status, where = job["status"], f"epoch 0/{epochs}"
+        task = bar.add_task(f"{status:>9}  {where}", total=1.0, metrics="")
+        for event in client.watch(job_id):
+            data = event.data
+            if event.kind == "status":
+                status, final = data["status"], data
+            elif event.kind == "progress":
+                where = f"epoch {data['epoch']}/{data['epochs']}"
+                bar.update(task, completed=data["fraction"])
+            elif event.kind == "epoch":
+                bar.update(task, metrics=summary(data))
+                if data["epoch"] % every == 0 or data["epoch"] == epochs:
+                    bar.console.print(f"epoch {data['epoch']:>{len(str(epochs))}}/{epochs}  {summary(data)}",
+                                      highlight=False)
+            elif event.kind == "finding":
+                bar.console.print(f"[yellow]finding:[/] {data.get('message', data)}", highlight=False)
+            bar.update(task, description=f"{status:>9}  {where}")
+    return _report(client, job_id, final.get("status", status), final.get("error"))
+
+
+def _report(client: Client, job_id: str, status: str, error: dict[str, Any] | None) -> int:
+    if status == "succeeded":
+        job = client.get(job_id)
+        console.print(f"[bold green]job {job_id} succeeded[/]  {summary(job.get('latest_metrics') or {})}",
+                      highlight=False)
+        console.print(f"weights: chainrule jobs weights {job_id} -o {job_id[:8]}.safetensors", highlight=False)
+    elif status == "failed":
+        errors.print(f"[bold red]job {job_id} failed[/] ({(error or {}).get('code', 'error')}): "
+                     f"{(error or {}).get('message', '')}", highlight=False, soft_wrap=True)
+    else:
+        errors.print(f"[bold yellow]job {job_id} was {status}[/]", highlight=False)
+    return EXIT.get(status, 1)
