@@ -17,6 +17,7 @@ import torch
 from pydantic import TypeAdapter
 from torch import Tensor
 
+from .shapes import format_shape
 from .spec import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, LossSpec, MSELoss
 
 _ADAPTER: TypeAdapter = TypeAdapter(LossSpec)
@@ -59,7 +60,7 @@ def _check_pred(name: str, pred: Tensor) -> None:
         raise ValueError(f"{name} loss: pred must be a floating-point tensor, got "
                          f"{getattr(pred, 'dtype', type(pred).__name__)}")
     if pred.numel() == 0:
-        raise ValueError(f"{name} loss: pred of shape {tuple(pred.shape)} is empty; "
+        raise ValueError(f"{name} loss: pred of shape {format_shape(pred.shape, batch=False)} is empty; "
                          "a batch needs at least one element")
 
 
@@ -90,11 +91,13 @@ class _CrossEntropy(Loss):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         _check_pred(self.name, pred)
         if pred.dim() != 2:
-            raise ValueError(f"cross_entropy loss: pred must be (N, C) logits, got shape {tuple(pred.shape)}")
+            raise ValueError(f"cross_entropy loss: pred must be (N, C) logits, got shape "
+                             f"{format_shape(pred.shape, batch=False)}")
         n, c = pred.shape
         if not isinstance(target, Tensor) or target.dim() != 1 or target.shape[0] != n:
             raise ValueError(f"cross_entropy loss: target must be (N,) = ({n},) class indices for pred "
-                             f"of shape {tuple(pred.shape)}, got shape {tuple(getattr(target, 'shape', ()))}")
+                             f"of shape {format_shape(pred.shape, batch=False)}, got shape "
+                             f"{format_shape(getattr(target, 'shape', ()), batch=False)}")
         if target.dtype != torch.int64:                             # int64, the common case, is valid
             if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
                 raise ValueError(f"cross_entropy loss: target must hold integer class indices, got dtype "
@@ -142,8 +145,9 @@ class _Elementwise(Loss):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         _check_pred(self.name, pred)
         if not isinstance(target, Tensor) or tuple(target.shape) != tuple(pred.shape):
-            raise ValueError(f"{self.name} loss: pred has shape {tuple(pred.shape)} but target has shape "
-                             f"{tuple(getattr(target, 'shape', ()))}; they must be identical")
+            raise ValueError(f"{self.name} loss: pred has shape {format_shape(pred.shape, batch=False)} but "
+                             f"target has shape "
+                             f"{format_shape(getattr(target, 'shape', ()), batch=False)}; they must be identical")
         target = target.to(device=pred.device, dtype=pred.dtype)
         value, cache = self._value(pred, target)
         self._cache = cache

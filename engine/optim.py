@@ -25,6 +25,7 @@ import torch
 from pydantic import TypeAdapter
 from torch import Tensor
 
+from .shapes import format_shape
 from .spec import SGD, Adam, AdamW, OptimizerSpec, RMSprop
 
 _ADAPTER: TypeAdapter = TypeAdapter(OptimizerSpec)
@@ -124,8 +125,8 @@ class Optimizer:
         """The grads as one flat tensor when possible, else a list in parameter order."""
         if isinstance(grads, Tensor):
             if grads.dim() != 1 or grads.numel() != self.numel or not grads.is_contiguous():
-                raise ValueError(f"a flat gradient must be a contiguous 1-D tensor of {self.numel} "
-                                 f"elements (the parameter count), got shape {tuple(grads.shape)}")
+                raise ValueError(f"a flat gradient must be a contiguous 1-D tensor of {self.numel} elements "
+                                 f"(the parameter count), got shape {format_shape(grads.shape, batch=False)}")
             return grads
         if len(grads) != len(self.names):
             self._check_keys(grads)
@@ -201,8 +202,8 @@ class Optimizer:
             for b, v in self._state_views[i].items():
                 src = state[f"{b}/{k}"]
                 if tuple(src.shape) != tuple(v.shape):
-                    raise ValueError(f"optimizer state {b}/{k} has shape {tuple(src.shape)}, "
-                                     f"the parameter is {tuple(v.shape)}")
+                    raise ValueError(f"optimizer state {b}/{k} has shape {format_shape(src.shape, batch=False)}, "
+                                     f"the parameter is {format_shape(v.shape, batch=False)}")
         for i, k in enumerate(self.names):
             for b, v in self._state_views[i].items():
                 v.copy_(state[f"{b}/{k}"])

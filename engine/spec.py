@@ -147,7 +147,6 @@ LayerSpec = Annotated[
     Field(discriminator="type"),
 ]
 MERGE_TYPES = ("add", "concat")
-ACTIVATION_TYPES = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax")
 
 
 class ModelSpec(Spec):
@@ -294,13 +293,10 @@ class Adam(Spec):
     amsgrad: bool = False
 
 
-class AdamW(Spec):
+class AdamW(Adam):
+    """Adam with decoupled weight decay: the same fields, torch.optim.AdamW's default decay."""
     type: Literal["adamw"]
-    lr: float = Field(1e-3, gt=0, le=100)
-    betas: tuple[Beta, Beta] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0, le=1)
     weight_decay: float = Field(1e-2, ge=0, le=10)
-    amsgrad: bool = False
 
 
 OptimizerSpec = Annotated[

@@ -26,6 +26,7 @@ from . import health as _health
 from .checkpoint import Checkpoint
 from .data import check_compatible, check_finite, prepare_targets, split_indices
 from .optim import clip_grad_norm_
+from .shapes import format_shape
 from .spec import TrainConfig
 
 _SHUFFLE_SEED_MIX = 0x9E3779B97F4A7C15          # the shuffle generator's seed: config.seed mixed
@@ -316,8 +317,8 @@ def fit(model, loss, optimizer, X: Tensor, y: Tensor, config: TrainConfig | dict
 
     # ---- data: once onto the device, split, targets shaped for the loss
     if X.dim() < 1 or tuple(X.shape[1:]) != tuple(model.input_shape):
-        raise ValueError(f"X has shape {tuple(X.shape)}, the model expects (N, "
-                         f"{', '.join(map(str, model.input_shape))})")
+        raise ValueError(f"X has shape {format_shape(X.shape, batch=False)}, the model expects "
+                         f"{format_shape(model.input_shape)}")
     if y.shape[0] != X.shape[0]:
         raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
     check_finite(X, "X")

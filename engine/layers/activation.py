@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..shapes import format_shape
 from .base import Layer, Shape, ShapeError
 
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -96,7 +97,7 @@ class Softmax(Layer):
         rank, dim = len(shape) + 1, self.spec.dim
         d = dim + rank if dim < 0 else dim
         if not 1 <= d < rank:
-            raise ShapeError(f"softmax dim={dim} is out of range for a (N, {', '.join(map(str, shape))}) "
+            raise ShapeError(f"softmax dim={dim} is out of range for a {format_shape(shape)} "
                              f"input; valid: 1..{rank - 1} or -{rank - 1}..-1 (dim 0 is the batch, "
                              "which would mix samples)")
         return d

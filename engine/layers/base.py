@@ -25,7 +25,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-Shape = tuple[int, ...]
+from ..shapes import Shape
 
 
 class ShapeError(ValueError):

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor
 
 from ..init import init_bias, init_weight
+from ..shapes import format_shape
 from .base import Layer, Shape, ShapeError
 
 
@@ -14,7 +15,7 @@ class Linear(Layer):
     def infer(self, in_shapes: list[Shape]) -> Shape:
         (shape,) = in_shapes
         if len(shape) != 1:
-            raise ShapeError(f"linear expects (N, features) input, got (N, {', '.join(map(str, shape))}); "
+            raise ShapeError(f"linear expects (N, features) input, got {format_shape(shape)}; "
                              "add a flatten layer before it")
         return (self.spec.out_features,)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..shapes import format_shape
 from .base import Layer, Shape, ShapeError
 
 
@@ -24,7 +25,7 @@ class BatchNorm(Layer):
         (shape,) = in_shapes
         if len(shape) not in (1, 3):
             raise ShapeError(f"batchnorm expects (N, C) or (N, C, H, W) input, "
-                             f"got (N, {', '.join(map(str, shape))})")
+                             f"got {format_shape(shape)}")
         return shape
 
     @property
