@@ -106,10 +106,11 @@ class TrainStep:
         # context object, reused (entered one at a time): making one costs ~2 us a step.
         self._no_autograd = torch.inference_mode()
 
-    def forward_backward(self, xb: Tensor, yb: Tensor) -> Tensor:
-        """Loss and gradients of a batch; raises NonFiniteError (no step/epoch) on a NaN/inf loss."""
+    def forward_backward(self, xb: Tensor, yb: Tensor, observe=None) -> Tensor:
+        """Loss and gradients of a batch; raises NonFiniteError (no step/epoch) on a NaN/inf loss.
+        observe: passed to Model.forward (see there)."""
         with self._no_autograd:
-            return self._forward_backward(xb, yb)
+            return self._forward_backward(xb, yb, observe)
 
     def apply(self) -> None:
         """Clip (if configured) and update with the gradients of the last forward_backward."""
@@ -122,8 +123,8 @@ class TrainStep:
             self._apply()
         return loss
 
-    def _forward_backward(self, xb: Tensor, yb: Tensor) -> Tensor:
-        out = self.model.forward(xb, True)
+    def _forward_backward(self, xb: Tensor, yb: Tensor, observe=None) -> Tensor:
+        out = self.model.forward(xb, True, observe=observe)
         loss = self.loss.forward(out, yb)
         self.model.backward(self.loss.backward(), need_input_grad=False)   # training needs no dL/dinput
         value = loss.item()                      # the one host sync per step: the finiteness check
@@ -427,10 +428,11 @@ def fit(model, loss, optimizer, X: Tensor, y: Tensor, config: TrainConfig | dict
                     last_lr = optimizer.lr = schedule.lr_at(step)
                     try:
                         if b == health_batch:
-                            train_step.forward_backward(xb, yb)
+                            outputs = _health.OutputStats()
+                            train_step.forward_backward(xb, yb, observe=outputs)
                             g0, w0 = model.flat_grads.clone(), model.flat_params.clone()
                             train_step.apply()
-                            layers_health = _health.layer_health(model, g0, w0, spans)
+                            layers_health = _health.layer_health(model, g0, w0, outputs, spans)
                             del g0, w0
                         else:
                             train_step(xb, yb)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..init import init_bias, init_weight
+from ..shapes import format_shape
 from ..spec import pair
 from .base import Layer, Shape, ShapeError
 
@@ -26,7 +27,7 @@ class Conv2d(Layer):
     def infer(self, in_shapes: list[Shape]) -> Shape:
         (shape,) = in_shapes
         if len(shape) != 3:
-            raise ShapeError(f"conv2d expects (N, C, H, W) input, got (N, {', '.join(map(str, shape))})")
+            raise ShapeError(f"conv2d expects (N, C, H, W) input, got {format_shape(shape)}")
         c, h, w = shape
         kh, kw = pair(self.spec.kernel_size)
         sh, sw = pair(self.spec.stride)
@@ -54,16 +55,17 @@ class Conv2d(Layer):
             init_bias(self.params["bias"], init, fan_in, generator)
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        self.x = x                                                 # (N, C, H, W)
+        self.cache = x                                             # (N, C, H, W)
         return F.conv2d(x, self.params["weight"], self.params.get("bias"),
                         stride=pair(self.spec.stride), padding=pair(self.spec.padding))  # (N, O, H', W')
 
     def backward(self, dy: Tensor) -> Tensor | None:
         # dy: (N, O, H', W') -> dx (N, C, H, W), dW (O, C, kh, kw), db (O,) = sum of dy over N, H', W'
         # (dx is None, not computed, when need_dx is False)
+        x, self.cache = self.cache, None                           # (N, C, H, W)
         has_bias = "bias" in self.grads
         dx, dw, db = torch.ops.aten.convolution_backward(
-            dy, self.x, self.params["weight"],
+            dy, x, self.params["weight"],
             [self.spec.out_channels] if has_bias else None,
             list(pair(self.spec.stride)), list(pair(self.spec.padding)), [1, 1],  # dilation 1
             False, [0, 0], 1,                                              # not transposed, groups 1
@@ -71,5 +73,4 @@ class Conv2d(Layer):
         self.grads["weight"].copy_(dw)
         if has_bias:
             self.grads["bias"].copy_(db)
-        self.x = None
         return dx

@@ -41,7 +41,7 @@ class Linear(Layer):
         self._views = (params["weight"].t(), params.get("bias"), grads["weight"], grads.get("bias"))
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        self.x = x                                              # (N, in)
+        self.cache = x                                          # (N, in)
         wt, bias = self._views[:2]                              # (in, out), (out,) or None
         if bias is not None:
             return torch.addmm(bias, x, wt)                     # (N, in) @ (in, out) + (out,) -> (N, out)
@@ -49,11 +49,11 @@ class Linear(Layer):
 
     def backward(self, dy: Tensor) -> Tensor | None:
         # dy: (N, out)
+        x, self.cache = self.cache, None                        # (N, in)
         dw, db = self._views[2:]
-        torch.mm(dy.t(), self.x, out=dw)                        # (out, N) @ (N, in) -> (out, in)
+        torch.mm(dy.t(), x, out=dw)                             # (out, N) @ (N, in) -> (out, in)
         if db is not None:
             torch.sum(dy, 0, out=db)                            # (out,)
-        self.x = None
         if not self.need_dx:                                    # reads the model input: skip a matmul
             return None
         return torch.mm(dy, self.params["weight"])             # (N, out) @ (out, in) -> (N, in)

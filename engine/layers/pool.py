@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..shapes import format_shape
 from ..spec import pair
 from .base import Layer, Shape, ShapeError
 from .conv import conv_out
@@ -24,7 +25,7 @@ class _Pool2d(Layer):
     def infer(self, in_shapes: list[Shape]) -> Shape:
         (shape,) = in_shapes
         if len(shape) != 3:
-            raise ShapeError(f"{self.kind} expects (N, C, H, W) input, got (N, {', '.join(map(str, shape))})")
+            raise ShapeError(f"{self.kind} expects (N, C, H, W) input, got {format_shape(shape)}")
         c, h, w = shape
         (kh, kw), (sh, sw), (ph, pw) = self._geometry()
         if 2 * ph > kh or 2 * pw > kw:
@@ -51,18 +52,18 @@ class MaxPool2d(_Pool2d):
             # Same values and the same indices: positions within each (H, W) plane in any layout.
             y, indices = torch.ops.aten.max_pool2d_with_indices(
                 x.contiguous(memory_format=torch.channels_last), kernel, stride, padding)
-            y, self.indices = y.contiguous(), indices.contiguous()      # (N, C, H', W') x2
+            y, indices = y.contiguous(), indices.contiguous()           # (N, C, H', W') x2
         else:
-            y, self.indices = torch.ops.aten.max_pool2d_with_indices(x, kernel, stride, padding)
-        self.x = x                      # (N, C, H, W): aten's backward reads its shape and layout
+            y, indices = torch.ops.aten.max_pool2d_with_indices(x, kernel, stride, padding)
+        self.cache = x, indices         # (N, C, H, W): aten's backward reads its shape and layout
         return y
 
     def backward(self, dy: Tensor) -> Tensor:
         # dx[n, c, argmax of window] += dy[n, c, window]  (overlapping windows add up)
         kernel, stride, padding = self._geometry()
+        (x, indices), self.cache = self.cache, None
         dx = torch.ops.aten.max_pool2d_with_indices_backward(
-            dy, self.x, kernel, stride, padding, [1, 1], False, self.indices)   # (N, C, H, W)
-        self.x = self.indices = None
+            dy, x, kernel, stride, padding, [1, 1], False, indices)   # (N, C, H, W)
         return dx
 
 
@@ -71,12 +72,12 @@ class AvgPool2d(_Pool2d):
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
         kernel, stride, padding = self._geometry()
-        self.x = x                      # (N, C, H, W): aten's backward reads its shape and layout
+        self.cache = x                  # (N, C, H, W): aten's backward reads its shape and layout
         return F.avg_pool2d(x, kernel, stride, padding, ceil_mode=False, count_include_pad=True)
 
     def backward(self, dy: Tensor) -> Tensor:
         # dx[n, c, window] += dy[n, c, out] / (kh * kw) for every window covering the element
         kernel, stride, padding = self._geometry()
-        dx = torch.ops.aten.avg_pool2d_backward(dy, self.x, kernel, stride, padding, False, True, None)
-        self.x = None
+        x, self.cache = self.cache, None
+        dx = torch.ops.aten.avg_pool2d_backward(dy, x, kernel, stride, padding, False, True, None)
         return dx

@@ -236,7 +236,7 @@ def compare_with_torch(layers, in_shape, training: bool, n: int = 3, seed: int =
     y_ref.backward(dy)
 
     x_before, dy_before = x.clone(), dy.clone()
-    y = model.forward(x, training=training)
+    y = model.forward(x, training=training, for_backward=True)   # eval mode too: its gradient is checked
     assert tuple(y.shape) == (n, *model.output_shape)
     assert rel_err(y, y_ref) <= TOL, "output"
     buffers = dict(twin.named_buffers())
@@ -260,10 +260,10 @@ def compare_with_torch(layers, in_shape, training: bool, n: int = 3, seed: int =
 def test_matches_torch(case, training):
     layers, in_shape = CASES[case]
     model = compare_with_torch(layers, in_shape, training)
-    # after backward a layer keeps no activations (ReLU keeps y for dead-unit health)
+    # after backward a layer keeps no activations
     for key, layer in model.layer_items():
-        kept = [a for a, v in vars(layer).items() if isinstance(v, Tensor) and not (layer.kind == "relu" and a == "y")]
-        assert not kept, f"layer {key} ({layer.kind}) still holds {kept} after backward"
+        kept = [a for a, v in vars(layer).items() if isinstance(v, Tensor)]
+        assert not kept and layer.cache is None, f"layer {key} ({layer.kind}) still holds {kept} after backward"
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -334,7 +334,7 @@ def test_dropout_identity_without_rng_draw(p, training):
     model = Model.from_spec({"layers": [t("dropout", p=p)]}, (10,), dtype=F64)
     state = model.generator.get_state()
     x, dy = torch.randn(3, 10, dtype=F64), torch.randn(3, 10, dtype=F64)
-    assert torch.equal(model.forward(x, training=training), x)
+    assert torch.equal(model.forward(x, training=training, for_backward=True), x)
     assert torch.equal(model.backward(dy), dy)
     assert torch.equal(model.generator.get_state(), state), "identity dropout drew random numbers"
 
