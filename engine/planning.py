@@ -56,8 +56,14 @@ class Plan:
         return layer_label(index, self.keys[index], self.spec.layers[index].type)
 
 
+def _empty_dim(shape: Shape) -> int | None:
+    """The first size below 1 in `shape`, or None."""
+    return next((d for d in shape if d < 1), None)
+
+
 def plan(spec: ModelSpec | Mapping[str, Any], input_shape: Shape) -> Plan:
-    """Infer every layer's output shape; raise SpecError naming the layer and shapes on a mismatch."""
+    """Infer every layer's output shape; raise SpecError naming the layer and shapes on a mismatch,
+    and on any dimension of size 0 (in the input, or in a layer's output)."""
     spec = spec if isinstance(spec, ModelSpec) else ModelSpec.model_validate(spec)
     input_shape = tuple(int(d) for d in input_shape)
     keys = spec.keys()
@@ -67,11 +73,20 @@ def plan(spec: ModelSpec | Mapping[str, Any], input_shape: Shape) -> Plan:
     layers: list[Layer] = []
     for i, layer_spec in enumerate(spec.layers):
         in_shapes = [input_shape if j == INPUT_INDEX else layers[j].out_shape for j in inputs[i]]
+        shapes = " and ".join(format_shape(s) for s in in_shapes)
+        for s in in_shapes:     # only the model input can hold one: outputs are checked below
+            if _empty_dim(s) is not None:
+                raise SpecError(i, keys[i], layer_spec.type, f"input shape {format_shape(s)} has a dimension of "
+                                f"size {_empty_dim(s)}; every dimension must be at least 1")
         try:
-            layers.append(layer_class(layer_spec.type)(layer_spec, in_shapes))
+            layer = layer_class(layer_spec.type)(layer_spec, in_shapes)
         except ShapeError as e:
-            shapes = " and ".join(format_shape(s) for s in in_shapes)
             raise SpecError(i, keys[i], layer_spec.type, f"input shape {shapes}: {e}") from None
+        if _empty_dim(layer.out_shape) is not None:
+            raise SpecError(i, keys[i], layer_spec.type, f"input shape {shapes} gives output shape "
+                            f"{format_shape(layer.out_shape)}, with a dimension of size "
+                            f"{_empty_dim(layer.out_shape)}; every dimension must be at least 1")
+        layers.append(layer)
     return Plan(spec, input_shape, layers, keys, inputs)
 
 

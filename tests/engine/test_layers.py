@@ -454,6 +454,47 @@ def test_shape_mismatch_raises_spec_error(case):
         Model.from_spec({"layers": layers}, in_shape)
 
 
+DEGENERATE = {
+    # name: (layers, input shape, failing index, its type, substrings the message must hold)
+    "linear_width_0": ([lin(3)], (0,), 0, "linear", ["input shape (N, 0)", "size 0"]),
+    "conv_no_channels": ([conv(2, 1)], (0, 5, 5), 0, "conv2d", ["(N, 0, 5, 5)"]),
+    "conv_no_rows": ([conv(2, 1)], (3, 0, 5), 0, "conv2d", ["(N, 3, 0, 5)"]),
+    "flatten_first": ([t("flatten"), lin(2)], (3, 0), 0, "flatten", ["(N, 3, 0)"]),
+    "batchnorm": ([t("batchnorm")], (0,), 0, "batchnorm", ["(N, 0)"]),
+    "relu_then_linear": ([t("relu"), lin(2)], (4, 0), 0, "relu", ["(N, 4, 0)"]),
+    "negative": ([lin(3)], (-2,), 0, "linear", ["size -2"]),
+    "dag_first_reader": ([lin(2, name="a", inputs=["input"]), lin(2, name="b", inputs=["input"]),
+                          t("add", name="s", inputs=["a", "b"])], (0,), 0, "linear", ["'a'", "(N, 0)"]),
+}
+
+
+@pytest.mark.parametrize("case", list(DEGENERATE))
+def test_a_dimension_of_size_0_is_a_spec_error_naming_the_layer(case):
+    layers, in_shape, index, kind, parts = DEGENERATE[case]
+    with pytest.raises(SpecError) as info:
+        Model.from_spec({"layers": layers}, in_shape)
+    err = info.value
+    assert (err.index, err.kind) == (index, kind)
+    assert "every dimension must be at least 1" in str(err)
+    for part in parts:
+        assert part in str(err), f"{part!r} missing from {str(err)!r}"
+
+
+def test_a_layer_whose_output_would_have_a_0_dim_is_a_spec_error(monkeypatch):
+    # no layer of the catalogue maps sizes >= 1 to a 0, so a stand-in that does checks the rule itself
+    import engine.planning
+    from engine.layers.flatten import Flatten
+
+    class Vanishing(Flatten):
+        def infer(self, in_shapes):
+            return (0,)
+
+    monkeypatch.setattr(engine.planning, "layer_class", lambda kind: Vanishing)
+    with pytest.raises(SpecError, match=r"^layers\[0\] \(flatten\): input shape \(N, 3, 4\) gives output shape "
+                                        r"\(N, 0\), with a dimension of size 0"):
+        plan({"layers": [t("flatten")]}, (3, 4))
+
+
 STRUCTURE_ERRORS = {
     "unknown_input": ([lin(3, name="a", inputs=["nope"])], "input 'nope' is not an earlier layer"),
     "later_input": ([lin(3, name="a", inputs=["b"]), lin(3, name="b", inputs=["input"])],
