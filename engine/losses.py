@@ -4,16 +4,17 @@
     value = loss.forward(pred, target)    # 0-dim tensor; caches what backward needs
     dpred = loss.backward()               # dL/dpred, same shape as pred
 
-No autograd and no torch.nn.functional: every gradient is written out, and values in
-forms that stay finite for extreme inputs (log-sum-exp, stable softplus). Cross-entropy's
-value is a log-softmax (see `_log_softmax_rows`) and aten's nll_loss kernel (gather and
-mean in one pass); its gradient reuses that log-softmax.
+No autograd: every gradient is written out, and values in forms that stay finite for
+extreme inputs (log-sum-exp, stable softplus). Cross-entropy's value is a log-softmax
+(`log_softmax`) and the mean of -logp at each row's label (F.nll_loss, a forward kernel);
+its gradient reuses that log-softmax.
 """
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from pydantic import TypeAdapter
 from torch import Tensor
 
@@ -64,19 +65,22 @@ def _check_pred(name: str, pred: Tensor) -> None:
                          "a batch needs at least one element")
 
 
-def _log_softmax_rows(z: Tensor) -> Tensor:
-    """log softmax over dim 1 of (N, C): z - max - log sum exp(z - max), row by row.
+# Cross-entropy's log-softmax: torch's fused kernel up to this many rows on the CPU (and always off
+# it), the written formula for more rows: the CPU kernel walks rows one at a time, which large
+# batches of few classes feel. The benchmark's --tricks section times both sides of the switch.
+LOG_SOFTMAX_KERNEL_MAX_ROWS = 64
 
-    aten's one-kernel log_softmax is fastest for a few rows, but on the CPU it walks rows one
-    at a time: at 1024 rows of 10 it is ~4x slower than the same math as six whole-tensor
-    kernels, which is what larger CPU batches get (measured, 1 thread: 32x10 5.9 vs 9.0 us,
-    1024x10 153 vs 40 us).
-    """
-    if not z.is_cpu or z.shape[0] <= 64:
-        return torch.log_softmax(z, 1)
+
+def log_softmax(z: Tensor) -> Tensor:
+    """log softmax over dim 1 of (N, C): z - max - log sum exp(z - max), row by row, as whole-tensor ops."""
     logp = z - z.amax(dim=1, keepdim=True)                         # (N, C), max 0 per row
-    logp -= logp.exp().sum(dim=1, keepdim=True).log_()
+    logp -= logp.exp().sum(dim=1, keepdim=True).log_()             # (N, C) - (N, 1)
     return logp
+
+
+def log_softmax_kernel(z: Tensor) -> Tensor:
+    """`log_softmax` through torch's fused kernel: the same values up to rounding."""
+    return torch.log_softmax(z, 1)
 
 
 class _CrossEntropy(Loss):
@@ -112,10 +116,11 @@ class _CrossEntropy(Loss):
                 raise ValueError(f"cross_entropy loss: target[{i}] = {int(target[i])} is not a class "
                                  f"index; valid labels are 0..{c - 1} (pred has C = {c} columns)")
         eps = self.spec.label_smoothing
-        logp = _log_softmax_rows(pred)                              # (N, C)
-        # mean over rows of -logp[i, target[i]]: aten's nll_loss kernel is that gather + mean in one
-        # pass (called through its C binding: torch.ops.aten's Python dispatch costs ~1 us more)
-        nll = torch._C._nn.nll_loss(logp, target, None, 1, -100)  # () ; 1 = mean, -100 = no ignored class
+        if not pred.is_cpu or n <= LOG_SOFTMAX_KERNEL_MAX_ROWS:
+            logp = log_softmax_kernel(pred)                         # (N, C)
+        else:
+            logp = log_softmax(pred)
+        nll = F.nll_loss(logp, target)                              # () mean over rows of -logp[i, target[i]]
         loss = nll if eps == 0 else (1 - eps) * nll - eps * logp.mean(dim=1).mean()
         self._cache = (logp, target)
         return loss

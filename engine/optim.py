@@ -7,7 +7,7 @@ autograd, no torch.optim.
 
 Storage: every state buffer (`exp_avg`, `momentum_buffer`, ...) is ONE flat tensor
 of all parameters' elements, with a per-parameter view of it. When the parameters
-tile one contiguous 1-D base tensor in order (as `Model.flat_params` does), `step`
+tile one contiguous 1-D piece of memory in order (as `Model.flat_params` does), `step`
 runs each update once on the whole flat buffer: a handful of kernels per step
 however many parameters there are. Otherwise it runs the same update per
 parameter on the views. Both give the same numbers.
@@ -15,7 +15,7 @@ parameter on the views. Both give the same numbers.
     opt = make({"type": "adam", "lr": 1e-3}, model.parameters())
     opt.lr = schedule.lr_at(opt.steps)      # the caller sets lr before each step
     clip_grad_norm_(model.flat_grads, 1.0)  # optional
-    opt.step(model.grads())                 # or opt.step(model.flat_grads)
+    opt.step(model.flat_grads)              # or opt.step(model.grads()): checked, then the same
 """
 from __future__ import annotations
 
@@ -39,23 +39,22 @@ def parse(spec: Any) -> SGD | RMSprop | Adam | AdamW:
 
 
 def flat_base(tensors: list[Tensor]) -> Tensor | None:
-    """The 1-D contiguous tensor that `tensors` tile exactly, in order; None if they don't.
+    """A 1-D view of the memory that `tensors` tile exactly, contiguous and in order; None if they don't.
 
-    True for `Model.parameters()` / `Model.grads()` (views of flat_params / flat_grads).
+    True for `Model.parameters()` / `Model.grads()` (views of flat_params / flat_grads): the view
+    then covers exactly flat_params' (flat_grads') elements, so updating it updates every tensor.
     """
     if not tensors:
         return None
-    t0 = tensors[0]
-    base = t0 if t0._base is None else t0._base
-    if base.dim() != 1 or not base.is_contiguous():
-        return None
-    offset = base.storage_offset()
+    first = tensors[0]
+    storage = first.untyped_storage().data_ptr()
+    start = offset = first.storage_offset()
     for t in tensors:
-        if (t if t._base is None else t._base) is not base or not t.is_contiguous() \
+        if t.untyped_storage().data_ptr() != storage or t.dtype != first.dtype or not t.is_contiguous() \
                 or t.storage_offset() != offset:
             return None
         offset += t.numel()
-    return base if offset == base.storage_offset() + base.numel() else None
+    return first.as_strided((offset - start,), (1,), start)
 
 
 class Optimizer:
@@ -95,8 +94,6 @@ class Optimizer:
         # be written by a later step outside it
         self._scratch: list[Tensor] = self._new_scratch()
         self._scratch_views = [[self._view(t, i) for t in self._scratch] for i in range(len(self.params))]
-        self._grad_objs: list[Tensor] | None = None  # grads seen last step (identity cache)
-        self._grad_flat: Tensor | None = None        # their flat base, if they have one
         self._gather: Tensor | None = None           # flat copy of non-flat grads
 
     # -- layout helpers -----------------------------------------------------------------
@@ -121,6 +118,11 @@ class Optimizer:
         """
         raise NotImplementedError
 
+    @property
+    def is_flat(self) -> bool:
+        """True when `step` updates every parameter at once, on the flat memory they tile."""
+        return self._flat_params is not None
+
     def _flat_grads(self, grads: Mapping[str, Tensor] | Tensor) -> Tensor | list[Tensor]:
         """The grads as one flat tensor when possible, else a list in parameter order."""
         if isinstance(grads, Tensor):
@@ -135,15 +137,14 @@ class Optimizer:
         except KeyError:
             self._check_keys(grads)
             raise
-        cached = self._grad_objs
-        if cached is None or len(cached) != len(objs) or any(a is not b for a, b in zip(objs, cached)):
-            for k, p, g in zip(self.names, self.params, objs):
-                if tuple(g.shape) != tuple(p.shape) or g.dtype != p.dtype or g.device != p.device:
-                    raise ValueError(f"gradient {k!r} is {tuple(g.shape)} {g.dtype} on {g.device}; "
-                                     f"the parameter is {tuple(p.shape)} {p.dtype} on {p.device}")
-            self._grad_objs, self._grad_flat = objs, flat_base(objs)
-        if self._grad_flat is not None:
-            return self._grad_flat
+        for k, p, g in zip(self.names, self.params, objs):
+            if g.shape != p.shape or g.dtype != p.dtype or g.device != p.device:
+                raise ValueError(f"gradient {k!r} is {format_shape(g.shape, batch=False)} {g.dtype} on "
+                                 f"{g.device}; the parameter is {format_shape(p.shape, batch=False)} {p.dtype} "
+                                 f"on {p.device}")
+        flat = flat_base(objs)
+        if flat is not None:
+            return flat
         if self._flat_params is not None:  # gather once, then update flat
             if self._gather is None:
                 with torch.inference_mode(False):   # a normal tensor, writable in any mode
@@ -214,7 +215,7 @@ class Optimizer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r}, {len(self.names)} tensors, " \
-               f"{'flat' if self._flat_params is not None else 'per-tensor'})"
+               f"{'flat' if self.is_flat else 'per-tensor'})"
 
 
 class _SGD(Optimizer):

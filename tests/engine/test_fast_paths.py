@@ -15,6 +15,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.grad import conv2d_input as conv_input
 
 from engine import Model, losses, optim
 
@@ -66,6 +67,21 @@ def test_training_backward_skips_input_grad_with_identical_grads(name):
 
     model.forward(x)   # the flag is per call: the default still returns dx, bit-identical
     assert torch.equal(model.backward(dout), dx)
+
+
+def test_a_conv_reading_the_input_never_computes_dx_in_training(monkeypatch):
+    import engine.layers.conv as conv
+    calls = []
+    monkeypatch.setattr(conv, "conv2d_input", lambda *a, **kw: calls.append(a[0]) or conv_input(*a, **kw))
+    spec, shape = NETS["cnn"]
+    model = Model.from_spec(spec, shape, dtype=DT)
+    x = torch.randn(2, *shape, dtype=DT)
+    model.forward(x)
+    model.backward(torch.ones(2, *model.output_shape, dtype=DT), need_input_grad=False)
+    assert calls == [torch.Size([2, 3, 3, 3])]          # the second conv's dx only
+    model.forward(x)
+    model.backward(torch.ones(2, *model.output_shape, dtype=DT))
+    assert calls[1:] == [torch.Size([2, 3, 3, 3]), x.shape]
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])

@@ -177,6 +177,9 @@ SEQ_CASES = {
     "avgpool": ([t("avgpool2d", kernel_size=2)], (2, 4, 4)),
     "avgpool_stride_pad": ([t("avgpool2d", kernel_size=3, stride=2, padding=1)], (2, 7, 7)),
     "avgpool_rect": ([t("avgpool2d", kernel_size=(3, 2), stride=(1, 2), padding=(1, 0))], (2, 5, 6)),
+    "avgpool_floor_drops_edges": ([t("avgpool2d", kernel_size=2)], (2, 5, 7)),      # last row, column unread
+    "avgpool_floor_stride_pad": ([t("avgpool2d", kernel_size=3, stride=2, padding=1)], (2, 8, 8)),
+    "maxpool_floor_drops_edges": ([t("maxpool2d", kernel_size=(2, 3), stride=2)], (3, 5, 8)),
     "flatten": ([t("flatten")], (2, 3, 4)),
     "flatten_start2": ([t("flatten", start_dim=2)], (2, 3, 4)),
     "flatten_negative": ([t("flatten", start_dim=-3, end_dim=-2)], (2, 3, 4)),
