@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere in the repo
 
-from engine import Model, losses, optim  # noqa: E402
+from engine import Model, losses, optim, twin  # noqa: E402
 from engine.spec import pair  # noqa: E402
 from engine.train import TrainStep  # noqa: E402
 
@@ -71,24 +71,9 @@ CASES = [
 
 
 # ----------------------------------------------------------------------------- the two sides
-def torch_module(model: Model) -> nn.Sequential:
-    """The torch.nn twin of a sequential engine model, holding a copy of its weights."""
-    mods: list[nn.Module] = []
-    for layer in model.layers:
-        s, (in_shape,) = layer.spec, layer.in_shapes
-        if s.type == "linear":
-            mods.append(nn.Linear(in_shape[0], s.out_features, bias=s.bias))
-        elif s.type == "conv2d":
-            mods.append(nn.Conv2d(in_shape[0], s.out_channels, s.kernel_size, s.stride, s.padding, bias=s.bias))
-        elif s.type == "relu":
-            mods.append(nn.ReLU())
-        elif s.type == "maxpool2d":
-            mods.append(nn.MaxPool2d(s.kernel_size, s.stride, s.padding))
-        elif s.type == "flatten":
-            mods.append(nn.Flatten(s.start_dim, s.end_dim))
-        else:
-            raise ValueError(f"no torch.nn twin for layer type {s.type!r} in the benchmark")
-    net = nn.Sequential(*mods).to(device=model.device, dtype=model.dtype)
+def torch_module(model: Model) -> nn.Module:
+    """The torch.nn twin of an engine model (engine.twin), holding a copy of its weights."""
+    net = twin(model.spec, model.input_shape, dtype=model.dtype, device=model.device)
     net.load_state_dict(model.state_dict(), strict=True)
     return net
 
@@ -108,7 +93,7 @@ class Pair:
     """One case built on both sides, same weights; `engine_step()` / `torch_step()` run one step."""
     case: Case
     model: Model
-    net: nn.Sequential
+    net: nn.Module
     engine_step: Callable[[], float]
     torch_step: Callable[[], float]
     adam: str

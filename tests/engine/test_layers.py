@@ -1,7 +1,7 @@
 """Every engine layer against its torch.nn twin (autograd as the reference), in float64.
 
-The engine model is built through Model.from_spec; the twin is an nn.Sequential (or a small
-nn.Module for DAG specs) loaded with the engine's state_dict(strict=True), so both hold the
+The engine model is built through Model.from_spec; the twin is engine.twin's nn.Sequential (or
+graph module for DAG specs) loaded with the engine's state_dict(strict=True), so both hold the
 same, randomized, parameters and buffers. Output, dx, every parameter gradient and every
 buffer must agree to a relative error of 1e-10.
 """
@@ -13,7 +13,7 @@ import torch
 from pydantic import ValidationError
 from torch import Tensor, nn
 
-from engine import Model, ModelSpec, SpecError, plan
+from engine import Model, ModelSpec, SpecError, plan, twin
 from engine.model import Plan
 
 F64 = torch.float64
@@ -41,101 +41,10 @@ def t(kind, **kw):
 
 
 # ----------------------------------------------------------------------------- torch twins
-class SeededDropout(nn.Module):
-    """Dropout drawing its mask as the engine does (bernoulli_ on a seeded generator), so both
-    use the same mask; the reference output is x * mask / (1 - p) and autograd does the rest."""
-
-    def __init__(self, p: float, generator: torch.Generator):
-        super().__init__()
-        self.p, self.generator = p, generator
-
-    def forward(self, x):
-        if not self.training or self.p == 0:
-            return x
-        mask = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator)
-        return x * mask / (1 - self.p)
-
-
-class AddTwin(nn.Module):
-    def forward(self, *xs):
-        out = xs[0]
-        for x in xs[1:]:
-            out = out + x
-        return out
-
-
-class CatTwin(nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, *xs):
-        return torch.cat(xs, self.dim)
-
-
-def torch_layer(s, in_shape, generator: torch.Generator) -> nn.Module:
-    k = s.type
-    if k == "linear":
-        return nn.Linear(in_shape[0], s.out_features, bias=s.bias)
-    if k == "conv2d":
-        return nn.Conv2d(in_shape[0], s.out_channels, s.kernel_size, s.stride, s.padding, bias=s.bias)
-    if k == "maxpool2d":
-        return nn.MaxPool2d(s.kernel_size, s.stride, s.padding)
-    if k == "avgpool2d":
-        return nn.AvgPool2d(s.kernel_size, s.stride, s.padding)
-    if k == "flatten":
-        return nn.Flatten(s.start_dim, s.end_dim)
-    if k == "batchnorm":
-        bn = nn.BatchNorm1d if len(in_shape) == 1 else nn.BatchNorm2d
-        return bn(in_shape[0], eps=s.eps, momentum=s.momentum, affine=s.affine)
-    if k == "layernorm":
-        return nn.LayerNorm(in_shape[-1], eps=s.eps, elementwise_affine=s.elementwise_affine)
-    if k == "dropout":
-        return SeededDropout(s.p, generator)
-    if k == "relu":
-        return nn.ReLU()
-    if k == "leaky_relu":
-        return nn.LeakyReLU(s.negative_slope)
-    if k == "sigmoid":
-        return nn.Sigmoid()
-    if k == "tanh":
-        return nn.Tanh()
-    if k == "gelu":
-        return nn.GELU(approximate=s.approximate)
-    if k == "softmax":
-        return nn.Softmax(dim=s.dim)
-    if k == "add":
-        return AddTwin()
-    if k == "concat":
-        return CatTwin(s.dim)
-    raise AssertionError(f"no twin for {k}")
-
-
-class DagTwin(nn.Module):
-    """Attributes named by the DAG's keys, so state_dict names match the engine's."""
-
-    def __init__(self, p: Plan, generator: torch.Generator):
-        super().__init__()
-        self._order = list(zip(p.keys, p.inputs, [layer.merge for layer in p.layers]))
-        for key, s, layer in zip(p.keys, p.spec.layers, p.layers):
-            self.add_module(key, torch_layer(s, layer.in_shapes[0], generator))
-
-    def forward(self, x):
-        outs = {-1: x}
-        for i, (key, ins, merge) in enumerate(self._order):
-            args = [outs[j] for j in ins]
-            outs[i] = getattr(self, key)(*args)
-        return outs[len(self._order) - 1]
-
-
-def make_twin(p: Plan, seed: int, device="cpu") -> nn.Module:
-    gen = torch.Generator(device=device).manual_seed(seed)   # the Model seeds its dropout generator so
-    if p.spec.is_dag:
-        twin = DagTwin(p, gen)
-    else:
-        twin = nn.Sequential(*[torch_layer(s, layer.in_shapes[0], gen)
-                               for s, layer in zip(p.spec.layers, p.layers)])
-    return twin.to(device=device, dtype=F64)
+def make_twin(graph: Plan, seed: int, device="cpu") -> nn.Module:
+    """engine.twin in float64 with dropout masks drawn as the Model seeded with `seed` draws them."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return twin(graph.spec, graph.input_shape, generator=generator, dtype=F64, device=device)
 
 
 def randomize_state(model: Model, g: torch.Generator) -> dict[str, Tensor]:
