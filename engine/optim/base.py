@@ -1,41 +1,13 @@
-"""Optimizers with torch.optim's exact update rules, written on raw tensors.
-
-Each update below is the single-tensor (foreach=False, fused=False) variant of
-torch/optim/{sgd,rmsprop,adam}.py, op for op (Adam's div_-then-add_ denominator is one
-addcdiv with the same roundings), so a run matches torch.optim to the last bits. No
-autograd, no torch.optim.
-
-Storage: every state buffer (`exp_avg`, `momentum_buffer`, ...) is ONE flat tensor
-of all parameters' elements, with a per-parameter view of it. When the parameters
-tile one contiguous 1-D piece of memory in order (as `Model.flat_params` does), `step`
-runs each update once on the whole flat buffer: a handful of kernels per step
-however many parameters there are. Otherwise it runs the same update per
-parameter on the views. Both give the same numbers.
-
-    opt = make({"type": "adam", "lr": 1e-3}, model.parameters())
-    opt.lr = schedule.lr_at(opt.steps)      # the caller sets lr before each step
-    clip_grad_norm_(model.flat_grads, 1.0)  # optional
-    opt.step(model.flat_grads)              # or opt.step(model.grads()): checked, then the same
-"""
+"""The optimizer base: state layout, the flat-or-per-parameter step, state_dict; flat_base and
+gradient clipping, which work on the same flat memory."""
 from __future__ import annotations
 
 from typing import Any, ClassVar, Mapping
 
 import torch
-from pydantic import TypeAdapter
 from torch import Tensor
 
-from .shapes import format_shape
-from .spec import SGD, Adam, AdamW, OptimizerSpec, RMSprop
-
-_ADAPTER: TypeAdapter = TypeAdapter(OptimizerSpec)
-
-
-def parse(spec: Any) -> SGD | RMSprop | Adam | AdamW:
-    """An OptimizerSpec from a model, a dict or a bare type name like "adam"."""
-    if isinstance(spec, (SGD, RMSprop, Adam, AdamW)):
-        return spec
-    return _ADAPTER.validate_python(spec)
+from ..shapes import format_shape
 
 
 def flat_base(tensors: list[Tensor]) -> Tensor | None:
@@ -216,113 +188,6 @@ class Optimizer:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r}, {len(self.names)} tensors, " \
                f"{'flat' if self.is_flat else 'per-tensor'})"
-
-
-class _SGD(Optimizer):
-    name = "sgd"
-
-    def buffer_names(self) -> list[str]:
-        return ["momentum_buffer"] if self.spec.momentum != 0 else []
-
-    def _update(self, p, g, s, tmp_g, tmp_d):
-        wd, mom, damp = self.spec.weight_decay, self.spec.momentum, self.spec.dampening
-        if wd != 0:
-            g = torch.add(g, p, alpha=wd, out=tmp_g)
-        if mom != 0:
-            buf = s["momentum_buffer"]
-            if self.steps == 1:  # torch: buf = grad.clone() on the first step
-                buf.copy_(g)
-            else:
-                buf.mul_(mom).add_(g, alpha=1 - damp)
-            g = torch.add(g, buf, alpha=mom, out=tmp_g) if self.spec.nesterov else buf
-        p.add_(g, alpha=-self.lr)
-
-
-class _RMSprop(Optimizer):
-    name = "rmsprop"
-
-    def buffer_names(self) -> list[str]:
-        return (["square_avg"] + (["momentum_buffer"] if self.spec.momentum > 0 else [])
-                + (["grad_avg"] if self.spec.centered else []))
-
-    def _update(self, p, g, s, tmp_g, tmp_d):
-        sp = self.spec
-        alpha = sp.alpha
-        if sp.weight_decay != 0:
-            g = torch.add(g, p, alpha=sp.weight_decay, out=tmp_g)
-        square_avg = s["square_avg"]
-        square_avg.mul_(alpha).addcmul_(g, g, value=1 - alpha)
-        if sp.centered:
-            grad_avg = s["grad_avg"]
-            grad_avg.lerp_(g, 1 - alpha)
-            avg = torch.addcmul(square_avg, grad_avg, grad_avg, value=-1, out=tmp_d).sqrt_()
-        else:
-            avg = torch.sqrt(square_avg, out=tmp_d)
-        avg.add_(sp.eps)
-        if sp.momentum > 0:
-            buf = s["momentum_buffer"]
-            buf.mul_(sp.momentum).addcdiv_(g, avg)
-            p.add_(buf, alpha=-self.lr)
-        else:
-            p.addcdiv_(g, avg, value=-self.lr)
-
-
-class _Adam(Optimizer):
-    name = "adam"
-    decoupled: ClassVar[bool] = False
-
-    def buffer_names(self) -> list[str]:
-        return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if self.spec.amsgrad else [])
-
-    def _new_scratch(self) -> list[Tensor]:
-        # + eps_full, every element eps: the denominator eps + sqrt(v) / bc2_sqrt is then ONE
-        # addcdiv kernel, bit-identical to torch's div_ then add_ (x * 1 is exact) and one pass
-        # over the buffer fewer; bc2_sqrt rides in a 0-dim tensor (one broadcast operand keeps
-        # the kernel vectorized, two would not).
-        self._bc2_sqrt = torch.zeros((), dtype=self.dtype)
-        return super()._new_scratch() + [torch.full((self.numel,), self.spec.eps, dtype=self.dtype,
-                                                    device=self.device)]
-
-    def _update(self, p, g, s, tmp_g, tmp_d, eps_full):
-        sp = self.spec
-        beta1, beta2 = sp.betas
-        lr, wd = self.lr, sp.weight_decay
-        if wd != 0:
-            if self.decoupled:
-                p.mul_(1 - lr * wd)
-            else:
-                g = torch.add(g, p, alpha=wd, out=tmp_g)
-        exp_avg, exp_avg_sq = s["exp_avg"], s["exp_avg_sq"]
-        exp_avg.lerp_(g, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        step = float(self.steps)  # torch keeps step as a float tensor and reads it with .item()
-        bias_correction1 = 1 - beta1 ** step
-        bias_correction2 = 1 - beta2 ** step
-        step_size = lr / bias_correction1
-        bias_correction2_sqrt = bias_correction2 ** 0.5
-        if sp.amsgrad:
-            max_sq = s["max_exp_avg_sq"]
-            torch.maximum(max_sq, exp_avg_sq, out=max_sq)
-            exp_avg_sq = max_sq
-        self._bc2_sqrt.fill_(bias_correction2_sqrt)
-        # torch: denom = (sqrt(v) / bias_correction2_sqrt).add_(eps), here in one kernel
-        denom = torch.addcdiv(eps_full, torch.sqrt(exp_avg_sq, out=tmp_d), self._bc2_sqrt, out=tmp_d)
-        p.addcdiv_(exp_avg, denom, value=-step_size)
-
-
-class _AdamW(_Adam):
-    name = "adamw"
-    decoupled = True
-
-
-_CLASSES: dict[str, type[Optimizer]] = {"sgd": _SGD, "rmsprop": _RMSprop, "adam": _Adam, "adamw": _AdamW}
-
-
-def make(spec: Any, params: Mapping[str, Tensor]) -> Optimizer:
-    """An optimizer for `params` ({name: tensor}, updated in place) from an OptimizerSpec,
-    a dict like {"type": "sgd", "momentum": 0.9} or a bare name like "adam"."""
-    spec = parse(spec)
-    return _CLASSES[spec.type](spec, params)
 
 
 def clip_grad_norm_(grads: Mapping[str, Tensor] | Tensor, max_norm: float) -> Tensor:
