@@ -76,17 +76,17 @@ def layer_health(model, grads_before: Tensor, params_before: Tensor, outputs: Ou
     w_after = model.flat_params
     delta = w_after - params_before
     vals: list[Tensor] = []
-    for _, _, s, e in spans:
-        vals += [torch.linalg.vector_norm(grads_before[s:e]), torch.linalg.vector_norm(w_after[s:e]),
-                 torch.linalg.vector_norm(delta[s:e]), torch.linalg.vector_norm(params_before[s:e])]
+    for _, _, start, end in spans:
+        vals += [torch.linalg.vector_norm(grads_before[start:end]), torch.linalg.vector_norm(w_after[start:end]),
+                 torch.linalg.vector_norm(delta[start:end]), torch.linalg.vector_norm(params_before[start:end])]
     dead = list(outputs.dead_fraction.items())
     numbers = torch.stack([v.to(torch.float64) for v in vals] + [f for _, f in dead]).tolist() \
         if vals or dead else []
     by_key: dict[str, dict[str, Any]] = {}
     for i, (key, kind, _, _) in enumerate(spans):
-        g, w, d, w0 = numbers[4 * i:4 * i + 4]
-        by_key[key] = {"type": kind, "grad_norm": g, "weight_norm": w,
-                       "update_ratio": d / w0 if w0 > 0 else 0.0}
+        grad_norm, weight_norm, update_norm, weight_norm_before = numbers[4 * i:4 * i + 4]
+        by_key[key] = {"type": kind, "grad_norm": grad_norm, "weight_norm": weight_norm,
+                       "update_ratio": update_norm / weight_norm_before if weight_norm_before > 0 else 0.0}
     for (key, _), frac in zip(dead, numbers[4 * len(spans):]):
         by_key[key] = {"type": "relu", "dead_fraction": frac}
     return {key: by_key[key] for key in model.keys if key in by_key}

@@ -239,17 +239,17 @@ class Model:
             for layer in self._reversed[need_input_grad]:
                 dout = layer.backward(dout)
             return dout if need_input_grad else None
-        pending: dict[int, Tensor] = {len(self.layers) - 1: dout}
+        douts: dict[int, Tensor] = {len(self.layers) - 1: dout}   # dL/d(output of layer i)
         for i in range(len(self.layers) - 1, -1, -1):
             if not need_input_grad and not self._leads_to_params[i]:
                 continue
-            d = pending.pop(i)
+            dy = douts.pop(i)
             layer, ins = self.layers[i], self._inputs[i]
-            dxs = layer.backward(d) if layer.merge else [layer.backward(d)]
+            dxs = layer.backward(dy) if layer.merge else [layer.backward(dy)]
             for j, dx in zip(ins, dxs):
                 if need_input_grad or self._wants_grad(j):
-                    pending[j] = dx if j not in pending else pending[j] + dx  # branches add up
-        return pending[INPUT_INDEX] if need_input_grad else None
+                    douts[j] = dx if j not in douts else douts[j] + dx  # branches add up
+        return douts[INPUT_INDEX] if need_input_grad else None
 
     @torch.no_grad()
     def predict(self, x: Tensor, batch_size: int = 4096) -> Tensor:

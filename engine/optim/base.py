@@ -81,10 +81,10 @@ class Optimizer:
         raise NotImplementedError
 
     # -- the update ---------------------------------------------------------------------
-    def _update(self, p: Tensor, g: Tensor, s: dict[str, Tensor], tmp_g: Tensor, tmp_d: Tensor) -> None:
+    def _update(self, p: Tensor, g: Tensor, state: dict[str, Tensor], tmp_g: Tensor, tmp_d: Tensor) -> None:
         """One torch update on p (in place) with gradient g (read only).
 
-        p, g, every s[...] and the scratch tensors tmp_g / tmp_d (and any further ones a
+        p, g, every state[...] and the scratch tensors tmp_g / tmp_d (and any further ones a
         subclass's `_new_scratch` adds) have the same shape: either the whole flat (numel,)
         buffer or one parameter's view.
         """
@@ -147,7 +147,7 @@ class Optimizer:
             self._update(p, g[i], self._state_views[i], *self._scratch_views[i])
 
     def _new_scratch(self) -> list[Tensor]:
-        """The flat tensors passed to `_update` after (p, g, s): tmp_g and tmp_d."""
+        """The flat tensors passed to `_update` after (p, g, state): tmp_g and tmp_d."""
         return [self._zeros(), self._zeros()]
 
     # -- checkpointing ------------------------------------------------------------------

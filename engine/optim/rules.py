@@ -16,12 +16,12 @@ class SGD(Optimizer):
     def buffer_names(self) -> list[str]:
         return ["momentum_buffer"] if self.spec.momentum != 0 else []
 
-    def _update(self, p, g, s, tmp_g, tmp_d):
+    def _update(self, p, g, state, tmp_g, tmp_d):
         wd, mom, damp = self.spec.weight_decay, self.spec.momentum, self.spec.dampening
         if wd != 0:
             g = torch.add(g, p, alpha=wd, out=tmp_g)
         if mom != 0:
-            buf = s["momentum_buffer"]
+            buf = state["momentum_buffer"]
             if self.steps == 1:  # torch: buf = grad.clone() on the first step
                 buf.copy_(g)
             else:
@@ -37,23 +37,23 @@ class RMSprop(Optimizer):
         return (["square_avg"] + (["momentum_buffer"] if self.spec.momentum > 0 else [])
                 + (["grad_avg"] if self.spec.centered else []))
 
-    def _update(self, p, g, s, tmp_g, tmp_d):
-        sp = self.spec
-        alpha = sp.alpha
-        if sp.weight_decay != 0:
-            g = torch.add(g, p, alpha=sp.weight_decay, out=tmp_g)
-        square_avg = s["square_avg"]
+    def _update(self, p, g, state, tmp_g, tmp_d):
+        spec = self.spec
+        alpha = spec.alpha
+        if spec.weight_decay != 0:
+            g = torch.add(g, p, alpha=spec.weight_decay, out=tmp_g)
+        square_avg = state["square_avg"]
         square_avg.mul_(alpha).addcmul_(g, g, value=1 - alpha)
-        if sp.centered:
-            grad_avg = s["grad_avg"]
+        if spec.centered:
+            grad_avg = state["grad_avg"]
             grad_avg.lerp_(g, 1 - alpha)
             avg = torch.addcmul(square_avg, grad_avg, grad_avg, value=-1, out=tmp_d).sqrt_()
         else:
             avg = torch.sqrt(square_avg, out=tmp_d)
-        avg.add_(sp.eps)
-        if sp.momentum > 0:
-            buf = s["momentum_buffer"]
-            buf.mul_(sp.momentum).addcdiv_(g, avg)
+        avg.add_(spec.eps)
+        if spec.momentum > 0:
+            buf = state["momentum_buffer"]
+            buf.mul_(spec.momentum).addcdiv_(g, avg)
             p.add_(buf, alpha=-self.lr)
         else:
             p.addcdiv_(g, avg, value=-self.lr)
@@ -75,16 +75,16 @@ class Adam(Optimizer):
         return super()._new_scratch() + [torch.full((self.numel,), self.spec.eps, dtype=self.dtype,
                                                     device=self.device)]
 
-    def _update(self, p, g, s, tmp_g, tmp_d, eps_full):
-        sp = self.spec
-        beta1, beta2 = sp.betas
-        lr, wd = self.lr, sp.weight_decay
+    def _update(self, p, g, state, tmp_g, tmp_d, eps_full):
+        spec = self.spec
+        beta1, beta2 = spec.betas
+        lr, wd = self.lr, spec.weight_decay
         if wd != 0:
             if self.decoupled:
                 p.mul_(1 - lr * wd)
             else:
                 g = torch.add(g, p, alpha=wd, out=tmp_g)
-        exp_avg, exp_avg_sq = s["exp_avg"], s["exp_avg_sq"]
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         exp_avg.lerp_(g, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         step = float(self.steps)  # torch keeps step as a float tensor and reads it with .item()
@@ -92,8 +92,8 @@ class Adam(Optimizer):
         bias_correction2 = 1 - beta2 ** step
         step_size = lr / bias_correction1
         bias_correction2_sqrt = bias_correction2 ** 0.5
-        if sp.amsgrad:
-            max_sq = s["max_exp_avg_sq"]
+        if spec.amsgrad:
+            max_sq = state["max_exp_avg_sq"]
             torch.maximum(max_sq, exp_avg_sq, out=max_sq)
             exp_avg_sq = max_sq
         self._bc2_sqrt.fill_(bias_correction2_sqrt)
