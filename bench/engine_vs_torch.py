@@ -3,6 +3,7 @@
     python bench/engine_vs_torch.py                  # CPU, all four models (~2 min)
     python bench/engine_vs_torch.py --device cuda --json results.json
     python bench/engine_vs_torch.py --quick          # a few steps, for smoke runs
+    python bench/engine_vs_torch.py --tricks         # each engine speed trick on and off (~1 min)
 
 Both sides train the same network from the same initial weights on the same synthetic
 batches with cross-entropy + Adam (lr 1e-3). The engine side is `engine.train.TrainStep`,
@@ -24,6 +25,7 @@ on the host every step; capture would need both moved into device tensors.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -286,14 +288,24 @@ def table(results: list[Result], peak: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def _engine_tricks():
+    """bench/engine_tricks.py, the --tricks section (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("engine_tricks", Path(__file__).with_name("engine_tricks.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--quick", action="store_true", help="few short rounds (smoke test)")
     ap.add_argument("--json", type=Path, help="save the results here")
     ap.add_argument("--models", help="comma-separated subset of: " + ", ".join(c.name for c in CASES))
-    ap.add_argument("--rounds", type=int, help="timed rounds per side (default 21, quick 1)")
+    ap.add_argument("--rounds", type=int, help="timed rounds per side (default 21, quick 1; --tricks: 7)")
     ap.add_argument("--threads", type=int, help="torch intra-op threads for both sides (default: torch's)")
+    ap.add_argument("--tricks", action="store_true", help="instead: time each engine speed trick with and "
+                                                          "without it (bench/engine_tricks.py)")
     args = ap.parse_args(argv)
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -308,6 +320,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cases = [c for c in CASES if c.name in wanted]
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.tricks:
+        return {"tricks": _engine_tricks().run(cases, args.quick, args.json, args.rounds)}
     rounds = args.rounds or (1 if args.quick else 21)
     round_s, warmup_s = (0.05, 0.02) if args.quick else (0.3, 1.0)
     dev = torch.device(device)

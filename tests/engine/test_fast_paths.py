@@ -1,12 +1,18 @@
 """The engine's speed shortcuts give the same numbers as the plain path, in float64.
 
-Model.backward(dout, need_input_grad=False) skips the input gradient: every parameter
-gradient must still be bit-identical to the full backward's. Cross-entropy switches its
-log-softmax form by batch size: both forms must match torch. Adam's one-kernel denominator
-must stay bit-identical to torch.optim's single-tensor update. A relu runs in place only on
-a tensor nobody else reads. TrainStep runs under torch.inference_mode: every buffer that
-outlives a step must stay writable outside it. Max pooling over 8+ channels goes through the
-channels-last kernel: values, winners (ties included) and gradients must not change.
+Each shortcut sits beside its plain form as a named function or flag; the benchmark's
+--tricks section (bench/engine_tricks.py) has the figure that keeps it. Here:
+- Model.backward(dout, need_input_grad=False) skips the input gradient: every parameter
+  gradient must still be bit-identical to the full backward's, and a conv reading the input
+  never computes dx.
+- Cross-entropy's log-softmax: log_softmax_kernel (torch's fused kernel, up to 64 rows on the
+  CPU) and log_softmax (the formula, more rows) agree to rounding, and both match torch.
+- Adam's one-kernel denominator stays bit-identical to torch.optim's single-tensor update.
+- A relu runs in place (x.relu_()) only on a tensor nobody else reads, with the same numbers.
+- TrainStep under torch.inference_mode or torch.no_grad: the same steps, and every buffer
+  that outlives a step stays writable outside inference mode.
+- Max pooling over 8+ channels goes through max_pool_channels_last: values, winners (ties
+  included) and gradients equal max_pool's.
 """
 from __future__ import annotations
 
@@ -102,6 +108,20 @@ def test_cross_entropy_large_batches_match_torch(n, smoothing):
     assert (grad - z.grad).abs().max().item() <= 1e-10 * z.grad.abs().max().item()
 
 
+@pytest.mark.parametrize("n", [1, 64, 65, 300, 1024])
+@pytest.mark.parametrize("c", [2, 10, 1000])
+def test_log_softmax_formula_and_kernel_agree(n, c):
+    from engine.losses import log_softmax, log_softmax_kernel
+    g = torch.Generator().manual_seed(n * c)
+    z = torch.randn(n, c, generator=g, dtype=DT) * 8
+    z[0] = 1000.0                                     # a row of ties at an extreme
+    if n > 1:
+        z[1, 0] = -1000.0
+    formula, kernel = log_softmax(z), log_softmax_kernel(z)
+    assert torch.isfinite(formula).all()
+    assert ((formula - kernel).abs() <= 1e-14 * (1 + kernel.abs())).all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name,cls,kw", [
     ("adam", torch.optim.Adam, {}), ("adamw", torch.optim.AdamW, {"weight_decay": 0.1}),
@@ -158,6 +178,26 @@ def test_relu_in_place_changes_no_number(name):
     assert torch.equal(x, x0)                                   # the input is never written
 
 
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_train_step_under_inference_mode_or_no_grad_takes_the_same_steps(name):
+    from engine.train import TrainStep
+
+    spec, shape = NETS[name]
+    steps = []
+    for inference_mode in (True, False):
+        model = Model.from_spec(spec, shape, seed=8, dtype=DT)
+        opt = optim.make({"type": "adam", "lr": 0.01}, model.parameters())
+        step = TrainStep(model, losses.make("cross_entropy"), opt, 1.0, inference_mode=inference_mode)
+        steps.append((model, step))
+    g = torch.Generator().manual_seed(9)
+    for _ in range(5):
+        x = torch.randn(6, *shape, generator=g, dtype=DT)
+        y = torch.randint(0, steps[0][0].output_shape[0], (6,), generator=g)
+        values = [step(x, y).item() for _, step in steps]
+        assert values[0] == values[1]
+    assert torch.equal(steps[0][0].flat_params, steps[1][0].flat_params)
+
+
 def test_train_step_in_inference_mode_mixes_with_plain_steps():
     from engine.train import TrainStep
 
@@ -195,3 +235,18 @@ def test_maxpool_matches_torch_in_both_layouts(channels, kernel, stride, padding
     dy = torch.randn(ref.shape, generator=g, dtype=DT)
     ref.backward(dy)
     assert torch.equal(model.backward(dy), ref_x.grad)    # same winners get the gradient
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape,kernel,stride,padding", [
+    ((2, 8, 9, 10), (2, 2), (2, 2), (0, 0)), ((3, 16, 7, 7), (3, 3), (2, 2), (1, 1)),
+    ((2, 3, 6, 6), (3, 3), (1, 1), (1, 1)), ((1, 9, 5, 8), (2, 3), (1, 2), (1, 1))])
+def test_max_pool_channels_last_equals_max_pool(dtype, shape, kernel, stride, padding):
+    from engine.layers.pool import max_pool, max_pool_channels_last
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(shape, generator=g, dtype=DT).to(dtype)
+    x[:, :, :3] = 0.5                                 # ties: the winner must be the same element
+    x[0, 0] = torch.round(x[0, 0])
+    (y, i), (y_cl, i_cl) = max_pool(x, kernel, stride, padding), max_pool_channels_last(x, kernel, stride, padding)
+    assert y_cl.is_contiguous() and i_cl.is_contiguous()
+    assert torch.equal(y, y_cl) and torch.equal(i, i_cl)
