@@ -52,8 +52,8 @@ def dead_fraction(y: Tensor) -> Tensor:
 class OutputStats:
     """An observer for Model.forward(x, observe=...): statistics of each layer's output on one batch.
 
-    Reduced during the forward (a later layer may overwrite an output in place) to 0-dim tensors
-    on the device, read back once by `layer_health`. Today: `dead_fraction` of every relu.
+    Reduced during the forward to 0-dim tensors on the device (keeping no activation), read back
+    once by `layer_health`. Today: `dead_fraction` of every relu.
     """
 
     def __init__(self) -> None:

@@ -30,9 +30,7 @@ from .planning import INPUT_INDEX, Plan, SpecError, default_init, plan
 from .shapes import Shape, format_shape
 from .spec import ModelSpec
 
-__all__ = ["Model", "BackwardError", "Observer", "Plan", "SpecError", "plan", "inplace_relus"]
-
-_OVERWRITABLE_OUTPUT = ("linear", "conv2d")   # they keep their input, not their output, for backward
+__all__ = ["Model", "BackwardError", "Observer", "Plan", "SpecError", "plan"]
 
 # observe(key, layer, output): see Model.forward
 Observer = Callable[[str, Layer, Tensor], None]
@@ -40,18 +38,6 @@ Observer = Callable[[str, Layer, Tensor], None]
 
 class BackwardError(RuntimeError):
     """A backward that does not answer the model's last training forward; names the layer."""
-
-
-def inplace_relus(graph: Plan) -> list[int]:
-    """Indices of the relus that may overwrite their input instead of allocating an output: those
-    reading a linear / conv output that no other layer reads (a temporary nobody else holds)."""
-    found = []
-    for i, layer in enumerate(graph.layers):
-        j = graph.inputs[i][0]
-        if layer.kind == "relu" and j != INPUT_INDEX and graph.layers[j].kind in _OVERWRITABLE_OUTPUT \
-                and graph.consumers(j) == [i]:
-            found.append(i)
-    return found
 
 
 class Model:
@@ -64,8 +50,6 @@ class Model:
         self._inputs = graph.inputs
         self._sequential = all(ins == [i - 1] for i, ins in enumerate(graph.inputs))
         self._plan_backward(graph)
-        for i in inplace_relus(graph):
-            graph.layers[i].inplace = True
         self._allocate(graph, seed)
         self._pending: torch.Size | None = None   # output shape of the forward a backward is owed
         self._answered = False                     # a backward has consumed the last training forward
@@ -166,9 +150,9 @@ class Model:
         training: dropout draws masks and batchnorm uses (and updates) batch statistics.
         for_backward: keep what backward needs (default: `training`); see the module docstring.
         observe: called as observe(key, layer, output) after each layer, e.g. for statistics of the
-        outputs (`engine.health.OutputStats`); nothing is called or kept when it is None. The output
-        may be overwritten later in the pass (an in-place relu writes into the linear output it
-        reads), so reduce it during the call rather than keep it.
+        outputs (`engine.health.OutputStats`); nothing is called or kept when it is None. No layer
+        writes into another's output; an observer that keeps outputs keeps every activation of the
+        pass alive, so reduce them during the call.
         """
         if x.shape[1:] != self.input_shape:
             raise ValueError(f"input has shape {format_shape(x.shape, batch=False)}, the model expects "

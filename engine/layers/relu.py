@@ -9,15 +9,9 @@ from .base import Layer
 
 class ReLU(Layer):
     kind = "relu"
-    # True: overwrite x instead of allocating y. The Model sets it (engine.model.inplace_relus)
-    # when x is a temporary that no one else holds: a linear / conv output read by this relu alone.
-    inplace: bool = False
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        if self.inplace:
-            y = x.relu_()                # the same values, one allocation fewer
-        else:
-            y = torch.relu(x)
+        y = torch.relu(x)
         self.cache = y                   # (N, ...)
         return y
 

@@ -8,7 +8,6 @@ Each shortcut sits beside its plain form as a named function or flag; the benchm
 - Cross-entropy's log-softmax: log_softmax_kernel (torch's fused kernel, up to 64 rows on the
   CPU) and log_softmax (the formula, more rows) agree to rounding, and both match torch.
 - Adam's one-kernel denominator stays bit-identical to torch.optim's single-tensor update.
-- A relu runs in place (x.relu_()) only on a tensor nobody else reads, with the same numbers.
 - TrainStep under torch.inference_mode or torch.no_grad: the same steps, and every buffer
   that outlives a step stays writable outside inference mode.
 - Max pooling over 8+ channels goes through max_pool_channels_last: values, winners (ties
@@ -143,39 +142,6 @@ def test_adam_is_bit_identical_to_torch_single_tensor(dtype, name, cls, kw, layo
         theirs.step()
     for p, r in zip(params.values(), ref):
         assert torch.equal(p, r.detach())
-
-
-def _inplace_flags(spec, shape):
-    model = Model.from_spec(spec, shape, dtype=DT)
-    return {k: layer.inplace for k, layer in model.layer_items() if layer.kind == "relu"}
-
-
-def test_relu_in_place_only_on_a_private_temporary():
-    seq = {"layers": [{"type": "relu"}, {"type": "linear", "out_features": 4}, {"type": "relu"},
-                      {"type": "batchnorm"}, {"type": "relu"}, {"type": "linear", "out_features": 2}]}
-    # the model input and a batchnorm output are never overwritten; a linear's output is
-    assert _inplace_flags(seq, (3,)) == {"0": False, "2": True, "4": False}
-    cnn, _ = NETS["cnn"]
-    assert _inplace_flags(cnn, (2, 6, 6)) == {"1": True}
-    dag, _ = NETS["residual_dag"]     # 'a' feeds the relu and the residual add: no overwrite
-    assert _inplace_flags(dag, (6,)) == {"r": False}
-
-
-@pytest.mark.parametrize("name", ["mlp", "cnn", "residual_dag"])
-def test_relu_in_place_changes_no_number(name):
-    spec, shape = NETS[name]
-    fast, plain = (Model.from_spec(spec, shape, seed=4, dtype=DT) for _ in range(2))
-    for layer in plain.layers:
-        if layer.kind == "relu":
-            layer.inplace = False
-    g = torch.Generator().manual_seed(5)
-    x = torch.randn((3, *shape), generator=g, dtype=DT)
-    x0 = x.clone()
-    dout = torch.randn((3, *fast.output_shape), generator=g, dtype=DT)
-    assert torch.equal(fast.forward(x), plain.forward(x))
-    assert torch.equal(fast.backward(dout), plain.backward(dout))
-    assert torch.equal(fast.flat_grads, plain.flat_grads)
-    assert torch.equal(x, x0)                                   # the input is never written
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
