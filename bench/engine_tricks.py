@@ -8,8 +8,9 @@ Each row: the case, what the engine runs there, the best-of-rounds time of the e
 and of the other form (rounds of the two alternate, so load hits both), and other / choice:
 above 1, the engine's choice is the faster there.
 
-- log-softmax switch (engine.losses.LOG_SOFTMAX_KERNEL_MAX_ROWS): torch's fused kernel up to 64
-  rows on the CPU, the formula beyond; the CPU kernel walks rows one at a time.
+- log-softmax switch (engine.losses.short_rows_on_cpu): torch's fused kernel, except the formula
+  for more than 64 rows of fewer than 16 classes on the CPU, where the kernel walks each short
+  row element by element.
 - channels-last max pool (engine.layers.pool.CHANNELS_LAST_MIN_CHANNELS): from 8 channels up the
   CPU forward runs the kernel that vectorizes across channels, layout copies included.
 - TrainStep under torch.inference_mode against torch.no_grad (autograd's version and view
@@ -39,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 
 from engine import Model, TrainStep, losses, optim  # noqa: E402
 from engine.layers.pool import CHANNELS_LAST_MIN_CHANNELS, max_pool, max_pool_channels_last  # noqa: E402
-from engine.losses import LOG_SOFTMAX_KERNEL_MAX_ROWS, log_softmax, log_softmax_kernel  # noqa: E402
+from engine.losses import log_softmax, log_softmax_kernel, short_rows_on_cpu  # noqa: E402
 
 
 def best_us(fns: dict[str, Callable[[], Any]], rounds: int, round_s: float, in_step: bool = True
@@ -79,12 +80,12 @@ def train_step(case, inference_mode: bool = True) -> Callable[[], Any]:
 
 def log_softmax_rows(rounds, round_s) -> list[dict[str, Any]]:
     out = []
-    for n in (32, 64, 128, 1024):
-        z = torch.randn(n, 10)
+    for n, c in [(32, 10), (64, 10), (128, 10), (1024, 10), (1024, 2), (128, 16), (1024, 100)]:
+        z = torch.randn(n, c)
         us = best_us({"kernel": lambda: log_softmax_kernel(z), "formula": lambda: log_softmax(z)}, rounds, round_s)
-        choice = "kernel" if n <= LOG_SOFTMAX_KERNEL_MAX_ROWS else "formula"
-        out.append(row("log-softmax switch", f"({n}, 10) logits", choice, "formula" if choice == "kernel"
-                       else "kernel", us))
+        choice = "formula" if short_rows_on_cpu(z) else "kernel"
+        out.append(row("log-softmax switch", f"({n}, {c}) logits", choice, "kernel" if choice == "formula"
+                       else "formula", us))
     return out
 
 

@@ -65,10 +65,18 @@ def _check_pred(name: str, pred: Tensor) -> None:
                          "a batch needs at least one element")
 
 
-# Cross-entropy's log-softmax: torch's fused kernel up to this many rows on the CPU (and always off
-# it), the written formula for more rows: the CPU kernel walks rows one at a time, which large
-# batches of few classes feel. The benchmark's --tricks section times both sides of the switch.
+# Cross-entropy's log-softmax is torch's fused kernel, except on the CPU for more rows than this
+# of fewer classes than that: a row narrower than the kernel's vector (16 floats with AVX-512)
+# is walked element by element, and the written formula's whole-tensor ops win. The benchmark's
+# --tricks section times both sides of the switch.
 LOG_SOFTMAX_KERNEL_MAX_ROWS = 64
+LOG_SOFTMAX_KERNEL_MIN_CLASSES = 16
+
+
+def short_rows_on_cpu(z: Tensor) -> bool:
+    """True where `log_softmax` (the formula) beats `log_softmax_kernel` on (N, C) logits."""
+    n, c = z.shape
+    return z.is_cpu and n > LOG_SOFTMAX_KERNEL_MAX_ROWS and c < LOG_SOFTMAX_KERNEL_MIN_CLASSES
 
 
 def log_softmax(z: Tensor) -> Tensor:
@@ -116,10 +124,10 @@ class _CrossEntropy(Loss):
                 raise ValueError(f"cross_entropy loss: target[{i}] = {int(target[i])} is not a class "
                                  f"index; valid labels are 0..{c - 1} (pred has C = {c} columns)")
         eps = self.spec.label_smoothing
-        if not pred.is_cpu or n <= LOG_SOFTMAX_KERNEL_MAX_ROWS:
-            logp = log_softmax_kernel(pred)                         # (N, C)
+        if short_rows_on_cpu(pred):
+            logp = log_softmax(pred)                                # (N, C)
         else:
-            logp = log_softmax(pred)
+            logp = log_softmax_kernel(pred)
         nll = F.nll_loss(logp, target)                              # () mean over rows of -logp[i, target[i]]
         loss = nll if eps == 0 else (1 - eps) * nll - eps * logp.mean(dim=1).mean()
         self._cache = (logp, target)

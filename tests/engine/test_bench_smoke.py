@@ -68,7 +68,9 @@ def test_tricks_section_times_every_trick_both_ways(tmp_path, capsys):
     for r in rows:
         assert r["engine_us"] > 0 and r["other_us"] > 0 and r["engine_runs"] != r["other"]
         assert r["trick"] in text
-    # the engine's choice follows its switches: kernel up to 64 rows, channels-last from 8 channels
+    # the engine's choice follows its switches: the formula for > 64 rows of < 16 classes, channels-last
+    # from 8 channels
     choice = {r["case"]: r["engine_runs"] for r in rows}
     assert choice["(64, 10) logits"] == "kernel" and choice["(128, 10) logits"] == "formula"
+    assert choice["(128, 16) logits"] == choice["(1024, 100) logits"] == "kernel"
     assert choice["(64, 8, 28, 28) k2 s2 p0"] == "channels-last" and choice["(64, 3, 28, 28) k2 s2 p0"] == "plain"
