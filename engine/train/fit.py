@@ -1,8 +1,8 @@
 """fit: train a Model in place on (X, y), one epoch at a time, as named steps.
 
-    rows    = split_rows(...)     X, y and the task checked, the seeded split, targets for the loss
+    rows    = split_rows(...)      X, y and the task checked, the seeded split, targets for the loss
     best    = _Best(...)           the monitored metric's best epoch; early stopping's patience
-    batches = BatchPlan.of(...)   each epoch's batch bounds and the batch whose health is measured
+    batches = BatchPlan.of(...)    each epoch's batch bounds and the batch whose health is measured
     run     = _start_run(...)      fresh, or resumed from a Checkpoint: position, generators, history
     _EpochLoop(...).epochs()       per epoch: should_stop, train_epoch, epoch_metrics, best, checkpoint
 """
