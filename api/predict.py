@@ -17,13 +17,9 @@ import safetensors.torch
 import torch
 
 from core.jobspec import build_model
-from engine import Model
+from engine import Model, format_shape
 
 CACHE_SIZE = 4
-
-
-def _fmt(shape) -> str:  # TODO(merge): engine.format_shape
-    return "[" + ", ".join(map(str, shape)) + "]"
 
 
 class InputError(ValueError):
@@ -37,19 +33,20 @@ def inputs_to_array(inputs: list[Any], input_shape: tuple[int, ...]) -> np.ndarr
     except (ValueError, TypeError, OverflowError):
         arr = None  # ragged: find the row below
     if arr is None or arr.dtype.kind not in "iuf" or arr.shape[1:] != tuple(input_shape):
+        expected = format_shape(input_shape, batch=False)
         for i, row in enumerate(inputs):
             try:
                 r = np.array(row)
             except (ValueError, TypeError, OverflowError):
-                raise InputError(f"inputs[{i}] is ragged; each row must have shape {_fmt(input_shape)}, the "
+                raise InputError(f"inputs[{i}] is ragged; each row must have shape {expected}, the "
                                  "dataset's input_shape") from None
             if r.dtype.kind not in "iuf":
                 raise InputError(f"inputs[{i}] holds non-numbers ({r.dtype.name} values); rows must be "
-                                 f"numbers shaped {_fmt(input_shape)}")
+                                 f"numbers shaped {expected}")
             if r.shape != tuple(input_shape):
-                raise InputError(f"inputs[{i}] has shape {_fmt(r.shape)}; expected {_fmt(input_shape)}, "
-                                 "the dataset's input_shape")
-        raise InputError(f"inputs must be rows shaped {_fmt(input_shape)}")  # pragma: no cover
+                raise InputError(f"inputs[{i}] has shape {format_shape(r.shape, batch=False)}; expected "
+                                 f"{expected}, the dataset's input_shape")
+        raise InputError(f"inputs must be rows shaped {expected}")  # pragma: no cover
     arr = arr.astype(np.float64)
     bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
     if bad.any():

@@ -3,6 +3,7 @@
     python bench/engine_vs_torch.py                  # CPU, all four models (~2 min)
     python bench/engine_vs_torch.py --device cuda --json results.json
     python bench/engine_vs_torch.py --quick          # a few steps, for smoke runs
+    python bench/engine_vs_torch.py --tricks         # each engine speed trick on and off (~1 min)
 
 Both sides train the same network from the same initial weights on the same synthetic
 batches with cross-entropy + Adam (lr 1e-3). The engine side is `engine.train.TrainStep`,
@@ -24,6 +25,7 @@ on the host every step; capture would need both moved into device tensors.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -38,7 +40,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere in the repo
 
-from engine import Model, losses, optim  # noqa: E402
+from engine import Model, losses, optim, twin  # noqa: E402
 from engine.spec import pair  # noqa: E402
 from engine.train import TrainStep  # noqa: E402
 
@@ -71,24 +73,9 @@ CASES = [
 
 
 # ----------------------------------------------------------------------------- the two sides
-def torch_module(model: Model) -> nn.Sequential:
-    """The torch.nn twin of a sequential engine model, holding a copy of its weights."""
-    mods: list[nn.Module] = []
-    for layer in model.layers:
-        s, (in_shape,) = layer.spec, layer.in_shapes
-        if s.type == "linear":
-            mods.append(nn.Linear(in_shape[0], s.out_features, bias=s.bias))
-        elif s.type == "conv2d":
-            mods.append(nn.Conv2d(in_shape[0], s.out_channels, s.kernel_size, s.stride, s.padding, bias=s.bias))
-        elif s.type == "relu":
-            mods.append(nn.ReLU())
-        elif s.type == "maxpool2d":
-            mods.append(nn.MaxPool2d(s.kernel_size, s.stride, s.padding))
-        elif s.type == "flatten":
-            mods.append(nn.Flatten(s.start_dim, s.end_dim))
-        else:
-            raise ValueError(f"no torch.nn twin for layer type {s.type!r} in the benchmark")
-    net = nn.Sequential(*mods).to(device=model.device, dtype=model.dtype)
+def torch_module(model: Model) -> nn.Module:
+    """The torch.nn twin of an engine model (engine.twin), holding a copy of its weights."""
+    net = twin(model.spec, model.input_shape, dtype=model.dtype, device=model.device)
     net.load_state_dict(model.state_dict(), strict=True)
     return net
 
@@ -108,7 +95,7 @@ class Pair:
     """One case built on both sides, same weights; `engine_step()` / `torch_step()` run one step."""
     case: Case
     model: Model
-    net: nn.Sequential
+    net: nn.Module
     engine_step: Callable[[], float]
     torch_step: Callable[[], float]
     adam: str
@@ -301,14 +288,24 @@ def table(results: list[Result], peak: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def _engine_tricks():
+    """bench/engine_tricks.py, the --tricks section (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("engine_tricks", Path(__file__).with_name("engine_tricks.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--quick", action="store_true", help="few short rounds (smoke test)")
     ap.add_argument("--json", type=Path, help="save the results here")
     ap.add_argument("--models", help="comma-separated subset of: " + ", ".join(c.name for c in CASES))
-    ap.add_argument("--rounds", type=int, help="timed rounds per side (default 21, quick 1)")
+    ap.add_argument("--rounds", type=int, help="timed rounds per side (default 21, quick 1; --tricks: 7)")
     ap.add_argument("--threads", type=int, help="torch intra-op threads for both sides (default: torch's)")
+    ap.add_argument("--tricks", action="store_true", help="instead: time each engine speed trick with and "
+                                                          "without it (bench/engine_tricks.py)")
     args = ap.parse_args(argv)
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -323,6 +320,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cases = [c for c in CASES if c.name in wanted]
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.tricks:
+        return {"tricks": _engine_tricks().run(cases, args.quick, args.json, args.rounds)}
     rounds = args.rounds or (1 if args.quick else 21)
     round_s, warmup_s = (0.05, 0.02) if args.quick else (0.3, 1.0)
     dev = torch.device(device)

@@ -1,15 +1,18 @@
 """chainrule's training engine: layers, losses and optimizers written by hand on torch tensors.
 
-No torch.nn.Module, no torch.optim, no autograd: every backward pass is written out.
+No torch.nn.Module, no torch.optim, no autograd on the training path: every backward pass is
+written out. `twin` builds the equivalent torch.nn module, the reference the tests compare with.
 """
 from . import losses, optim, schedules
 from .checkpoint import Checkpoint
-from .data import check_compatible
-from .model import Model, Plan, SpecError, plan
+from .data import TASKS, check_compatible
+from .model import BackwardError, Model, Plan, SpecError, plan
+from .shapes import format_shape
 from .spec import ModelSpec
 from .train import (Callbacks, FitResult, NonFiniteError, Progress, TrainingError, TrainStep, evaluate,
                     fit)
+from .twin import twin
 
-__all__ = ["Model", "ModelSpec", "Plan", "SpecError", "plan", "fit", "evaluate", "TrainStep", "Callbacks",
-           "Progress", "FitResult", "TrainingError", "NonFiniteError", "Checkpoint", "check_compatible",
-           "losses", "optim", "schedules"]
+__all__ = ["Model", "BackwardError", "ModelSpec", "Plan", "SpecError", "plan", "fit", "evaluate", "TrainStep",
+           "Callbacks", "Progress", "FitResult", "TrainingError", "NonFiniteError", "Checkpoint",
+           "check_compatible", "format_shape", "TASKS", "twin", "losses", "optim", "schedules"]

@@ -9,6 +9,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from .shapes import format_shape
+
 CLASSIFICATION_LOSSES = ("cross_entropy", "bce_with_logits")
 REGRESSION_LOSSES = ("mse", "l1", "huber")
 TASKS = ("classification", "regression")
@@ -45,7 +47,7 @@ def check_compatible(loss_spec: Any, task: str, n_classes: int | None,
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if len(out) != 1:
-        raise ValueError(f"the model outputs shape (N, {', '.join(map(str, out))}) but {name} needs "
+        raise ValueError(f"the model outputs shape {format_shape(out)} but {name} needs "
                          "(N, outputs); add a flatten and a linear layer at the end")
     width = out[0]
     if task == "classification":
@@ -77,7 +79,7 @@ def check_compatible(loss_spec: Any, task: str, n_classes: int | None,
 def n_classes_of(y: Tensor) -> int:
     """Classes in integer labels 0..C-1 (C = max + 1); rejects negative or fractional labels."""
     if y.dim() != 1:
-        raise ValueError(f"classification labels must have shape (N,), got {tuple(y.shape)}")
+        raise ValueError(f"classification labels must have shape (N,), got {format_shape(y.shape, batch=False)}")
     if y.numel() == 0:
         raise ValueError("the data has no rows")
     if y.is_floating_point():
@@ -100,7 +102,8 @@ def prepare_targets(loss_name: str, task: str, y: Tensor, output_shape: Sequence
             return y.to(device=device, dtype=torch.int64)
         return y.to(device=device, dtype=dtype).reshape(-1, 1)
     if y.dim() not in (1, 2):
-        raise ValueError(f"regression targets must have shape (N,) or (N, k), got {tuple(y.shape)}")
+        raise ValueError(f"regression targets must have shape (N,) or (N, k), got "
+                         f"{format_shape(y.shape, batch=False)}")
     check_compatible(loss_name, task, None, out, n_targets=1 if y.dim() == 1 else int(y.shape[1]))
     y = y.to(device=device, dtype=dtype)
     return y.reshape(-1, 1) if y.dim() == 1 else y

@@ -1,14 +1,15 @@
 """Per-layer gradient health, measured once per epoch from tensors the engine already holds.
 
 The training loop calls this for ONE step per epoch (the last full-size batch), so the
-hot path pays nothing: before that step's optimizer update it clones the flat gradients
-and the flat parameters, runs the update, then calls `layer_health`.
+hot path pays nothing: it runs that step's forward with an `OutputStats` observer
+(Model.forward(..., observe=stats)), clones the flat gradients and the flat parameters
+before the optimizer update, runs the update, then calls `layer_health`.
 
 For every layer with parameters:
     grad_norm     2-norm of the layer's gradients (before clipping: the raw gradient)
     weight_norm   2-norm of the layer's parameters after the update
     update_ratio  ||w_after - w_before|| / ||w_before||   (0 when ||w_before|| is 0)
-For every relu layer (read from `layer.y`, its output on that batch):
+For every relu layer (from its output on that batch, seen by `OutputStats`):
     dead_fraction fraction of units (features, or channel x position) that are 0 for
                   every sample of the batch
 Each entry also has "type" (the layer's spec type). Output, JSON-ready, in layer order:
@@ -48,29 +49,44 @@ def dead_fraction(y: Tensor) -> Tensor:
     return 1.0 - alive.to(torch.float64).mean()
 
 
-def layer_health(model, grads_before: Tensor, params_before: Tensor,
+class OutputStats:
+    """An observer for Model.forward(x, observe=...): statistics of each layer's output on one batch.
+
+    Reduced during the forward to 0-dim tensors on the device (keeping no activation), read back
+    once by `layer_health`. Today: `dead_fraction` of every relu.
+    """
+
+    def __init__(self) -> None:
+        self.dead_fraction: dict[str, Tensor] = {}
+
+    def __call__(self, key: str, layer, output: Tensor) -> None:
+        if layer.kind == "relu":
+            self.dead_fraction[key] = dead_fraction(output)
+
+
+def layer_health(model, grads_before: Tensor, params_before: Tensor, outputs: OutputStats,
                  spans: list[tuple[str, str, int, int]] | None = None) -> dict[str, dict[str, Any]]:
     """Health of every layer with parameters and every relu; see the module docstring.
 
     grads_before: flat gradients of the step (a copy taken before clipping / the update);
-    params_before: flat parameters before the update; the model's flat_params are after.
+    params_before: flat parameters before the update; the model's flat_params are after;
+    outputs: what an OutputStats saw in the step's forward.
     """
     spans = param_spans(model) if spans is None else spans
     w_after = model.flat_params
     delta = w_after - params_before
     vals: list[Tensor] = []
-    for _, _, s, e in spans:
-        vals += [torch.linalg.vector_norm(grads_before[s:e]), torch.linalg.vector_norm(w_after[s:e]),
-                 torch.linalg.vector_norm(delta[s:e]), torch.linalg.vector_norm(params_before[s:e])]
-    relus = [(key, layer) for key, layer in model.layer_items()
-             if layer.spec.type == "relu" and getattr(layer, "y", None) is not None]
-    dead = [dead_fraction(layer.y) for _, layer in relus]
-    numbers = torch.stack([v.to(torch.float64) for v in vals] + dead).tolist() if vals or dead else []
+    for _, _, start, end in spans:
+        vals += [torch.linalg.vector_norm(grads_before[start:end]), torch.linalg.vector_norm(w_after[start:end]),
+                 torch.linalg.vector_norm(delta[start:end]), torch.linalg.vector_norm(params_before[start:end])]
+    dead = list(outputs.dead_fraction.items())
+    numbers = torch.stack([v.to(torch.float64) for v in vals] + [f for _, f in dead]).tolist() \
+        if vals or dead else []
     by_key: dict[str, dict[str, Any]] = {}
     for i, (key, kind, _, _) in enumerate(spans):
-        g, w, d, w0 = numbers[4 * i:4 * i + 4]
-        by_key[key] = {"type": kind, "grad_norm": g, "weight_norm": w,
-                       "update_ratio": d / w0 if w0 > 0 else 0.0}
-    for (key, _), frac in zip(relus, numbers[4 * len(spans):]):
+        grad_norm, weight_norm, update_norm, weight_norm_before = numbers[4 * i:4 * i + 4]
+        by_key[key] = {"type": kind, "grad_norm": grad_norm, "weight_norm": weight_norm,
+                       "update_ratio": update_norm / weight_norm_before if weight_norm_before > 0 else 0.0}
+    for (key, _), frac in zip(dead, numbers[4 * len(spans):]):
         by_key[key] = {"type": "relu", "dead_fraction": frac}
     return {key: by_key[key] for key in model.keys if key in by_key}

@@ -4,19 +4,21 @@
     value = loss.forward(pred, target)    # 0-dim tensor; caches what backward needs
     dpred = loss.backward()               # dL/dpred, same shape as pred
 
-No autograd and no torch.nn.functional: every gradient is written out, and values in
-forms that stay finite for extreme inputs (log-sum-exp, stable softplus). Cross-entropy's
-value is a log-softmax (see `_log_softmax_rows`) and aten's nll_loss kernel (gather and
-mean in one pass); its gradient reuses that log-softmax.
+No autograd: every gradient is written out, and values in forms that stay finite for
+extreme inputs (log-sum-exp, stable softplus). Cross-entropy's value is a log-softmax
+(`log_softmax`) and the mean of -logp at each row's label (F.nll_loss, a forward kernel);
+its gradient reuses that log-softmax.
 """
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from pydantic import TypeAdapter
 from torch import Tensor
 
+from .shapes import format_shape
 from .spec import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, LossSpec, MSELoss
 
 _ADAPTER: TypeAdapter = TypeAdapter(LossSpec)
@@ -59,23 +61,34 @@ def _check_pred(name: str, pred: Tensor) -> None:
         raise ValueError(f"{name} loss: pred must be a floating-point tensor, got "
                          f"{getattr(pred, 'dtype', type(pred).__name__)}")
     if pred.numel() == 0:
-        raise ValueError(f"{name} loss: pred of shape {tuple(pred.shape)} is empty; "
+        raise ValueError(f"{name} loss: pred of shape {format_shape(pred.shape, batch=False)} is empty; "
                          "a batch needs at least one element")
 
 
-def _log_softmax_rows(z: Tensor) -> Tensor:
-    """log softmax over dim 1 of (N, C): z - max - log sum exp(z - max), row by row.
+# Cross-entropy's log-softmax is torch's fused kernel, except on the CPU for more rows than this
+# of fewer classes than that: a row narrower than the kernel's vector (16 floats with AVX-512)
+# is walked element by element, and the written formula's whole-tensor ops win. The benchmark's
+# --tricks section times both sides of the switch.
+LOG_SOFTMAX_KERNEL_MAX_ROWS = 64
+LOG_SOFTMAX_KERNEL_MIN_CLASSES = 16
 
-    aten's one-kernel log_softmax is fastest for a few rows, but on the CPU it walks rows one
-    at a time: at 1024 rows of 10 it is ~4x slower than the same math as six whole-tensor
-    kernels, which is what larger CPU batches get (measured, 1 thread: 32x10 5.9 vs 9.0 us,
-    1024x10 153 vs 40 us).
-    """
-    if not z.is_cpu or z.shape[0] <= 64:
-        return torch.log_softmax(z, 1)
+
+def short_rows_on_cpu(z: Tensor) -> bool:
+    """True where `log_softmax` (the formula) beats `log_softmax_kernel` on (N, C) logits."""
+    n, c = z.shape
+    return z.is_cpu and n > LOG_SOFTMAX_KERNEL_MAX_ROWS and c < LOG_SOFTMAX_KERNEL_MIN_CLASSES
+
+
+def log_softmax(z: Tensor) -> Tensor:
+    """log softmax over dim 1 of (N, C): z - max - log sum exp(z - max), row by row, as whole-tensor ops."""
     logp = z - z.amax(dim=1, keepdim=True)                         # (N, C), max 0 per row
-    logp -= logp.exp().sum(dim=1, keepdim=True).log_()
+    logp -= logp.exp().sum(dim=1, keepdim=True).log_()             # (N, C) - (N, 1)
     return logp
+
+
+def log_softmax_kernel(z: Tensor) -> Tensor:
+    """`log_softmax` through torch's fused kernel: the same values up to rounding."""
+    return torch.log_softmax(z, 1)
 
 
 class _CrossEntropy(Loss):
@@ -90,11 +103,13 @@ class _CrossEntropy(Loss):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         _check_pred(self.name, pred)
         if pred.dim() != 2:
-            raise ValueError(f"cross_entropy loss: pred must be (N, C) logits, got shape {tuple(pred.shape)}")
+            raise ValueError(f"cross_entropy loss: pred must be (N, C) logits, got shape "
+                             f"{format_shape(pred.shape, batch=False)}")
         n, c = pred.shape
         if not isinstance(target, Tensor) or target.dim() != 1 or target.shape[0] != n:
             raise ValueError(f"cross_entropy loss: target must be (N,) = ({n},) class indices for pred "
-                             f"of shape {tuple(pred.shape)}, got shape {tuple(getattr(target, 'shape', ()))}")
+                             f"of shape {format_shape(pred.shape, batch=False)}, got shape "
+                             f"{format_shape(getattr(target, 'shape', ()), batch=False)}")
         if target.dtype != torch.int64:                             # int64, the common case, is valid
             if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
                 raise ValueError(f"cross_entropy loss: target must hold integer class indices, got dtype "
@@ -109,10 +124,11 @@ class _CrossEntropy(Loss):
                 raise ValueError(f"cross_entropy loss: target[{i}] = {int(target[i])} is not a class "
                                  f"index; valid labels are 0..{c - 1} (pred has C = {c} columns)")
         eps = self.spec.label_smoothing
-        logp = _log_softmax_rows(pred)                              # (N, C)
-        # mean over rows of -logp[i, target[i]]: aten's nll_loss kernel is that gather + mean in one
-        # pass (called through its C binding: torch.ops.aten's Python dispatch costs ~1 us more)
-        nll = torch._C._nn.nll_loss(logp, target, None, 1, -100)  # () ; 1 = mean, -100 = no ignored class
+        if short_rows_on_cpu(pred):
+            logp = log_softmax(pred)                                # (N, C)
+        else:
+            logp = log_softmax_kernel(pred)
+        nll = F.nll_loss(logp, target)                              # () mean over rows of -logp[i, target[i]]
         loss = nll if eps == 0 else (1 - eps) * nll - eps * logp.mean(dim=1).mean()
         self._cache = (logp, target)
         return loss
@@ -142,8 +158,9 @@ class _Elementwise(Loss):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         _check_pred(self.name, pred)
         if not isinstance(target, Tensor) or tuple(target.shape) != tuple(pred.shape):
-            raise ValueError(f"{self.name} loss: pred has shape {tuple(pred.shape)} but target has shape "
-                             f"{tuple(getattr(target, 'shape', ()))}; they must be identical")
+            raise ValueError(f"{self.name} loss: pred has shape {format_shape(pred.shape, batch=False)} but "
+                             f"target has shape "
+                             f"{format_shape(getattr(target, 'shape', ()), batch=False)}; they must be identical")
         target = target.to(device=pred.device, dtype=pred.dtype)
         value, cache = self._value(pred, target)
         self._cache = cache

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import numpy as np
 import safetensors.numpy
 
-from engine.data import TASKS
+from engine import TASKS
 
 Task = Literal[TASKS]  # "classification" | "regression"
 

@@ -13,7 +13,7 @@ from core.db import get_sessionmaker
 from core.lifecycle import ACTIVE
 from core.settings import Settings
 from core.tables import Dataset, Job, new_id
-from engine.data import TASKS
+from engine import TASKS
 
 from ..deps import CurrentKey, SessionDep, SettingsDep, get_owned
 from ..errors import problem

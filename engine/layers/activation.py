@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..shapes import format_shape
 from .base import Layer, Shape, ShapeError
 
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -26,41 +27,39 @@ class LeakyReLU(Layer):
     kind = "leaky_relu"
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        self.positive = x > 0                                  # (N, ...) bool
-        return torch.where(self.positive, x, x * self.spec.negative_slope)
+        positive = x > 0                                       # (N, ...) bool
+        self.cache = positive
+        return torch.where(positive, x, x * self.spec.negative_slope)
 
     def backward(self, dy: Tensor) -> Tensor:
-        dx = torch.where(self.positive, dy, dy * self.spec.negative_slope)
-        self.positive = None
-        return dx
+        positive, self.cache = self.cache, None
+        return torch.where(positive, dy, dy * self.spec.negative_slope)
 
 
 class Sigmoid(Layer):
     kind = "sigmoid"
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        self.y = torch.sigmoid(x)
-        return self.y
+        y = torch.sigmoid(x)
+        self.cache = y
+        return y
 
     def backward(self, dy: Tensor) -> Tensor:
-        y = self.y
-        dx = dy * y * (1 - y)                                  # sigma' = sigma (1 - sigma)
-        self.y = None
-        return dx
+        y, self.cache = self.cache, None
+        return dy * y * (1 - y)                                # sigma' = sigma (1 - sigma)
 
 
 class Tanh(Layer):
     kind = "tanh"
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        self.y = torch.tanh(x)
-        return self.y
+        y = torch.tanh(x)
+        self.cache = y
+        return y
 
     def backward(self, dy: Tensor) -> Tensor:
-        y = self.y
-        dx = dy * (1 - y * y)                                  # tanh' = 1 - tanh^2
-        self.y = None
-        return dx
+        y, self.cache = self.cache, None
+        return dy * (1 - y * y)                                # tanh' = 1 - tanh^2
 
 
 class GELU(Layer):
@@ -68,11 +67,11 @@ class GELU(Layer):
     kind = "gelu"
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        self.x = x
+        self.cache = x
         return F.gelu(x, approximate=self.spec.approximate)
 
     def backward(self, dy: Tensor) -> Tensor:
-        x = self.x
+        x, self.cache = self.cache, None
         if self.spec.approximate == "none":
             # d/dx x Phi(x) = Phi(x) + x phi(x),  Phi = (1 + erf(x / sqrt 2)) / 2,  phi = e^(-x^2/2) / sqrt(2 pi)
             cdf = 0.5 * (1 + torch.erf(x * _INV_SQRT_2))
@@ -84,7 +83,6 @@ class GELU(Layer):
             t = torch.tanh(_SQRT_2_OVER_PI * x * (1 + _GELU_C * x2))
             du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x2)
             grad = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
-        self.x = None
         return dy * grad
 
 
@@ -96,7 +94,7 @@ class Softmax(Layer):
         rank, dim = len(shape) + 1, self.spec.dim
         d = dim + rank if dim < 0 else dim
         if not 1 <= d < rank:
-            raise ShapeError(f"softmax dim={dim} is out of range for a (N, {', '.join(map(str, shape))}) "
+            raise ShapeError(f"softmax dim={dim} is out of range for a {format_shape(shape)} "
                              f"input; valid: 1..{rank - 1} or -{rank - 1}..-1 (dim 0 is the batch, "
                              "which would mix samples)")
         return d
@@ -106,12 +104,11 @@ class Softmax(Layer):
         return in_shapes[0]
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        self.y = torch.softmax(x, self._dim(self.in_shapes[0]))
-        return self.y
+        y = torch.softmax(x, self._dim(self.in_shapes[0]))
+        self.cache = y
+        return y
 
     def backward(self, dy: Tensor) -> Tensor:
         # Jacobian diag(y) - y y^T along dim:  dx = y * (dy - <dy, y>)
-        y = self.y
-        dx = y * (dy - (dy * y).sum(self._dim(self.in_shapes[0]), keepdim=True))
-        self.y = None
-        return dx
+        y, self.cache = self.cache, None
+        return y * (dy - (dy * y).sum(self._dim(self.in_shapes[0]), keepdim=True))

@@ -5,11 +5,19 @@ dimension) and knows its output shape at once, so shape inference needs no tenso
 The Model then hands it views into its flat parameter and gradient storage
 (`bind`), fills the parameters (`reset_parameters`), and calls:
 
-  forward(x, training)  -> y        keeps in `self` what backward needs
-  backward(dy)          -> dx       OVERWRITES self.grads[...] (never accumulates);
-                                    gradients of a tensor read by several layers are
-                                    summed by the Model, not by the layers; it never
+  forward(x, training)  -> y        puts what backward needs in `self.cache`, and writes
+                                    nothing else on self: the Model puts back a pending
+                                    training forward's cache after an eval forward
+  backward(dy)          -> dx       reads `self.cache` and sets it to None (so no activation
+                                    outlives the step); OVERWRITES self.grads[...] (never
+                                    accumulates); gradients of a tensor read by several layers
+                                    are summed by the Model, not by the layers; it never
                                     modifies dy (Add hands one dy to every branch)
+
+The Model calls backward only to answer its last training forward, with dy of that
+forward's output shape (it raises BackwardError otherwise), so a layer trusts its cache.
+A layer's outputs are observed from outside, through `Model.forward(x, observe=...)`:
+a layer keeps no output for anyone but its own backward.
 
 `need_dx` is set by the Model before backward: False when nothing upstream wants dx
 (the layer reads the model input and training needs no input gradient). A layer with
@@ -20,12 +28,12 @@ Parameter and buffer names and shapes are exactly torch.nn's, in torch.nn's orde
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-Shape = tuple[int, ...]
+from ..shapes import Shape
 
 
 class ShapeError(ValueError):
@@ -36,6 +44,7 @@ class Layer:
     kind: ClassVar[str]
     merge: ClassVar[bool] = False
     need_dx: bool = True   # see the module docstring
+    cache: Any = None      # what backward needs from the last forward (a tensor, a tuple or None)
 
     def __init__(self, spec, in_shapes: list[Shape]):
         self.spec = spec

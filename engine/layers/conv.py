@@ -1,16 +1,21 @@
 """Conv2d: y[n, o] = b[o] + sum_c W[o, c] (cross-correlated with) x[n, c].
 
-The kernels are aten's (conv2d forward, convolution_backward); the wiring is ours:
-forward caches the input, backward asks aten for dx, dW and db and writes dW, db
-into the Model's gradient views.
+The forward is F.conv2d. Its local derivatives are convolutions too, and run on torch's
+convolution-backward kernels through torch.nn.grad's named functions:
+    dx = conv2d_input  (dy convolved with W, transposed: the forward's adjoint in x)
+    dW = conv2d_weight (dy cross-correlated with x)
+    db = sum of dy over N, H', W'
+Each function computes only its own gradient, so a conv reading the model input skips dx.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.grad import conv2d_input, conv2d_weight
 
 from ..init import init_bias, init_weight
+from ..shapes import format_shape
 from ..spec import pair
 from .base import Layer, Shape, ShapeError
 
@@ -26,7 +31,7 @@ class Conv2d(Layer):
     def infer(self, in_shapes: list[Shape]) -> Shape:
         (shape,) = in_shapes
         if len(shape) != 3:
-            raise ShapeError(f"conv2d expects (N, C, H, W) input, got (N, {', '.join(map(str, shape))})")
+            raise ShapeError(f"conv2d expects (N, C, H, W) input, got {format_shape(shape)}")
         c, h, w = shape
         kh, kw = pair(self.spec.kernel_size)
         sh, sw = pair(self.spec.stride)
@@ -54,22 +59,18 @@ class Conv2d(Layer):
             init_bias(self.params["bias"], init, fan_in, generator)
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        self.x = x                                                 # (N, C, H, W)
+        self.cache = x                                             # (N, C, H, W)
         return F.conv2d(x, self.params["weight"], self.params.get("bias"),
                         stride=pair(self.spec.stride), padding=pair(self.spec.padding))  # (N, O, H', W')
 
     def backward(self, dy: Tensor) -> Tensor | None:
-        # dy: (N, O, H', W') -> dx (N, C, H, W), dW (O, C, kh, kw), db (O,) = sum of dy over N, H', W'
-        # (dx is None, not computed, when need_dx is False)
-        has_bias = "bias" in self.grads
-        dx, dw, db = torch.ops.aten.convolution_backward(
-            dy, self.x, self.params["weight"],
-            [self.spec.out_channels] if has_bias else None,
-            list(pair(self.spec.stride)), list(pair(self.spec.padding)), [1, 1],  # dilation 1
-            False, [0, 0], 1,                                              # not transposed, groups 1
-            [self.need_dx, True, has_bias])
-        self.grads["weight"].copy_(dw)
-        if has_bias:
-            self.grads["bias"].copy_(db)
-        self.x = None
-        return dx
+        # dy: (N, O, H', W')
+        x, self.cache = self.cache, None                           # (N, C, H, W)
+        weight = self.params["weight"]                             # (O, C, kh, kw)
+        geometry = dict(stride=pair(self.spec.stride), padding=pair(self.spec.padding))
+        self.grads["weight"].copy_(conv2d_weight(x, weight.shape, dy, **geometry))    # (O, C, kh, kw)
+        if "bias" in self.grads:
+            torch.sum(dy, (0, 2, 3), out=self.grads["bias"])       # (O,)
+        if not self.need_dx:                                       # reads the model input: skip dx
+            return None
+        return conv2d_input(x.shape, weight, dy, **geometry)       # (N, C, H, W)

@@ -18,13 +18,13 @@ class Dropout(Layer):
     def forward(self, x: Tensor, training: bool) -> Tensor:
         p = self.spec.p
         if not training or p == 0:
-            self.mask = None                  # identity; no random draw
+            self.cache = None                 # identity; no random draw
             return x
         keep = torch.empty_like(x).bernoulli_(1 - p, generator=self.generator)   # 1 = kept
-        self.mask = keep.mul_(1 / (1 - p))    # (N, ...): 0 or 1/(1-p), the derivative dy/dx
-        return x * self.mask
+        mask = keep.mul_(1 / (1 - p))         # (N, ...): 0 or 1/(1-p), the derivative dy/dx
+        self.cache = mask
+        return x * mask
 
     def backward(self, dy: Tensor) -> Tensor:
-        dx = dy if self.mask is None else dy * self.mask
-        self.mask = None
-        return dx
+        mask, self.cache = self.cache, None
+        return dy if mask is None else dy * mask

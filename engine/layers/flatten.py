@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..shapes import format_shape
 from .base import Layer, Shape, ShapeError
 
 
@@ -16,10 +17,10 @@ class Flatten(Layer):
         s = start + rank if start < 0 else start
         e = end + rank if end < 0 else end
         if not 1 <= s < rank:
-            raise ShapeError(f"start_dim={start} is out of range for a (N, {', '.join(map(str, shape))}) input; "
+            raise ShapeError(f"start_dim={start} is out of range for a {format_shape(shape)} input; "
                              f"valid: 1..{rank - 1} or -{rank - 1}..-1 (dim 0 is the batch)")
         if not s <= e < rank:
-            raise ShapeError(f"end_dim={end} is out of range for a (N, {', '.join(map(str, shape))}) input "
+            raise ShapeError(f"end_dim={end} is out of range for a {format_shape(shape)} input "
                              f"with start_dim={start}; valid: {s}..{rank - 1} or {s - rank}..-1")
         return s, e
 

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor
 
 from ..init import init_bias, init_weight
+from ..shapes import format_shape
 from .base import Layer, Shape, ShapeError
 
 
@@ -14,7 +15,7 @@ class Linear(Layer):
     def infer(self, in_shapes: list[Shape]) -> Shape:
         (shape,) = in_shapes
         if len(shape) != 1:
-            raise ShapeError(f"linear expects (N, features) input, got (N, {', '.join(map(str, shape))}); "
+            raise ShapeError(f"linear expects (N, features) input, got {format_shape(shape)}; "
                              "add a flatten layer before it")
         return (self.spec.out_features,)
 
@@ -40,7 +41,7 @@ class Linear(Layer):
         self._views = (params["weight"].t(), params.get("bias"), grads["weight"], grads.get("bias"))
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        self.x = x                                              # (N, in)
+        self.cache = x                                          # (N, in)
         wt, bias = self._views[:2]                              # (in, out), (out,) or None
         if bias is not None:
             return torch.addmm(bias, x, wt)                     # (N, in) @ (in, out) + (out,) -> (N, out)
@@ -48,11 +49,11 @@ class Linear(Layer):
 
     def backward(self, dy: Tensor) -> Tensor | None:
         # dy: (N, out)
+        x, self.cache = self.cache, None                        # (N, in)
         dw, db = self._views[2:]
-        torch.mm(dy.t(), self.x, out=dw)                        # (out, N) @ (N, in) -> (out, in)
+        torch.mm(dy.t(), x, out=dw)                             # (out, N) @ (N, in) -> (out, in)
         if db is not None:
             torch.sum(dy, 0, out=db)                            # (out,)
-        self.x = None
         if not self.need_dx:                                    # reads the model input: skip a matmul
             return None
         return torch.mm(dy, self.params["weight"])             # (N, out) @ (out, in) -> (N, in)

@@ -4,11 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..shapes import format_shape
 from .base import Merge, Shape, ShapeError
-
-
-def _fmt(shape: Shape) -> str:
-    return "(N, " + ", ".join(map(str, shape)) + ")"
 
 
 class Add(Merge):
@@ -19,8 +16,8 @@ class Add(Merge):
         first = in_shapes[0]
         for i, s in enumerate(in_shapes[1:], 1):
             if s != first:
-                raise ShapeError(f"add needs inputs of one shape, got input 0 {_fmt(first)} and "
-                                 f"input {i} {_fmt(s)}")
+                raise ShapeError(f"add needs inputs of one shape, got input 0 {format_shape(first)} and "
+                                 f"input {i} {format_shape(s)}")
         return first
 
     def forward(self, xs: list[Tensor], training: bool) -> Tensor:
@@ -44,7 +41,7 @@ class Concat(Merge):
         rank, dim = len(in_shapes[0]) + 1, self.spec.dim
         d = dim + rank if dim < 0 else dim
         if not 1 <= d < rank:
-            raise ShapeError(f"concat dim={dim} is out of range for {_fmt(in_shapes[0])} inputs; "
+            raise ShapeError(f"concat dim={dim} is out of range for {format_shape(in_shapes[0])} inputs; "
                              f"valid: 1..{rank - 1} or -{rank - 1}..-1 (dim 0 is the batch)")
         return d
 
@@ -52,13 +49,13 @@ class Concat(Merge):
         first = in_shapes[0]
         for i, s in enumerate(in_shapes[1:], 1):
             if len(s) != len(first):
-                raise ShapeError(f"concat needs inputs of one rank, got input 0 {_fmt(first)} and "
-                                 f"input {i} {_fmt(s)}")
+                raise ShapeError(f"concat needs inputs of one rank, got input 0 {format_shape(first)} and "
+                                 f"input {i} {format_shape(s)}")
         d = self._dim(in_shapes)
         for i, s in enumerate(in_shapes[1:], 1):
             if s[:d - 1] + s[d:] != first[:d - 1] + first[d:]:
                 raise ShapeError(f"concat along dim {d} needs every other dim equal, got input 0 "
-                                 f"{_fmt(first)} and input {i} {_fmt(s)}")
+                                 f"{format_shape(first)} and input {i} {format_shape(s)}")
         return (*first[:d - 1], sum(s[d - 1] for s in in_shapes), *first[d:])
 
     def forward(self, xs: list[Tensor], training: bool) -> Tensor:

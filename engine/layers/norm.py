@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..shapes import format_shape
 from .base import Layer, Shape, ShapeError
 
 
@@ -24,7 +25,7 @@ class BatchNorm(Layer):
         (shape,) = in_shapes
         if len(shape) not in (1, 3):
             raise ShapeError(f"batchnorm expects (N, C) or (N, C, H, W) input, "
-                             f"got (N, {', '.join(map(str, shape))})")
+                             f"got {format_shape(shape)}")
         return shape
 
     @property
@@ -68,18 +69,18 @@ class BatchNorm(Layer):
         else:
             inv_std = torch.rsqrt(self.buffers["running_var"] + self.spec.eps)  # (C,)
             xhat = (x - self.buffers["running_mean"].view(bc)) * inv_std.view(bc)
-        self.xhat, self.inv_std, self.training = xhat, inv_std, training
+        self.cache = xhat, inv_std, training             # (N, C, ...), (C,), batch statistics used?
         if self.spec.affine:
             return torch.addcmul(self.params["bias"].view(bc), xhat, self.params["weight"].view(bc))
         return xhat
 
     def backward(self, dy: Tensor) -> Tensor:
         dims, bc = self._layout()
-        xhat = self.xhat
+        (xhat, inv_std, training), self.cache = self.cache, None
         dbeta = dy.sum(dims)                                       # (C,)
         dgamma = (dy * xhat).sum(dims)                             # (C,)
-        scale = self.inv_std * self.params["weight"] if self.spec.affine else self.inv_std  # (C,)
-        if self.training:
+        scale = inv_std * self.params["weight"] if self.spec.affine else inv_std  # (C,)
+        if training:
             # the batch statistics depend on x too: the closed form above
             m = dy.numel() // self.channels
             dx = (m * dy - dbeta.view(bc) - xhat * dgamma.view(bc)) * (scale / m).view(bc)
@@ -89,7 +90,6 @@ class BatchNorm(Layer):
         if self.spec.affine:
             self.grads["weight"].copy_(dgamma)
             self.grads["bias"].copy_(dbeta)
-        self.xhat = self.inv_std = None
         return dx
 
 
@@ -116,13 +116,14 @@ class LayerNorm(Layer):
         var, mean = torch.var_mean(x, -1, keepdim=True, correction=0)   # (N, ..., 1) biased
         rstd = torch.rsqrt(var + self.spec.eps)                          # (N, ..., 1)
         xhat = (x - mean) * rstd                                         # (N, ..., D)
-        self.xhat, self.rstd = xhat, rstd
+        self.cache = xhat, rstd
         if self.spec.elementwise_affine:
             return torch.addcmul(self.params["bias"], xhat, self.params["weight"])
         return xhat
 
     def backward(self, dy: Tensor) -> Tensor:
-        xhat, d = self.xhat, self.xhat.shape[-1]
+        (xhat, rstd), self.cache = self.cache, None
+        d = xhat.shape[-1]
         if self.spec.elementwise_affine:
             self.grads["weight"].copy_((dy * xhat).reshape(-1, d).sum(0))   # (D,) summed over rows
             self.grads["bias"].copy_(dy.reshape(-1, d).sum(0))              # (D,)
@@ -131,6 +132,5 @@ class LayerNorm(Layer):
             dxhat = dy
         # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), means over the last dim
         dx = (dxhat - dxhat.mean(-1, keepdim=True)
-              - xhat * (dxhat * xhat).mean(-1, keepdim=True)) * self.rstd
-        self.xhat = self.rstd = None
+              - xhat * (dxhat * xhat).mean(-1, keepdim=True)) * rstd
         return dx

@@ -1,7 +1,7 @@
 """MaxPool2d and AvgPool2d on (N, C, H, W), floor mode, dilation 1, as torch.nn's defaults.
 
-Max pooling routes each output's gradient to the input element that won its window
-(aten records the winners' flat indices); average pooling spreads it evenly over the
+Max pooling routes each output's gradient to the input element that won its window (the
+forward records the winners' positions); average pooling spreads it evenly over the
 window, counting padded zeros in the divisor (count_include_pad=True, torch's default).
 """
 from __future__ import annotations
@@ -10,23 +10,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..shapes import format_shape
 from ..spec import pair
 from .base import Layer, Shape, ShapeError
 from .conv import conv_out
 
+Pair = tuple[int, int]
+
+# The channels-last max pool (see max_pool_channels_last) from this many channels up, on the CPU;
+# the benchmark's --tricks section measures both sides of it.
+CHANNELS_LAST_MIN_CHANNELS = 8
+
 
 class _Pool2d(Layer):
-    def _geometry(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    def geometry(self) -> tuple[Pair, Pair, Pair]:
+        """(kernel, stride, padding), each (h, w); stride absent in the spec: kernel_size, as torch."""
         kernel = pair(self.spec.kernel_size)
-        stride = pair(self.spec.stride) if self.spec.stride is not None else kernel  # absent: kernel_size
+        stride = pair(self.spec.stride) if self.spec.stride is not None else kernel
         return kernel, stride, pair(self.spec.padding)
 
     def infer(self, in_shapes: list[Shape]) -> Shape:
         (shape,) = in_shapes
         if len(shape) != 3:
-            raise ShapeError(f"{self.kind} expects (N, C, H, W) input, got (N, {', '.join(map(str, shape))})")
+            raise ShapeError(f"{self.kind} expects (N, C, H, W) input, got {format_shape(shape)}")
         c, h, w = shape
-        (kh, kw), (sh, sw), (ph, pw) = self._geometry()
+        (kh, kw), (sh, sw), (ph, pw) = self.geometry()
         if 2 * ph > kh or 2 * pw > kw:
             raise ShapeError(f"padding {ph}x{pw} must be at most half of kernel_size {kh}x{kw} "
                              f"(torch's rule: padding <= kernel_size / 2)")
@@ -36,47 +44,57 @@ class _Pool2d(Layer):
         return (c, conv_out(h, kh, sh, ph), conv_out(w, kw, sw, pw))
 
 
-_CHANNELS_LAST_MIN_C = 8   # CPU forward through the channels-last kernel from this many channels up
+def max_pool(x: Tensor, kernel: Pair, stride: Pair, padding: Pair) -> tuple[Tensor, Tensor]:
+    """y (N, C, H', W') and, for each output, the flat position in its (H, W) plane of the window's max."""
+    return F.max_pool2d(x, kernel, stride=stride, padding=padding, return_indices=True)
+
+
+def max_pool_channels_last(x: Tensor, kernel: Pair, stride: Pair, padding: Pair) -> tuple[Tensor, Tensor]:
+    """`max_pool`, the same values and indices (ties included), through the CPU kernel that vectorizes
+    across channels: it runs only on channels-last tensors, so x goes there and y, indices come back.
+    Positions within an (H, W) plane do not depend on the layout."""
+    y, indices = max_pool(x.contiguous(memory_format=torch.channels_last), kernel, stride, padding)
+    return y.contiguous(), indices.contiguous()
 
 
 class MaxPool2d(_Pool2d):
     kind = "maxpool2d"
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        kernel, stride, padding = self._geometry()
-        if x.is_cpu and x.shape[1] >= _CHANNELS_LAST_MIN_C and x.is_contiguous():
-            # aten's CPU kernel vectorizes across channels only in channels-last layout: with both
-            # layout copies it is still 2-4x faster from 8 channels up (measured: (64, 8, 28, 28)
-            # 2.0 -> 0.67 ms, (16, 64, 56, 56) 15.7 -> 6.5 ms; 3 channels: 6.0 -> 8.5 ms, slower).
-            # Same values and the same indices: positions within each (H, W) plane in any layout.
-            y, indices = torch.ops.aten.max_pool2d_with_indices(
-                x.contiguous(memory_format=torch.channels_last), kernel, stride, padding)
-            y, self.indices = y.contiguous(), indices.contiguous()      # (N, C, H', W') x2
+        if x.is_cpu and x.shape[1] >= CHANNELS_LAST_MIN_CHANNELS and x.is_contiguous():
+            y, indices = max_pool_channels_last(x, *self.geometry())
         else:
-            y, self.indices = torch.ops.aten.max_pool2d_with_indices(x, kernel, stride, padding)
-        self.x = x                      # (N, C, H, W): aten's backward reads its shape and layout
+            y, indices = max_pool(x, *self.geometry())
+        self.cache = indices                                  # (N, C, H', W') int64
         return y
 
     def backward(self, dy: Tensor) -> Tensor:
-        # dx[n, c, argmax of window] += dy[n, c, window]  (overlapping windows add up)
-        kernel, stride, padding = self._geometry()
-        dx = torch.ops.aten.max_pool2d_with_indices_backward(
-            dy, self.x, kernel, stride, padding, [1, 1], False, self.indices)   # (N, C, H, W)
-        self.x = self.indices = None
-        return dx
+        # dx[n, c, winner of window] += dy[n, c, window]: a scatter-add, as windows may overlap
+        indices, self.cache = self.cache, None                # (N, C, H', W')
+        c, h, w = self.in_shapes[0]
+        dx = dy.new_zeros(dy.shape[0], c, h * w)              # (N, C, H*W)
+        dx.scatter_add_(2, indices.flatten(2), dy.flatten(2))  # (N, C, H'*W') into (N, C, H*W)
+        return dx.view(dy.shape[0], c, h, w)
 
 
 class AvgPool2d(_Pool2d):
     kind = "avgpool2d"
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        kernel, stride, padding = self._geometry()
-        self.x = x                      # (N, C, H, W): aten's backward reads its shape and layout
+        kernel, stride, padding = self.geometry()             # nothing cached: dx needs only dy
         return F.avg_pool2d(x, kernel, stride, padding, ceil_mode=False, count_include_pad=True)
 
     def backward(self, dy: Tensor) -> Tensor:
-        # dx[n, c, window] += dy[n, c, out] / (kh * kw) for every window covering the element
-        kernel, stride, padding = self._geometry()
-        dx = torch.ops.aten.avg_pool2d_backward(dy, self.x, kernel, stride, padding, False, True, None)
-        self.x = None
-        return dx
+        # dx[n, c, window] += dy[n, c, out] / (kh * kw) for every window covering the element: the
+        # forward is a depthwise convolution with a constant 1 / (kh * kw) kernel, so dx is its
+        # transposed convolution
+        (kh, kw), stride, padding = self.geometry()
+        c, h, w = self.in_shapes[0]
+        _, h_out, w_out = self.out_shape
+        weight = dy.new_full((c, 1, kh, kw), 1 / (kh * kw))   # (C, 1, kh, kw): one kernel per channel
+        # the rows / columns floor mode dropped at the far edge get no gradient: output_padding
+        # restores them so dx has the input's size
+        extra = (h + 2 * padding[0] - kh - (h_out - 1) * stride[0],
+                 w + 2 * padding[1] - kw - (w_out - 1) * stride[1])
+        return F.conv_transpose2d(dy, weight, stride=stride, padding=padding, output_padding=extra,
+                                  groups=c)                   # (N, C, H, W)

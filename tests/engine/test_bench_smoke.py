@@ -54,3 +54,23 @@ def test_quick_run_prints_the_table_and_saves_json(tmp_path, capsys):
     (r,) = saved["results"]
     assert r["model"] == "tiny MLP" and r["engine_steps_s"] > 0 and r["torch_steps_s"] > 0
     assert r["ratio"] == pytest.approx(r["engine_rounds"][0] / r["torch_rounds"][0])   # one round
+
+
+def test_tricks_section_times_every_trick_both_ways(tmp_path, capsys):
+    out = bench.main(["--tricks", "--quick", "--threads", "1", "--models", "tiny MLP,small CNN",
+                      "--json", str(tmp_path / "t.json")])
+    text = capsys.readouterr().out
+    rows = out["tricks"]
+    assert json.loads((tmp_path / "t.json").read_text()) == json.loads(json.dumps(rows))
+    tricks = {r["trick"] for r in rows}
+    assert tricks == {"log-softmax switch", "channels-last max pool (forward)", "TrainStep under inference_mode",
+                      "relu backward formula"}
+    for r in rows:
+        assert r["engine_us"] > 0 and r["other_us"] > 0 and r["engine_runs"] != r["other"]
+        assert r["trick"] in text
+    # the engine's choice follows its switches: the formula for > 64 rows of < 16 classes, channels-last
+    # from 8 channels
+    choice = {r["case"]: r["engine_runs"] for r in rows}
+    assert choice["(64, 10) logits"] == "kernel" and choice["(128, 10) logits"] == "formula"
+    assert choice["(128, 16) logits"] == choice["(1024, 100) logits"] == "kernel"
+    assert choice["(64, 8, 28, 28) k2 s2 p0"] == "channels-last" and choice["(64, 3, 28, 28) k2 s2 p0"] == "plain"

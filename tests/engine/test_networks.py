@@ -1,7 +1,7 @@
 """Whole networks trained 50 steps beside their torch.nn twin, in float64.
 
-The engine side runs `TrainStep` (the exact per-step code `fit` runs); the twin is a
-torch.nn module loaded from the engine's state_dict (strict), trained with torch.optim
+The engine side runs `TrainStep` (the exact per-step code `fit` runs); the twin is
+engine.twin's torch.nn module loaded from the engine's state_dict (strict), trained with torch.optim
 (foreach=False), torch.nn.functional losses and autograd on the same batches. Per-step
 losses, final parameters and buffers (BatchNorm running stats) and eval-mode outputs must
 agree to 1e-10 relative.
@@ -11,76 +11,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from engine import Model, TrainStep, losses, optim, schedules
+from engine import twin as engine_twin
 
 RTOL = 1e-10
-
-
-# ----------------------------------------------------------------------------- the torch twin
-def _module(layer) -> nn.Module | None:
-    s, ins = layer.spec, layer.in_shapes
-    t = s.type
-    if t == "linear":
-        return nn.Linear(ins[0][0], s.out_features, bias=s.bias)
-    if t == "conv2d":
-        return nn.Conv2d(ins[0][0], s.out_channels, s.kernel_size, stride=s.stride, padding=s.padding,
-                         bias=s.bias)
-    if t == "maxpool2d":
-        return nn.MaxPool2d(s.kernel_size, stride=s.stride, padding=s.padding)
-    if t == "avgpool2d":
-        return nn.AvgPool2d(s.kernel_size, stride=s.stride, padding=s.padding)
-    if t == "flatten":
-        return nn.Flatten(s.start_dim, s.end_dim)
-    if t == "batchnorm":
-        cls = nn.BatchNorm1d if len(ins[0]) == 1 else nn.BatchNorm2d
-        return cls(ins[0][0], eps=s.eps, momentum=s.momentum, affine=s.affine)
-    if t == "layernorm":
-        return nn.LayerNorm(ins[0][-1], eps=s.eps, elementwise_affine=s.elementwise_affine)
-    if t == "dropout":
-        return nn.Dropout(s.p)
-    if t == "relu":
-        return nn.ReLU()
-    if t == "leaky_relu":
-        return nn.LeakyReLU(s.negative_slope)
-    if t == "tanh":
-        return nn.Tanh()
-    if t == "sigmoid":
-        return nn.Sigmoid()
-    if t == "gelu":
-        return nn.GELU(approximate=s.approximate)
-    if t in ("add", "concat"):
-        return None
-    raise AssertionError(f"no twin for {t}")
-
-
-class Twin(nn.Module):
-    """torch.nn version of an engine Model: submodules named by the model's layer keys."""
-
-    def __init__(self, model: Model):
-        super().__init__()
-        self.keys, self.kinds = list(model.keys), [layer.spec for layer in model.layers]
-        self.inputs = model.plan.inputs
-        for key, layer in model.layer_items():
-            m = _module(layer)
-            if m is not None:
-                self.add_module(key, m)
-
-    def forward(self, x):
-        outs = {-1: x}
-        for i, (key, spec) in enumerate(zip(self.keys, self.kinds)):
-            xs = [outs[j] for j in self.inputs[i]]
-            if spec.type == "add":
-                y = xs[0]
-                for z in xs[1:]:
-                    y = y + z
-            elif spec.type == "concat":
-                y = torch.cat(xs, dim=spec.dim)
-            else:
-                y = getattr(self, key)(xs[0])
-            outs[i] = y
-        return outs[len(self.keys) - 1]
 
 
 def torch_optimizer(spec: dict, params):
@@ -111,7 +46,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def train_beside_twin(spec, input_shape, X, y, loss_spec, opt_spec, *, steps=50, batch_size=16,
                       grad_clip_norm=None, schedule=None):
     model = Model.from_spec(spec, input_shape, seed=3, dtype=torch.float64)
-    twin = Twin(model).double()
+    twin = engine_twin(spec, input_shape, dtype=torch.float64)
     twin.load_state_dict(model.state_dict(), strict=True)
     twin.train()
     loss = losses.make(loss_spec)

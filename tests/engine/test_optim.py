@@ -98,7 +98,7 @@ def test_matches_torch_100_steps(name, spec, cls, kw, layout):
     else:
         params = {k: v.clone() for k, v in init.items()}
     opt = optim.make(spec, params)
-    assert (opt._flat_params is not None) == (layout == "flat")
+    assert opt.is_flat == (layout == "flat")
     for gs in grads:
         opt.step(gs)
     assert opt.steps == 100
@@ -136,7 +136,8 @@ def test_grad_layouts(name, spec, cls, kw):
         o2.step(fg)
         o3.step(fg)
         o4.step(gs)
-    assert o1._grad_flat is fg
+    base = optim.flat_base(list(gviews.values()))     # o1's dict of views is read as fg itself
+    assert (base.data_ptr(), base.shape) == (fg.data_ptr(), fg.shape)
     for p in (p1, p2, p3, p4):
         assert_rel(p, ref)
     # the optimizer never writes to the grads it is given
@@ -216,13 +217,31 @@ def test_state_dict_keys_and_errors():
         opt.load_state_dict(dict(sd, **{"momentum_buffer/x": torch.zeros(2, 2, 3)}))
 
 
+def test_flat_base_only_for_tensors_tiling_one_piece_of_memory_in_order():
+    flat = torch.arange(10, dtype=DT)
+    a, b, c = flat[:4].view(2, 2), flat[4:7], flat[7:]
+    base = optim.flat_base([a, b, c])
+    assert base.shape == (10,) and base.data_ptr() == flat.data_ptr()
+    base.add_(1)                                            # writes through to every view
+    assert torch.equal(torch.cat([a.flatten(), b, c]), torch.arange(1, 11, dtype=DT))
+    inner = optim.flat_base([b, c])                         # a tail of the memory tiles too
+    assert inner.shape == (6,) and inner.data_ptr() == b.data_ptr()
+    assert optim.flat_base([b, a, c]) is None               # out of order
+    assert optim.flat_base([a, c]) is None                  # a gap
+    assert optim.flat_base([a, flat[4:7].clone(), c]) is None   # another tensor's memory
+    assert optim.flat_base([flat.view(2, 5).t(), flat[10:]]) is None   # not contiguous
+    assert optim.flat_base([]) is None
+
+
 def test_with_engine_model():
     model = Model.from_spec({"layers": [{"type": "linear", "out_features": 16}, {"type": "relu"},
                                         {"type": "linear", "out_features": 8}, {"type": "relu"},
                                         {"type": "linear", "out_features": 3}]}, (5,), dtype=DT, seed=3)
     init = model.state_dict()
     opt = optim.make({"type": "adamw", "lr": 1e-2, "amsgrad": True}, model.parameters())
-    assert opt._flat_params is model.flat_params
+    assert opt.is_flat
+    base = optim.flat_base(list(model.parameters().values()))   # the memory step updates at once
+    assert (base.data_ptr(), base.shape) == (model.flat_params.data_ptr(), model.flat_params.shape)
     tp = [torch.nn.Parameter(init[k].clone()) for k in model.parameters()]
     topt = torch.optim.AdamW(tp, lr=1e-2, amsgrad=True, foreach=False, fused=False)
     gen = torch.Generator().manual_seed(7)
@@ -232,7 +251,8 @@ def test_with_engine_model():
             p.grad = g.clone()
         opt.step(model.grads() if i % 2 else model.flat_grads)
         topt.step()
-    assert opt._grad_flat is model.flat_grads
+    grads = optim.flat_base(list(model.grads().values()))       # dict grads read as one flat tensor
+    assert (grads.data_ptr(), grads.shape) == (model.flat_grads.data_ptr(), model.flat_grads.shape)
     for p, (k, q) in zip(tp, model.parameters().items()):
         assert torch.equal(q, p.detach()), k
 

@@ -428,3 +428,21 @@ def test_loading_a_foreign_safetensors_file_is_refused(tmp_path):
     save_file({"w": torch.zeros(2)}, str(path))
     with pytest.raises(ValueError, match="not a chainrule checkpoint"):
         ckpt_io.load(path)
+
+
+# ----------------------------------------------------------------------------- the loss fit trains with
+def test_fit_leaves_the_callers_loss_as_it_was():
+    """fit checks labels once and trains with its own label-check-free copy of the loss, so the
+    caller's object is never flipped, not even while fit runs (as on_step sees it)."""
+    X, y = blobs()
+    model, loss, opt = build()
+    seen = []
+
+    class Watch(Callbacks):
+        def on_step(self, progress):
+            seen.append(loss.check_labels)
+
+    r = fit(model, loss, opt, X, y, {"epochs": 2, "batch_size": 64}, task="classification", callbacks=Watch())
+    assert r.steps == len(seen) > 0 and all(seen) and loss.check_labels is True
+    with pytest.raises(ValueError, match="labels must be integers 0..C-1"):
+        fit(model, loss, opt, X, torch.where(y == 0, -1, y), {"epochs": 1}, task="classification")

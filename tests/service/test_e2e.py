@@ -17,7 +17,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from e2e_support import blobs_csv, children_of, free_port, pid_alive, stop_process, wait_for
+from e2e_support import blobs_csv, children_of, free_port, pid_alive, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,60 +1,32 @@
-"""Optimizers with torch.optim's exact update rules, written on raw tensors.
-
-Each update below is the single-tensor (foreach=False, fused=False) variant of
-torch/optim/{sgd,rmsprop,adam}.py, op for op (Adam's div_-then-add_ denominator is one
-addcdiv with the same roundings), so a run matches torch.optim to the last bits. No
-autograd, no torch.optim.
-
-Storage: every state buffer (`exp_avg`, `momentum_buffer`, ...) is ONE flat tensor
-of all parameters' elements, with a per-parameter view of it. When the parameters
-tile one contiguous 1-D base tensor in order (as `Model.flat_params` does), `step`
-runs each update once on the whole flat buffer: a handful of kernels per step
-however many parameters there are. Otherwise it runs the same update per
-parameter on the views. Both give the same numbers.
-
-    opt = make({"type": "adam", "lr": 1e-3}, model.parameters())
-    opt.lr = schedule.lr_at(opt.steps)      # the caller sets lr before each step
-    clip_grad_norm_(model.flat_grads, 1.0)  # optional
-    opt.step(model.grads())                 # or opt.step(model.flat_grads)
-"""
+"""The optimizer base: state layout, the flat-or-per-parameter step, state_dict; flat_base and
+gradient clipping, which work on the same flat memory."""
 from __future__ import annotations
 
 from typing import Any, ClassVar, Mapping
 
 import torch
-from pydantic import TypeAdapter
 from torch import Tensor
 
-from .spec import SGD, Adam, AdamW, OptimizerSpec, RMSprop
-
-_ADAPTER: TypeAdapter = TypeAdapter(OptimizerSpec)
-
-
-def parse(spec: Any) -> SGD | RMSprop | Adam | AdamW:
-    """An OptimizerSpec from a model, a dict or a bare type name like "adam"."""
-    if isinstance(spec, (SGD, RMSprop, Adam, AdamW)):
-        return spec
-    return _ADAPTER.validate_python(spec)
+from ..shapes import format_shape
 
 
 def flat_base(tensors: list[Tensor]) -> Tensor | None:
-    """The 1-D contiguous tensor that `tensors` tile exactly, in order; None if they don't.
+    """A 1-D view of the memory that `tensors` tile exactly, contiguous and in order; None if they don't.
 
-    True for `Model.parameters()` / `Model.grads()` (views of flat_params / flat_grads).
+    True for `Model.parameters()` / `Model.grads()` (views of flat_params / flat_grads): the view
+    then covers exactly flat_params' (flat_grads') elements, so updating it updates every tensor.
     """
     if not tensors:
         return None
-    t0 = tensors[0]
-    base = t0 if t0._base is None else t0._base
-    if base.dim() != 1 or not base.is_contiguous():
-        return None
-    offset = base.storage_offset()
+    first = tensors[0]
+    storage = first.untyped_storage().data_ptr()
+    start = offset = first.storage_offset()
     for t in tensors:
-        if (t if t._base is None else t._base) is not base or not t.is_contiguous() \
+        if t.untyped_storage().data_ptr() != storage or t.dtype != first.dtype or not t.is_contiguous() \
                 or t.storage_offset() != offset:
             return None
         offset += t.numel()
-    return base if offset == base.storage_offset() + base.numel() else None
+    return first.as_strided((offset - start,), (1,), start)
 
 
 class Optimizer:
@@ -94,8 +66,6 @@ class Optimizer:
         # be written by a later step outside it
         self._scratch: list[Tensor] = self._new_scratch()
         self._scratch_views = [[self._view(t, i) for t in self._scratch] for i in range(len(self.params))]
-        self._grad_objs: list[Tensor] | None = None  # grads seen last step (identity cache)
-        self._grad_flat: Tensor | None = None        # their flat base, if they have one
         self._gather: Tensor | None = None           # flat copy of non-flat grads
 
     # -- layout helpers -----------------------------------------------------------------
@@ -111,21 +81,26 @@ class Optimizer:
         raise NotImplementedError
 
     # -- the update ---------------------------------------------------------------------
-    def _update(self, p: Tensor, g: Tensor, s: dict[str, Tensor], tmp_g: Tensor, tmp_d: Tensor) -> None:
+    def _update(self, p: Tensor, g: Tensor, state: dict[str, Tensor], tmp_g: Tensor, tmp_d: Tensor) -> None:
         """One torch update on p (in place) with gradient g (read only).
 
-        p, g, every s[...] and the scratch tensors tmp_g / tmp_d (and any further ones a
+        p, g, every state[...] and the scratch tensors tmp_g / tmp_d (and any further ones a
         subclass's `_new_scratch` adds) have the same shape: either the whole flat (numel,)
         buffer or one parameter's view.
         """
         raise NotImplementedError
 
+    @property
+    def is_flat(self) -> bool:
+        """True when `step` updates every parameter at once, on the flat memory they tile."""
+        return self._flat_params is not None
+
     def _flat_grads(self, grads: Mapping[str, Tensor] | Tensor) -> Tensor | list[Tensor]:
         """The grads as one flat tensor when possible, else a list in parameter order."""
         if isinstance(grads, Tensor):
             if grads.dim() != 1 or grads.numel() != self.numel or not grads.is_contiguous():
-                raise ValueError(f"a flat gradient must be a contiguous 1-D tensor of {self.numel} "
-                                 f"elements (the parameter count), got shape {tuple(grads.shape)}")
+                raise ValueError(f"a flat gradient must be a contiguous 1-D tensor of {self.numel} elements "
+                                 f"(the parameter count), got shape {format_shape(grads.shape, batch=False)}")
             return grads
         if len(grads) != len(self.names):
             self._check_keys(grads)
@@ -134,15 +109,14 @@ class Optimizer:
         except KeyError:
             self._check_keys(grads)
             raise
-        cached = self._grad_objs
-        if cached is None or len(cached) != len(objs) or any(a is not b for a, b in zip(objs, cached)):
-            for k, p, g in zip(self.names, self.params, objs):
-                if tuple(g.shape) != tuple(p.shape) or g.dtype != p.dtype or g.device != p.device:
-                    raise ValueError(f"gradient {k!r} is {tuple(g.shape)} {g.dtype} on {g.device}; "
-                                     f"the parameter is {tuple(p.shape)} {p.dtype} on {p.device}")
-            self._grad_objs, self._grad_flat = objs, flat_base(objs)
-        if self._grad_flat is not None:
-            return self._grad_flat
+        for k, p, g in zip(self.names, self.params, objs):
+            if g.shape != p.shape or g.dtype != p.dtype or g.device != p.device:
+                raise ValueError(f"gradient {k!r} is {format_shape(g.shape, batch=False)} {g.dtype} on "
+                                 f"{g.device}; the parameter is {format_shape(p.shape, batch=False)} {p.dtype} "
+                                 f"on {p.device}")
+        flat = flat_base(objs)
+        if flat is not None:
+            return flat
         if self._flat_params is not None:  # gather once, then update flat
             if self._gather is None:
                 with torch.inference_mode(False):   # a normal tensor, writable in any mode
@@ -173,7 +147,7 @@ class Optimizer:
             self._update(p, g[i], self._state_views[i], *self._scratch_views[i])
 
     def _new_scratch(self) -> list[Tensor]:
-        """The flat tensors passed to `_update` after (p, g, s): tmp_g and tmp_d."""
+        """The flat tensors passed to `_update` after (p, g, state): tmp_g and tmp_d."""
         return [self._zeros(), self._zeros()]
 
     # -- checkpointing ------------------------------------------------------------------
@@ -201,8 +175,8 @@ class Optimizer:
             for b, v in self._state_views[i].items():
                 src = state[f"{b}/{k}"]
                 if tuple(src.shape) != tuple(v.shape):
-                    raise ValueError(f"optimizer state {b}/{k} has shape {tuple(src.shape)}, "
-                                     f"the parameter is {tuple(v.shape)}")
+                    raise ValueError(f"optimizer state {b}/{k} has shape {format_shape(src.shape, batch=False)}, "
+                                     f"the parameter is {format_shape(v.shape, batch=False)}")
         for i, k in enumerate(self.names):
             for b, v in self._state_views[i].items():
                 v.copy_(state[f"{b}/{k}"])
@@ -213,114 +187,7 @@ class Optimizer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r}, {len(self.names)} tensors, " \
-               f"{'flat' if self._flat_params is not None else 'per-tensor'})"
-
-
-class _SGD(Optimizer):
-    name = "sgd"
-
-    def buffer_names(self) -> list[str]:
-        return ["momentum_buffer"] if self.spec.momentum != 0 else []
-
-    def _update(self, p, g, s, tmp_g, tmp_d):
-        wd, mom, damp = self.spec.weight_decay, self.spec.momentum, self.spec.dampening
-        if wd != 0:
-            g = torch.add(g, p, alpha=wd, out=tmp_g)
-        if mom != 0:
-            buf = s["momentum_buffer"]
-            if self.steps == 1:  # torch: buf = grad.clone() on the first step
-                buf.copy_(g)
-            else:
-                buf.mul_(mom).add_(g, alpha=1 - damp)
-            g = torch.add(g, buf, alpha=mom, out=tmp_g) if self.spec.nesterov else buf
-        p.add_(g, alpha=-self.lr)
-
-
-class _RMSprop(Optimizer):
-    name = "rmsprop"
-
-    def buffer_names(self) -> list[str]:
-        return (["square_avg"] + (["momentum_buffer"] if self.spec.momentum > 0 else [])
-                + (["grad_avg"] if self.spec.centered else []))
-
-    def _update(self, p, g, s, tmp_g, tmp_d):
-        sp = self.spec
-        alpha = sp.alpha
-        if sp.weight_decay != 0:
-            g = torch.add(g, p, alpha=sp.weight_decay, out=tmp_g)
-        square_avg = s["square_avg"]
-        square_avg.mul_(alpha).addcmul_(g, g, value=1 - alpha)
-        if sp.centered:
-            grad_avg = s["grad_avg"]
-            grad_avg.lerp_(g, 1 - alpha)
-            avg = torch.addcmul(square_avg, grad_avg, grad_avg, value=-1, out=tmp_d).sqrt_()
-        else:
-            avg = torch.sqrt(square_avg, out=tmp_d)
-        avg.add_(sp.eps)
-        if sp.momentum > 0:
-            buf = s["momentum_buffer"]
-            buf.mul_(sp.momentum).addcdiv_(g, avg)
-            p.add_(buf, alpha=-self.lr)
-        else:
-            p.addcdiv_(g, avg, value=-self.lr)
-
-
-class _Adam(Optimizer):
-    name = "adam"
-    decoupled: ClassVar[bool] = False
-
-    def buffer_names(self) -> list[str]:
-        return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if self.spec.amsgrad else [])
-
-    def _new_scratch(self) -> list[Tensor]:
-        # + eps_full, every element eps: the denominator eps + sqrt(v) / bc2_sqrt is then ONE
-        # addcdiv kernel, bit-identical to torch's div_ then add_ (x * 1 is exact) and one pass
-        # over the buffer fewer; bc2_sqrt rides in a 0-dim tensor (one broadcast operand keeps
-        # the kernel vectorized, two would not).
-        self._bc2_sqrt = torch.zeros((), dtype=self.dtype)
-        return super()._new_scratch() + [torch.full((self.numel,), self.spec.eps, dtype=self.dtype,
-                                                    device=self.device)]
-
-    def _update(self, p, g, s, tmp_g, tmp_d, eps_full):
-        sp = self.spec
-        beta1, beta2 = sp.betas
-        lr, wd = self.lr, sp.weight_decay
-        if wd != 0:
-            if self.decoupled:
-                p.mul_(1 - lr * wd)
-            else:
-                g = torch.add(g, p, alpha=wd, out=tmp_g)
-        exp_avg, exp_avg_sq = s["exp_avg"], s["exp_avg_sq"]
-        exp_avg.lerp_(g, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        step = float(self.steps)  # torch keeps step as a float tensor and reads it with .item()
-        bias_correction1 = 1 - beta1 ** step
-        bias_correction2 = 1 - beta2 ** step
-        step_size = lr / bias_correction1
-        bias_correction2_sqrt = bias_correction2 ** 0.5
-        if sp.amsgrad:
-            max_sq = s["max_exp_avg_sq"]
-            torch.maximum(max_sq, exp_avg_sq, out=max_sq)
-            exp_avg_sq = max_sq
-        self._bc2_sqrt.fill_(bias_correction2_sqrt)
-        # torch: denom = (sqrt(v) / bias_correction2_sqrt).add_(eps), here in one kernel
-        denom = torch.addcdiv(eps_full, torch.sqrt(exp_avg_sq, out=tmp_d), self._bc2_sqrt, out=tmp_d)
-        p.addcdiv_(exp_avg, denom, value=-step_size)
-
-
-class _AdamW(_Adam):
-    name = "adamw"
-    decoupled = True
-
-
-_CLASSES: dict[str, type[Optimizer]] = {"sgd": _SGD, "rmsprop": _RMSprop, "adam": _Adam, "adamw": _AdamW}
-
-
-def make(spec: Any, params: Mapping[str, Tensor]) -> Optimizer:
-    """An optimizer for `params` ({name: tensor}, updated in place) from an OptimizerSpec,
-    a dict like {"type": "sgd", "momentum": 0.9} or a bare name like "adam"."""
-    spec = parse(spec)
-    return _CLASSES[spec.type](spec, params)
+               f"{'flat' if self.is_flat else 'per-tensor'})"
 
 
 def clip_grad_norm_(grads: Mapping[str, Tensor] | Tensor, max_norm: float) -> Tensor:

@@ -1,26 +1,14 @@
-"""Spec types: what a user sends as JSON, as pydantic models.
-
-Layer `type` is the snake_case of the PyTorch layer and fields use PyTorch's
-constructor argument names and defaults, so `{"type": "linear", "out_features": 10}`
-reads like `nn.Linear(in_features, 10)` with `in_features` inferred from the input.
-Losses, optimizers and schedules follow torch.nn / torch.optim the same way.
-
-Every union is discriminated on `type`, so the OpenAPI schema (Swagger) lists the
-whole catalogue with fields and defaults, and a bad spec is a 422 pointing at the field.
-Structural rules of the graph (names, inputs, merges, softmax placement) are checked
-here; shape rules need the input shape and live in `engine.model.plan`.
-"""
+"""Layer specs and the model spec: the graph of layers, its names, inputs and structural rules."""
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal, Union
 
-from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from .base import Real, Spec
 
 INPUT = "input"  # the name a DAG layer uses in `inputs` to read the model's input
 
-# a hyperparameter's number: a JSON number, never a string ("0.01" is refused, not coerced), never
-# NaN or infinity; an integer is accepted where a float is expected (`"lr": 1`)
-Real = Annotated[float, Strict(), AllowInfNan(False)]
 InitName = Literal["xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "zeros", "torch_default"]
 # an int or an (h, w) pair, as torch's Conv2d / MaxPool2d accept
 Size2 = Union[Annotated[int, Field(ge=1)], tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]]
@@ -31,11 +19,6 @@ def pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-class Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# ----------------------------------------------------------------------------- layers
 class LayerBase(Spec):
     name: str | None = Field(
         None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
@@ -150,7 +133,6 @@ LayerSpec = Annotated[
     Field(discriminator="type"),
 ]
 MERGE_TYPES = ("add", "concat")
-ACTIVATION_TYPES = ("relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax")
 
 
 class ModelSpec(Spec):
@@ -220,150 +202,3 @@ class ModelSpec(Spec):
                 raise ValueError(f"layers[{i}] ({self.layers[i].type}): output {k!r} is never used; "
                                  "every layer but the last must feed another")
         return self
-
-
-# ----------------------------------------------------------------------------- losses
-class CrossEntropyLoss(Spec):
-    """Softmax cross-entropy on logits with integer class labels (torch.nn.CrossEntropyLoss)."""
-    type: Literal["cross_entropy"]
-    label_smoothing: Real = Field(0.0, ge=0, le=1)
-
-
-class MSELoss(Spec):
-    type: Literal["mse"]
-
-
-class L1Loss(Spec):
-    type: Literal["l1"]
-
-
-class HuberLoss(Spec):
-    type: Literal["huber"]
-    delta: Real = Field(1.0, gt=0)
-
-
-class BCEWithLogitsLoss(Spec):
-    """Binary cross-entropy on logits, targets in [0, 1] (torch.nn.BCEWithLogitsLoss)."""
-    type: Literal["bce_with_logits"]
-
-
-def _type_from_str(v: Any) -> Any:
-    return {"type": v} if isinstance(v, str) else v
-
-
-LossSpec = Annotated[
-    Union[CrossEntropyLoss, MSELoss, L1Loss, HuberLoss, BCEWithLogitsLoss],
-    Field(discriminator="type"),
-    BeforeValidator(_type_from_str),
-]
-
-
-# ----------------------------------------------------------------------------- optimizers
-Beta = Annotated[Real, Field(ge=0, lt=1)]
-
-
-class SGD(Spec):
-    type: Literal["sgd"]
-    lr: Real = Field(1e-3, gt=0, le=100)
-    momentum: Real = Field(0.0, ge=0, lt=1)
-    dampening: Real = Field(0.0, ge=0, le=1)
-    nesterov: bool = False
-    weight_decay: Real = Field(0.0, ge=0, le=10)
-
-    @model_validator(mode="after")
-    def _nesterov(self) -> "SGD":
-        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise ValueError("nesterov momentum requires momentum > 0 and dampening = 0 "
-                             f"(got momentum={self.momentum}, dampening={self.dampening})")
-        return self
-
-
-class RMSprop(Spec):
-    type: Literal["rmsprop"]
-    lr: Real = Field(1e-2, gt=0, le=100)
-    alpha: Real = Field(0.99, ge=0, lt=1)
-    eps: Real = Field(1e-8, gt=0, le=1)
-    weight_decay: Real = Field(0.0, ge=0, le=10)
-    momentum: Real = Field(0.0, ge=0, lt=1)
-    centered: bool = False
-
-
-class Adam(Spec):
-    type: Literal["adam"]
-    lr: Real = Field(1e-3, gt=0, le=100)
-    betas: tuple[Beta, Beta] = (0.9, 0.999)
-    eps: Real = Field(1e-8, gt=0, le=1)
-    weight_decay: Real = Field(0.0, ge=0, le=10)
-    amsgrad: bool = False
-
-
-class AdamW(Spec):
-    type: Literal["adamw"]
-    lr: Real = Field(1e-3, gt=0, le=100)
-    betas: tuple[Beta, Beta] = (0.9, 0.999)
-    eps: Real = Field(1e-8, gt=0, le=1)
-    weight_decay: Real = Field(1e-2, ge=0, le=10)
-    amsgrad: bool = False
-
-
-OptimizerSpec = Annotated[
-    Union[SGD, RMSprop, Adam, AdamW],
-    Field(discriminator="type"),
-    BeforeValidator(_type_from_str),
-]
-
-
-# ----------------------------------------------------------------------------- schedules
-class ScheduleBase(Spec):
-    """Schedules advance once per optimizer step; all step counts are optimizer steps."""
-    warmup_steps: int = Field(0, ge=0, description="Linear warmup from warmup_start_factor·lr to lr.")
-    warmup_start_factor: Real = Field(1 / 3, gt=0, le=1)
-
-
-class ConstantLR(ScheduleBase):
-    type: Literal["constant"]
-
-
-class StepLR(ScheduleBase):
-    type: Literal["step"]
-    step_size: int = Field(ge=1)
-    gamma: Real = Field(0.1, gt=0, le=1)
-
-
-class ExponentialLR(ScheduleBase):
-    type: Literal["exponential"]
-    gamma: Real = Field(gt=0, le=1)
-
-
-class CosineAnnealingLR(ScheduleBase):
-    type: Literal["cosine"]
-    t_max: int | None = Field(None, ge=1, description="Absent: the total number of training steps "
-                                                      "after warmup.")
-    eta_min: Real = Field(0.0, ge=0)
-
-
-ScheduleSpec = Annotated[
-    Union[ConstantLR, StepLR, ExponentialLR, CosineAnnealingLR],
-    Field(discriminator="type"),
-    BeforeValidator(_type_from_str),
-]
-
-
-# ----------------------------------------------------------------------------- training
-class EarlyStopping(Spec):
-    monitor: Literal["val_loss", "val_accuracy", "val_mae", "val_r2", "train_loss"] = "val_loss"
-    patience: int = Field(5, ge=1, le=10_000)
-    min_delta: Real = Field(0.0, ge=0)
-    restore_best: bool = Field(True, description="Finish with the weights of the best epoch.")
-
-
-class TrainConfig(Spec):
-    epochs: int = Field(10, ge=1, le=100_000)
-    batch_size: int = Field(32, ge=1, le=1_000_000)
-    validation_split: Real = Field(0.2, ge=0, lt=1, description="Fraction of rows held out "
-                                                                 "(the last rows after a seeded shuffle).")
-    shuffle: bool = True
-    seed: int = Field(0, ge=0, le=2**63 - 1)
-    grad_clip_norm: Real | None = Field(None, gt=0, description="Global-norm gradient clipping.")
-    schedule: ScheduleSpec = ConstantLR(type="constant")
-    early_stopping: EarlyStopping | None = None

@@ -1,0 +1,49 @@
+"""What fit reports while it runs (Callbacks, Progress) and what it returns (FitResult)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..checkpoint import Checkpoint
+
+
+@dataclass
+class Progress:
+    epoch: int          # current epoch, 1-based
+    epochs: int         # epochs in the run
+    step: int           # optimizer steps done (global)
+    total_steps: int
+    fraction: float     # step / total_steps
+
+
+class Callbacks:
+    """Hooks the worker overrides; every method is a no-op here.
+
+    on_step runs after every optimizer step and should_stop before every step: both must be
+    cheap (throttle inside). on_checkpoint runs every `checkpoint_every` epochs, when the run
+    ends at an epoch end, and once more when it is cancelled at an epoch boundary
+    (a cancel mid-epoch leaves the last epoch's checkpoint as the resume point).
+    """
+
+    def on_step(self, progress: Progress) -> None:
+        pass
+
+    def on_epoch_end(self, metrics: dict[str, Any]) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+    def on_checkpoint(self, checkpoint: Checkpoint) -> None:
+        pass
+
+
+@dataclass
+class FitResult:
+    status: str                      # "completed" | "early_stopped" | "cancelled"
+    epochs_completed: int
+    steps: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_value: float | None = None
+    total_time_s: float = 0.0
