@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Iterator, TypeVar
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -14,10 +14,14 @@ from sqlalchemy.orm import Session
 from core.db import get_sessionmaker
 from core.keys import find_key, hash_key
 from core.settings import Settings
+from core.tables import ID_PATTERN
 
 KEY_CACHE_TTL_S = 5.0      # a revoked key keeps working at most this long
 KEY_CACHE_MAX = 10_000
 T = TypeVar("T")
+
+JobId = Annotated[str, Path(pattern=ID_PATTERN, description="A job's id (a UUID).")]
+DatasetId = Annotated[str, Path(pattern=ID_PATTERN, description="A dataset's id (a UUID).")]
 
 
 async def get_app_settings(request: Request) -> Settings:

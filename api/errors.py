@@ -7,6 +7,7 @@ an incompatible loss. Other statuses carry a string.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -14,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.tables import ID_PATTERN
 from engine import SpecError
 
 log = logging.getLogger("chainrule.api")
@@ -38,8 +40,11 @@ def _readable(err: dict[str, Any]) -> dict[str, Any]:
         pos = loc[-1] if loc and isinstance(loc[-1], int) else None
         msg = f"invalid JSON{f' at character {pos}' if pos is not None else ''}: {ctx.get('error', msg)}"
     loc = list(err.get("loc", []))
-    small_input = "input" in err and isinstance(err["input"], (int, float, str, bool)) and \
-        len(str(err["input"])) <= _MAX_INPUT_REPR
+    if err.get("type") == "string_pattern_mismatch" and ctx.get("pattern") == ID_PATTERN:
+        msg = "not an id: ids are UUIDs such as 3f1c2a9e-8d0b-4b8e-9c55-2f8e2a1b7c10"
+    value = err.get("input")
+    small_input = "input" in err and isinstance(value, (int, float, str, bool)) and \
+        len(str(value)) <= _MAX_INPUT_REPR and not (isinstance(value, float) and not math.isfinite(value))
     where = _path(loc)
     if where and err.get("type") != "json_invalid":
         msg = f"{where}: {msg}" + (f" (got {err['input']!r})" if small_input else "")

@@ -129,5 +129,11 @@ class PredictResponse(BaseModel):
     classes: list[Any] | None = Field(None, description="Classification: the predicted original label per row.")
 
 
+def first_control_char(text: str) -> int | None:
+    """Where `text` holds a control character (NUL, a newline, DEL, ...), or None: names and labels
+    are printable text, and PostgreSQL refuses a NUL in a text column outright."""
+    return next((i for i, ch in enumerate(text) if ord(ch) < 32 or 127 <= ord(ch) < 160), None)
+
+
 def dataset_public(row: Dataset) -> DatasetPublic:
     return DatasetPublic.model_validate(row)

@@ -10,6 +10,8 @@ from pydantic import ConfigDict, Field
 from engine import Model
 from engine.spec import Adam, LossSpec, ModelSpec, OptimizerSpec, TrainConfig
 
+from .tables import ID_PATTERN
+
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -26,7 +28,7 @@ class JobRequest(TrainConfig):
         "epochs": 20, "batch_size": 32, "validation_split": 0.2, "seed": 0, "device": "auto",
     }]})
 
-    dataset_id: str = Field(min_length=1, max_length=64)
+    dataset_id: str = Field(pattern=ID_PATTERN, description="The id of a dataset of this key (a UUID).")
     model: ModelSpec
     loss: LossSpec
     optimizer: OptimizerSpec = Adam(type="adam")

@@ -26,6 +26,11 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+# every id we hand out is new_id()'s: a malformed one is refused before any SQL (PostgreSQL
+# rejects a NUL byte in a string parameter with an error, SQLite just finds nothing)
+ID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
 

@@ -9,6 +9,7 @@ import numpy as np
 from .common import MIN_ROWS, DatasetError, Limits, ParsedDataset, Task, as_float32, is_number
 from .targets import encode_target
 
+MAX_COLUMN_NAME = 200         # characters: the target's name is stored in a column of this width
 _CSV_CHUNK_CELLS = 1_000_000  # text cells held at once before conversion to float64 (~60 MB of str)
 
 
@@ -30,6 +31,9 @@ def _read_header(reader, max_columns: int) -> list[str]:
     for j, name in enumerate(header):
         if not name:
             raise DatasetError(f"header column {j + 1} has no name; every column needs one")
+        if len(name) > MAX_COLUMN_NAME:
+            raise DatasetError(f"header column {j + 1} has a name of {len(name)} characters ({name[:40]!r}...); "
+                               f"at most {MAX_COLUMN_NAME}")
         if name in seen:
             raise DatasetError(f"header: column name {name!r} appears twice (columns {seen[name] + 1} "
                                f"and {j + 1}); names must be unique")

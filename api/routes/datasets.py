@@ -15,13 +15,14 @@ from core.settings import Settings
 from core.tables import Dataset, Job, new_id
 from engine.data import TASKS
 
-from ..deps import CurrentKey, SessionDep, SettingsDep, get_owned
+from ..deps import CurrentKey, DatasetId, SessionDep, SettingsDep, get_owned
 from ..errors import problem
+from ..strict_json import StrictJSONRoute
 from ..ingest import DatasetError, Limits, ParsedDataset, parse_dataset
-from ..schemas import LIST_LIMIT_MAX, DatasetList, DatasetPublic, dataset_public
+from ..schemas import LIST_LIMIT_MAX, DatasetList, DatasetPublic, dataset_public, first_control_char
 from ..upload import UploadError, receive_upload
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/datasets", tags=["datasets"])
 NOT_FOUND = {404: {"description": "No such dataset for this key"}}
 
 _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -42,6 +43,12 @@ def _form_fields(fields: dict[str, str], filename: str | None) -> tuple[str, str
     if unknown:
         raise problem(422, ["body", unknown[0]], f"unknown form field {unknown[0]!r}; valid: file, name, "
                       "target, task", "extra_forbidden")
+    for field, value in [*fields.items(), ("file", filename or "")]:
+        at = first_control_char(value)
+        if at is not None:
+            what = "the file name" if field == "file" else f"form field {field!r}"
+            raise problem(422, ["body", field], f"{what} holds a control character ({value[at]!r} at "
+                          f"position {at}); use printable text")
     name = (fields.get("name") or "").strip() or filename or "dataset"
     if len(name) > 200:
         raise problem(422, ["body", "name"], f"name is {len(name)} characters; at most 200")
@@ -110,13 +117,14 @@ def list_datasets(session: SessionDep, owner: CurrentKey,
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=NOT_FOUND, summary="Read a dataset")
-def get_dataset(dataset_id: str, session: SessionDep, owner: CurrentKey) -> DatasetPublic:
+def get_dataset(dataset_id: DatasetId, session: SessionDep, owner: CurrentKey) -> DatasetPublic:
     return dataset_public(get_owned(session, owner, Dataset, dataset_id, "dataset"))
 
 
 @router.delete("/{dataset_id}", status_code=204, summary="Delete a dataset and its file",
                responses={**NOT_FOUND, 409: {"description": "Jobs on it are still queued or running"}})
-def delete_dataset(dataset_id: str, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> Response:
+def delete_dataset(dataset_id: DatasetId, session: SessionDep, owner: CurrentKey,
+                   settings: SettingsDep) -> Response:
     row = get_owned(session, owner, Dataset, dataset_id, "dataset")
     active = session.scalar(select(func.count()).select_from(Job).where(
         Job.dataset_id == dataset_id, Job.status.in_(ACTIVE)))

@@ -21,11 +21,12 @@ from core.lifecycle import ACTIVE, JobStatus
 from core.tables import Dataset, Job
 
 from ..admission import Rejection, admit
-from ..deps import CurrentKey, SessionDep, SettingsDep, get_owned
+from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
 from ..errors import problem
+from ..strict_json import StrictJSONRoute
 from ..schemas import LIST_LIMIT_MAX, JobList, JobPublic, job_fields
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/jobs", tags=["jobs"])
 NOT_FOUND = {404: {"description": "No such job for this key"}}
 
 
@@ -68,7 +69,7 @@ def list_jobs(session: SessionDep, owner: CurrentKey,
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND, summary="Status and progress of a job")
-async def get_job(job_id: str, owner: CurrentKey, settings: SettingsDep) -> Response:
+async def get_job(job_id: JobId, owner: CurrentKey, settings: SettingsDep) -> Response:
     """The polling hot path: one primary-key SELECT, serialized straight to JSON. On SQLite the read
     (tens of microseconds; under WAL it never waits on the worker's writes) runs on the event loop,
     as a thread hop costs more than the read; a database across the network gets one thread hop."""
@@ -97,7 +98,7 @@ _JOB_BY_ID = select(Job.__table__).where(Job.__table__.c.id == bindparam("job_id
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=NOT_FOUND,
              summary="Cancel a queued or running job (idempotent)")
-def cancel_job(job_id: str, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> JobPublic:
+def cancel_job(job_id: JobId, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> JobPublic:
     """Queued: cancelled at once. Running: flagged; the worker stops at its next poll. Finished: unchanged."""
     job = get_owned(session, owner, Job, job_id, "job")
     lifecycle.cancel(settings, job.id)
@@ -107,7 +108,7 @@ def cancel_job(job_id: str, session: SessionDep, owner: CurrentKey, settings: Se
 
 @router.delete("/{job_id}", status_code=204, summary="Delete a finished job, its metrics and its files",
                responses={**NOT_FOUND, 409: {"description": "The job is still queued or running"}})
-def delete_job(job_id: str, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> Response:
+def delete_job(job_id: JobId, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> Response:
     job = get_owned(session, owner, Job, job_id, "job")
     if job.status in ACTIVE:
         raise problem(409, ["path", "job_id"], f"job {job.id!r} is {job.status}; cancel it "

@@ -12,13 +12,14 @@ from core.lifecycle import JobStatus
 from core.settings import Settings
 from core.tables import Job, JobMetric
 
-from ..deps import CurrentKey, SessionDep, SettingsDep, get_owned
+from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
 from ..errors import problem
+from ..strict_json import StrictJSONRoute
 from ..predict import InputError, inputs_to_array, predict
 from ..schemas import MetricsPublic, PredictRequest, PredictResponse
 from .jobs import NOT_FOUND
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/jobs", tags=["jobs"])
 NOT_SUCCEEDED = {409: {"description": "The job has not succeeded (yet)"}}
 
 
@@ -34,7 +35,7 @@ def _weights_path(job: Job, settings: Settings, what: str) -> Path:
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic, responses=NOT_FOUND,
             summary="Per-epoch metrics: losses, accuracy or MAE/R², gradient health")
-def get_metrics(job_id: str, session: SessionDep, owner: CurrentKey) -> MetricsPublic:
+def get_metrics(job_id: JobId, session: SessionDep, owner: CurrentKey) -> MetricsPublic:
     job = get_owned(session, owner, Job, job_id, "job")
     rows = session.scalars(select(JobMetric).where(JobMetric.job_id == job.id).order_by(JobMetric.epoch))
     epochs = [{**r.metrics, "epoch": r.epoch, "train_loss": r.metrics.get("train_loss", r.train_loss),
@@ -46,14 +47,14 @@ def get_metrics(job_id: str, session: SessionDep, owner: CurrentKey) -> MetricsP
     "content": {"application/octet-stream": {}},
     "description": "safetensors; loads with torch_model.load_state_dict(load_file(path), strict=True)"}},
     response_class=FileResponse, summary="Download the trained weights (.safetensors)")
-def get_weights(job_id: str, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> FileResponse:
+def get_weights(job_id: JobId, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> FileResponse:
     path = _weights_path(get_owned(session, owner, Job, job_id, "job"), settings, "weights can be downloaded")
     return FileResponse(path, media_type="application/octet-stream", filename=f"{job_id}.safetensors")
 
 
 @router.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True,
              responses={**NOT_FOUND, **NOT_SUCCEEDED}, summary="Run the trained network on rows")
-def predict_job(job_id: str, body: PredictRequest, request: Request, session: SessionDep, owner: CurrentKey,
+def predict_job(job_id: JobId, body: PredictRequest, request: Request, session: SessionDep, owner: CurrentKey,
                 settings: SettingsDep) -> PredictResponse:
     job = get_owned(session, owner, Job, job_id, "job")
     weights = _weights_path(job, settings, "it can predict")
