@@ -31,6 +31,17 @@ def pg_server():
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def own_pg_server():
+    """A PostgreSQL server of this module's own, which its tests may pause and resume."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     server = RedisServer()
