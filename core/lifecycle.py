@@ -41,13 +41,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Callable
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from .broker import send
 from .db import session_scope
 from .settings import Settings
-from .tables import Job, as_utc, utcnow
+from .tables import ApiKey, Job, as_utc, utcnow
 
 log = logging.getLogger("chainrule.lifecycle")
 
@@ -66,8 +66,37 @@ BROKER_BACKOFF_S = 10.0    # after a failed send, this process leaves sends to t
 
 
 # ----------------------------------------------------------------------------- submit and dispatch
+class ConcurrencyLimit(Exception):
+    """The key already has `active` queued or running jobs, at or over its `limit`."""
+
+    def __init__(self, active: int, limit: int):
+        super().__init__(f"this key has {active} jobs queued or running; the limit is {limit}")
+        self.active, self.limit = active, limit
+
+
+def lock_owner(session: Session, owner_id: str) -> None:
+    """Serialize one key's submissions until the session's transaction ends, so that counting its
+    active jobs and adding one is atomic. PostgreSQL: a row lock on the key's row (other keys go on
+    in parallel). SQLite allows one writer at a time: a write as the transaction's first statement
+    takes that lock at once (BEGIN IMMEDIATE's effect), where a read first would let two
+    transactions count the same jobs before either writes."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(ApiKey).where(ApiKey.id == owner_id).values(prefix=ApiKey.prefix))
+    else:
+        session.execute(select(ApiKey.id).where(ApiKey.id == owner_id).with_for_update())
+
+
 def submit(session: Session, settings: Settings, job: Job) -> Job:
-    """Commit a new job as queued, then send it: the worker must find the row the message names."""
+    """Commit a new job as queued, then send it: the worker must find the row the message names.
+    Raises ConcurrencyLimit when its key already has settings.max_concurrent_jobs queued or running;
+    every job, whoever creates it (a submit, a sweep's trials), is counted under the same lock."""
+    session.commit()    # end the caller's reads: the lock must be the transaction's first statement
+    lock_owner(session, job.owner_id)
+    active = session.scalar(select(func.count()).select_from(Job).where(
+        Job.owner_id == job.owner_id, Job.status.in_(ACTIVE)))
+    if active >= settings.max_concurrent_jobs:
+        session.rollback()
+        raise ConcurrencyLimit(active, settings.max_concurrent_jobs)
     job.status = JobStatus.QUEUED
     session.add(job)
     session.commit()

@@ -42,16 +42,14 @@ def submit_job(req: JobRequest, response: Response, session: SessionDep, owner: 
         graph = admit(req, dataset, settings)  # SpecError -> 422 via its handler
     except Rejection as e:
         raise problem(e.status, e.loc, e.message, e.type)
-    active = session.scalar(select(func.count()).select_from(Job).where(
-        Job.owner_id == owner.id, Job.status.in_(ACTIVE)))
-    if active >= settings.max_concurrent_jobs:
-        raise problem(429, ["body"], f"this key has {active} jobs queued or running; the limit is "
-                      f"{settings.max_concurrent_jobs}: wait for one to finish or cancel one")
     job = Job(owner_id=owner.id, dataset_id=dataset.id, request=req.model_dump(mode="json"),
               device=req.device, queue=queue_for(req.device), n_parameters=graph.n_parameters,
               max_attempts=settings.max_attempts, input_shape=list(dataset.input_shape), task=dataset.task,
               classes=dataset.classes)
-    lifecycle.submit(session, settings, job)
+    try:
+        lifecycle.submit(session, settings, job)
+    except lifecycle.ConcurrencyLimit as e:
+        raise problem(429, ["body"], f"{e}: wait for one to finish or cancel one")
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobPublic.from_row(job)
 
