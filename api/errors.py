@@ -13,13 +13,16 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.db import is_unavailable
 from core.tables import ID_PATTERN
 from engine import SpecError
 
 log = logging.getLogger("chainrule.api")
 _MAX_INPUT_REPR = 200
+RETRY_AFTER_S = 5    # what a 503 asks a client to wait
 
 
 def problem(status: int, loc: list[Any], msg: str, type_: str = "value_error") -> HTTPException:
@@ -81,7 +84,18 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> JSONRespo
     return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
 
+def unavailable_response() -> JSONResponse:
+    return JSONResponse({"detail": "the database is unavailable; retry in a few seconds"},
+                        status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 async def unhandled_error(request: Request, exc: Exception) -> JSONResponse:
+    """A 503 with Retry-After when the database is unreachable (a dependency down, not a bug), else a 500.
+    Also the handler of SQLAlchemy errors raised inside routes: an integrity error stays a 500."""
+    if is_unavailable(exc):
+        log.warning("database unavailable on %s %s: %s: %s", request.method, request.url.path,
+                    type(exc).__name__, str(exc).splitlines()[0][:300])
+        return unavailable_response()
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse({"detail": "internal error; this is a bug in chainrule, not in the request"},
                         status_code=500)
@@ -91,4 +105,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(SpecError, spec_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(SQLAlchemyError, unhandled_error)
     app.add_exception_handler(Exception, unhandled_error)

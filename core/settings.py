@@ -5,7 +5,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_PEPPER = "development-only-pepper"
@@ -30,6 +31,11 @@ class Settings(BaseSettings):
     max_compute_per_job: int = 500_000_000  # epochs x training samples
     max_concurrent_jobs: int = 4           # queued + running per key
     max_predict_rows: int = 10_000
+    max_json_bytes: int = 16 * 1024 * 1024  # any request body but an upload's (a job spec is kilobytes)
+    # `limits` notation, ";" between several; empty: no limit. Per key, and per client address
+    # (which also bounds guessing keys); 429 with Retry-After past them
+    rate_limit_per_key: str = "100/second;3000/minute"
+    rate_limit_per_address: str = "200/second;6000/minute"
 
     # worker liveness: a running job whose heartbeat is older than heartbeat_timeout_s is retried
     # from its last checkpoint (up to max_attempts in all) or failed with a reason
@@ -40,7 +46,18 @@ class Settings(BaseSettings):
     cancel_poll_interval_s: float = 0.5
     sweep_interval_s: float = 5.0          # the sweeper (core.sweeper) in every API and worker process
     resend_after_s: float = 10.0           # a queued job not picked up after this is sent again
+    max_resend_interval_s: float = 60.0    # ...growing with its wait up to this (a database back up is
+                                           # noticed within it, whatever the job's age)
+    database_patience_s: float = 120.0     # a worker retries the database this long (backing off)
+                                           # before it gives a message or an outcome up
     broker_poll_interval_s: float = 0.05   # embedded transport only
+
+    @field_validator("rate_limit_per_key", "rate_limit_per_address")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        if value.strip():   # parse_many raises a ValueError naming what it cannot read
+            parse_many(value)
+        return value.strip()
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Settings":

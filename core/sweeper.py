@@ -33,16 +33,16 @@ from .tables import Job, as_utc, utcnow
 log = logging.getLogger("chainrule.sweeper")
 
 UNSENT_GRACE_S = 2.0          # the submitter sends right after its commit; give it this long first
-MAX_RESEND_INTERVAL_S = 3600  # back-off cap for a job that waits long for a free worker
 BATCH = 200                   # rows looked at per rule per sweep
 
 
 def resend_interval(settings: Settings, created_at: datetime, sent_at: datetime) -> float:
     """Seconds to wait after the last send before sending again: resend_after_s, growing with the
-    time the job has already waited (capped), so a job queued behind busy workers adds
-    log(wait) duplicates to the broker rather than one every resend_after_s."""
+    time the job has already waited, so a job queued behind busy workers adds fewer duplicates to
+    the broker; capped at max_resend_interval_s, since a message lost while the database or the
+    broker was down is only replaced by a resend, and that must come soon after they are back."""
     waited = (as_utc(sent_at) - as_utc(created_at)).total_seconds()
-    return max(settings.resend_after_s, min(waited, MAX_RESEND_INTERVAL_S))
+    return max(settings.resend_after_s, min(waited, settings.max_resend_interval_s))
 
 
 @dataclass
