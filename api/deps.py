@@ -92,15 +92,15 @@ def _lookup(settings: Settings, key: str) -> Principal | None:
         return None if row is None else Principal(row.id, row.name, row.prefix)
 
 
-async def current_key(request: Request, settings: SettingsDep,
-                      credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
-    """Bearer auth. Async so that a cached key is checked on the event loop, without a thread hop."""
-    if credentials is None:
-        what = "malformed Authorization header" if request.headers.get("authorization") else "missing API key"
-        raise HTTPException(401, f"{what}: send the header 'Authorization: Bearer <key>'",
-                            headers=_UNAUTHORIZED)
-    key = credentials.credentials.strip()
-    cache: KeyCache = request.app.state.key_cache
+async def authenticate(app_state, settings: Settings, authorization: str) -> Principal:
+    """The key behind an `Authorization: Bearer <key>` header, or a 401. Async so that a cached key is
+    checked on the event loop, without a thread hop. Called by api.gate before the body is read."""
+    scheme, _, key = authorization.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        what = "malformed Authorization header" if authorization else "missing API key"
+        raise HTTPException(401, f"{what}: send the header 'Authorization: Bearer <key>'", headers=_UNAUTHORIZED)
+    cache: KeyCache = app_state.key_cache
     key_hash = hash_key(settings, key)
     principal = cache.get(key_hash)
     if principal is None:
@@ -108,6 +108,15 @@ async def current_key(request: Request, settings: SettingsDep,
         if principal is None:
             raise HTTPException(401, "invalid API key", headers=_UNAUTHORIZED)
         cache.put(key_hash, principal)
+    return principal
+
+
+async def current_key(request: Request, settings: SettingsDep,
+                      credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+    """The key api.gate verified for this request (`credentials` only documents the scheme in OpenAPI)."""
+    principal = request.scope.get("state", {}).get("principal")
+    if principal is None:
+        principal = await authenticate(request.app.state, settings, request.headers.get("authorization", ""))
     return principal
 
 

@@ -12,8 +12,9 @@ from core.settings import Settings, get_settings
 
 from . import errors
 from .deps import KeyCache
-from .limits import BodyLimit
+from .gate import Gate
 from .predict import ModelCache
+from .ratelimit import RateLimits
 from .routes import datasets, health, jobs, results
 
 VERSION = "0.1.0"
@@ -33,7 +34,6 @@ and paste it into *Authorize*. Another key's datasets and jobs are 404.
 **Errors**: every error is JSON `{"detail": ...}`; a 422's detail is a list of
 `{"loc", "msg", "type"}` naming the field, layer, row or column at fault.
 """
-BODY_OVERHEAD = 1024 * 1024  # multipart headers and form fields beside the file
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                       {"name": "health", "description": "Probes for orchestrators."}],
         swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + BODY_OVERHEAD)
+    app.add_middleware(Gate, settings=settings, rate_limits=RateLimits(settings))
     app.state.settings = settings
     app.state.key_cache = KeyCache()
     app.state.model_cache = ModelCache()
