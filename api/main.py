@@ -13,6 +13,7 @@ from core.settings import Settings, get_settings
 from . import errors
 from .deps import KeyCache
 from .gate import Gate
+from .malloc import return_large_buffers
 from .predict import ModelCache
 from .ratelimit import RateLimits
 from .routes import datasets, health, jobs, results
@@ -38,6 +39,7 @@ and paste it into *Authorize*. Another key's datasets and jobs are 404.
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    return_large_buffers()
     app = FastAPI(
         title="chainrule", version=VERSION, description=DESCRIPTION,
         summary="Training as a service: a hand-written training engine behind a REST API.",

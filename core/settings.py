@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     max_compute_per_job: int = 500_000_000  # epochs x training samples
     max_concurrent_jobs: int = 4           # queued + running per key
     max_predict_rows: int = 10_000
+    # memory a job may need in a training step (activations x batch_size, parameters with their
+    # gradients and optimizer state, the data), as engine.memory estimates it at submit
+    max_job_memory_bytes: int = 4 * 1024**3
+    predict_memory_bytes: int = 256 * 1024**2   # predict runs in chunks of rows that fit this
     max_json_bytes: int = 16 * 1024 * 1024  # any request body but an upload's (a job spec is kilobytes)
     # `limits` notation, ";" between several; empty: no limit. Per key, and per client address
     # (which also bounds guessing keys); 429 with Retry-After past them

@@ -71,4 +71,4 @@ def predict_job(job_id: JobId, body: PredictRequest, request: Request, session: 
         raise problem(422, ["body", "inputs"], str(e))
     loaded = request.app.state.model_cache.get(job.id, job.request, shape, weights)
     classes = job.classes if job.task == "classification" else None
-    return PredictResponse(**predict(loaded, x, job.request["loss"]["type"], classes))
+    return PredictResponse(**predict(loaded, x, job.request["loss"]["type"], classes, settings.predict_memory_bytes))
