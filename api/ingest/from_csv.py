@@ -10,7 +10,7 @@ from .common import MIN_ROWS, DatasetError, Limits, ParsedDataset, Task, as_floa
 from .targets import encode_target
 
 MAX_COLUMN_NAME = 200         # characters: the target's name is stored in a column of this width
-_CSV_CHUNK_CELLS = 1_000_000  # text cells held at once before conversion to float64 (~60 MB of str)
+_CSV_CHUNK_CELLS = 250_000    # text cells held at once before conversion (~15 MB of str objects)
 
 
 def _read_header(reader, max_columns: int) -> list[str]:
@@ -45,7 +45,7 @@ def _read_header(reader, max_columns: int) -> list[str]:
 
 
 def _to_float_chunk(rows: list[list[str]], lines: list[int], names: list[str]) -> np.ndarray:
-    """Feature cells -> float64 (n, F); the first bad cell is reported by file line and column."""
+    """Feature cells -> float32 (n, F); the first bad cell is reported by file line and column."""
     try:
         chunk = np.array(rows, dtype=np.float64)
     except ValueError:
@@ -61,7 +61,12 @@ def _to_float_chunk(rows: list[list[str]], lines: list[int], names: list[str]) -
         i, j = (int(v) for v in np.argwhere(bad)[0])
         raise DatasetError(f"line {lines[i]}, column {names[j]!r}: value {rows[i][j].strip()!r} is not "
                            "finite; NaN and infinity are not allowed (drop or impute missing values)")
-    return chunk
+    values, overflow = as_float32(chunk)     # kept as float32: half the memory of what is read so far
+    if overflow is not None:
+        i, j = overflow
+        raise DatasetError(f"line {lines[i]}, column {names[j]!r}: value {rows[i][j].strip()!r} exceeds "
+                           "the float32 range")
+    return values
 
 
 def parse_csv(path: Path, *, target: str | None = None, task: Task | None = None,
@@ -116,10 +121,8 @@ def parse_csv(path: Path, *, target: str | None = None, task: Task | None = None
     n = len(labels)
     if n < MIN_ROWS:
         raise DatasetError(f"the CSV has {n} data row{'s' if n != 1 else ''}; at least {MIN_ROWS} are needed")
-    X, bad = as_float32(np.concatenate(chunks))   # cells were finite in float64; some may overflow float32
-    if bad is not None:
-        i, j = bad
-        raise DatasetError(f"data row {i + 1}, column {names[j]!r}: value exceeds the float32 range")
+    X = np.concatenate(chunks)
+    del chunks
     y, task, classes, n_outputs = encode_target(labels, task, f"column {header[t]!r}",
                                                  lambda i: f"line {label_lines[i]}")
     return ParsedDataset("csv", X, y, task, n_outputs, classes, header[t], names)
