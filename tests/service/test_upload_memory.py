@@ -7,8 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from e2e_support import wait_for
-
 pytestmark = pytest.mark.timeout(180)
 UPLOADS = 6
 
@@ -42,5 +40,5 @@ def test_the_api_stays_the_same_size_across_rejected_uploads(stack_factory):
     for _ in range(UPLOADS):
         upload(large)
         sizes.append(round(_rss_mb(api.pid) - before, 1))
-    assert max(sizes) < 60, sizes       # megabytes above the baseline, after each upload
-    wait_for(lambda: stack.http.get("/healthz").status_code == 200, 5)
+    print("API RSS above the baseline after each upload, MB:", sizes)
+    assert max(sizes) < 60, sizes       # megabytes above the baseline, after each upload (main: 100+)
