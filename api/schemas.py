@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from core.lifecycle import JobStatus
 from core.tables import Dataset, Job, as_utc
+from core.workers import WAITING_FOR
 
 LIST_LIMIT_MAX = 100  # the most items one page of a list returns
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
@@ -73,6 +74,8 @@ class JobPublic(BaseModel):
     latest_metrics: dict[str, Any] | None
     result: dict[str, Any] | None
     error: JobError | None
+    waiting_for: str | None = Field(None, description="While no live worker can take the job: the kind it "
+                                    "waits for (\"gpu worker\"); it fails as no_worker if none comes in time.")
     n_parameters: int
     request: dict[str, Any] = Field(description="The submitted job, with defaults filled in.")
 
@@ -93,6 +96,8 @@ def job_fields(job: Any) -> dict[str, Any]:
                      "total_steps": job.total_steps, "fraction": min(max(float(job.fraction), 0.0), 1.0)},
         "latest_metrics": job.latest_metrics, "result": job.result,
         "error": {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None,
+        "waiting_for": WAITING_FOR.get(job.queue) if job.waiting_since is not None and job.status == "queued"
+        else None,
         "n_parameters": job.n_parameters, "request": request,
     }
 

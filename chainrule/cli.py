@@ -21,7 +21,7 @@ import threading
 from typing import Sequence
 
 from core.broker import QUEUES
-from worker.options import DEVICE_CHOICES, DEVICE_ENV, THREADS_ENV
+from worker.options import DEVICE_CHOICES, DEVICE_ENV, QUEUES_ENV, THREADS_ENV
 
 from .server import serve_http
 from .supervisor import Children, stop_on_signals
@@ -164,6 +164,7 @@ def cmd_worker(args, settings) -> int:
               "(use --device cuda on a machine with a GPU, or drop gpu from --queues)", file=sys.stderr)
         return 2
     os.environ[DEVICE_ENV] = device.type   # read by worker.app; inherited by children
+    os.environ[QUEUES_ENV] = ",".join(queues)
     threads = args.threads or os.environ.get(THREADS_ENV) or max(1, (os.cpu_count() or 1) // args.concurrency)
     os.environ[THREADS_ENV] = str(threads)
 

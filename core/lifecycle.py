@@ -44,6 +44,7 @@ from typing import Any, Callable
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from . import workers
 from .broker import send
 from .db import session_scope
 from .settings import Settings
@@ -74,6 +75,15 @@ class ConcurrencyLimit(Exception):
         self.active, self.limit = active, limit
 
 
+class NoWorker(Exception):
+    """No live worker consumes the job's queue, and settings.worker_wait_s is 0 (do not wait)."""
+
+    def __init__(self, queue: str):
+        super().__init__(f"no live worker consumes the {queue} queue (a {workers.WAITING_FOR[queue]}), so no one "
+                         "would run this job")
+        self.queue = queue
+
+
 def lock_owner(session: Session, owner_id: str) -> None:
     """Serialize one key's submissions until the session's transaction ends, so that counting its
     active jobs and adding one is atomic. PostgreSQL: a row lock on the key's row (other keys go on
@@ -97,6 +107,11 @@ def submit(session: Session, settings: Settings, job: Job) -> Job:
     if active >= settings.max_concurrent_jobs:
         session.rollback()
         raise ConcurrencyLimit(active, settings.max_concurrent_jobs)
+    if job.queue not in workers.live_queues(session, settings):
+        if settings.worker_wait_s <= 0:
+            session.rollback()
+            raise NoWorker(job.queue)
+        job.waiting_since = utcnow()   # the sweeper clears it when a worker appears, or fails the job
     job.status = JobStatus.QUEUED
     session.add(job)
     session.commit()
@@ -194,6 +209,7 @@ def claim(settings: Settings, job_id: str, device_label: Callable[[str], str | N
         attempt = s.execute(
             update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))
             .values(status=JobStatus.RUNNING, attempts=Job.attempts + 1, started_at=job.started_at or now,
+                    waiting_since=None,
                     heartbeat_at=now, worker_host=socket.gethostname()[:200], worker_device=label)
             .returning(Job.attempts)).scalar()
         requested, queue = job.device, job.queue

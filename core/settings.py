@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     resend_after_s: float = 10.0           # a queued job not picked up after this is sent again
     max_resend_interval_s: float = 60.0    # ...growing with its wait up to this (a database back up is
                                            # noticed within it, whatever the job's age)
+    worker_wait_s: float = 600.0           # a queued job no live worker can take (a cuda job and no GPU
+                                           # worker) fails after this; 0: refused at submit (409)
     database_patience_s: float = 120.0     # a worker retries the database this long (backing off)
                                            # before it gives a message or an outcome up
     broker_poll_interval_s: float = 0.05   # embedded transport only

@@ -7,7 +7,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -59,6 +60,7 @@ class Dataset(Base):
     feature_names: Mapped[list[Any] | None] = mapped_column(default=None)
     classes: Mapped[list[Any] | None] = mapped_column(default=None)  # original labels, index = class id
     size_bytes: Mapped[int] = mapped_column(Integer)
+    stored_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)  # its tensor file (quota)
     path: Mapped[str] = mapped_column(String(500))             # tensor file, relative to artifacts_dir
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -99,6 +101,21 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     checkpoint_path: Mapped[str | None] = mapped_column(String(500), default=None)
     weights_path: Mapped[str | None] = mapped_column(String(500), default=None)
+    artifact_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)   # its weights file (quota)
+    # set while no live worker consumes the job's queue (core.workers); it fails after worker_wait_s
+    waiting_since: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Worker(Base):
+    """A live worker process, written by its sweeper thread every sweep (core.workers)."""
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)   # host:pid
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[list[Any]] = mapped_column()                      # broker queues it consumes
+    device: Mapped[str] = mapped_column(String(100))                 # cpu | cuda (what it trains on)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class JobMetric(Base):

@@ -50,6 +50,9 @@ def submit_job(req: JobRequest, response: Response, session: SessionDep, owner: 
         lifecycle.submit(session, settings, job)
     except lifecycle.ConcurrencyLimit as e:
         raise problem(429, ["body"], f"{e}: wait for one to finish or cancel one")
+    except lifecycle.NoWorker as e:
+        raise problem(409, ["body", "device"], f"{e}; submit with device auto or cpu, or start a "
+                      f"{e.queue} worker first")
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobPublic.from_row(job)
 

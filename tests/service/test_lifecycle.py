@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 import torch
 
-from core import lifecycle, sweeper
+from core import lifecycle, sweeper, workers
 from core.db import get_engine, get_sessionmaker, upgrade
 from core.keys import create_key
 from core.lifecycle import JobStatus
@@ -27,6 +27,7 @@ def world(tmp_path):
     Session = get_sessionmaker(settings.database_url)
     with Session() as s:
         owner, _ = create_key(s, "sweeper-test", settings)
+    workers.beat(settings, ["cpu", "auto"], "cpu")     # a live cpu worker: jobs wait for no one
 
     class World:
         def __init__(self):
