@@ -9,7 +9,7 @@
      is counted as it arrives.
 
 Each refusal is JSON like every other error. The verified key goes to the request's state, where
-api.deps.current_key finds it.
+api.deps.current_key finds it. Every response, a refusal too, carries SECURITY_HEADERS.
 """
 from __future__ import annotations
 
@@ -25,6 +25,13 @@ from .errors import unavailable_response
 from .ratelimit import RateLimits, Verdict
 
 PROBES = ("/healthz", "/readyz")    # orchestrators call these; they are never limited
+# Pages are ours only: /docs (Swagger UI) and /ui load scripts and styles from this origin, and
+# Swagger UI starts from an inline script and styles; ReDoc runs a web worker from a blob: URL.
+CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
+       "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer"), (b"content-security-policy", CSP.encode())]
 UPLOAD_ROUTE = ("POST", "/v1/datasets")
 UPLOAD_OVERHEAD = 1024 * 1024      # multipart headers and form fields beside the file
 
@@ -34,7 +41,10 @@ class Gate:
         self.app, self.settings, self.rate_limits = app, settings, rate_limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PROBES:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        send = _with_security_headers(send)
+        if scope["path"] in PROBES:
             return await self.app(scope, receive, send)
         refusal = await self._refusal(scope)
         if refusal is not None:
@@ -65,6 +75,16 @@ class Gate:
         scope.setdefault("state", {})["principal"] = principal
         verdict = self.rate_limits.check_key(principal.id)
         return None if verdict.allowed else _too_many(verdict)
+
+
+def _with_security_headers(send: Send) -> Send:
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            present = {name.lower() for name, _ in message.get("headers", [])}
+            message["headers"] = [*message.get("headers", []),
+                                  *((k, v) for k, v in SECURITY_HEADERS if k not in present)]
+        await send(message)
+    return sending
 
 
 def _counted(receive: Receive, max_bytes: int) -> Receive:

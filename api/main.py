@@ -16,7 +16,7 @@ from .gate import Gate
 from .malloc import return_large_buffers
 from .predict import ModelCache
 from .ratelimit import RateLimits
-from .routes import datasets, health, jobs, results
+from .routes import datasets, health, jobs, me, results
 
 VERSION = "0.1.0"
 DESCRIPTION = """
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Training as a service: a hand-written training engine behind a REST API.",
         openapi_tags=[{"name": "datasets", "description": "Upload and manage training data."},
                       {"name": "jobs", "description": "Submit, follow and use training jobs."},
+                      {"name": "keys", "description": "The API key a request acts for."},
                       {"name": "health", "description": "Probes for orchestrators."}],
         swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
     )
@@ -57,4 +58,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(results.router)
+    app.include_router(me.router)
     return app

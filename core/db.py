@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from contextlib import contextmanager
 from functools import lru_cache
@@ -22,9 +23,13 @@ _PG_UNAVAILABLE_CLASSES = ("08", "53", "57")
 
 
 def _ensure_sqlite_dir(url: str) -> None:
+    """The SQLite file's directory, and the file itself readable by its owner only (0600, as the
+    artifacts are; SQLite gives its -wal and -shm files the database file's permissions)."""
     path = url.split("///", 1)[-1]
     if url.startswith("sqlite") and path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        os.chmod(path, 0o600)                  # a file an older version made 0644
 
 
 @lru_cache

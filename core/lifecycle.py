@@ -44,7 +44,7 @@ from typing import Any, Callable
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from . import workers
+from . import artifacts, quota, workers
 from .broker import send
 from .db import session_scope
 from .settings import Settings
@@ -98,7 +98,8 @@ def lock_owner(session: Session, owner_id: str) -> None:
 
 def submit(session: Session, settings: Settings, job: Job) -> Job:
     """Commit a new job as queued, then send it: the worker must find the row the message names.
-    Raises ConcurrencyLimit when its key already has settings.max_concurrent_jobs queued or running;
+    Raises ConcurrencyLimit when its key already has settings.max_concurrent_jobs queued or running,
+    quota.StorageFull when it has filled its storage quota;
     every job, whoever creates it (a submit, a sweep's trials), is counted under the same lock."""
     session.commit()    # end the caller's reads: the lock must be the transaction's first statement
     lock_owner(session, job.owner_id)
@@ -107,6 +108,11 @@ def submit(session: Session, settings: Settings, job: Job) -> Job:
     if active >= settings.max_concurrent_jobs:
         session.rollback()
         raise ConcurrencyLimit(active, settings.max_concurrent_jobs)
+    try:
+        quota.check(session, settings, job.owner_id)
+    except quota.StorageFull:
+        session.rollback()
+        raise
     if job.queue not in workers.live_queues(session, settings):
         if settings.worker_wait_s <= 0:
             session.rollback()
@@ -198,7 +204,7 @@ def claim(settings: Settings, job_id: str, device_label: Callable[[str], str | N
             log.info("job %s is %s; this message is a duplicate or stale, skipping", job_id, job.status)
             return None
         if job.cancel_requested:
-            cancel_queued(s, job_id)
+            cancel_queued(settings, s, job_id)
             return None
         label = device_label(job.device)
         if label is None:
@@ -241,6 +247,8 @@ def finish(settings: Settings, claim_: Claim, status: JobStatus, **values: Any) 
     if not won:
         log.warning("job %s: not running as attempt %d any more; outcome %r discarded",
                     claim_.job_id, claim_.attempt, str(status))
+    else:
+        artifacts.remove_checkpoint(settings, claim_.job_id)
     return bool(won)
 
 
@@ -275,16 +283,19 @@ def cancel(settings: Settings, job_id: str) -> None:
             else:
                 return
             if changed:
+                if status == JobStatus.QUEUED:
+                    artifacts.remove_checkpoint(settings, job_id)   # of an earlier, lost attempt
                 return
 
 
-def cancel_queued(session: Session, job_id: str) -> bool:
+def cancel_queued(settings: Settings, session: Session, job_id: str) -> bool:
     """A queued job whose cancel was requested (a cancel that raced a send) -> cancelled."""
     changed = session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED,
                                                 Job.cancel_requested.is_(True))
                               .values(status=JobStatus.CANCELLED, finished_at=utcnow())).rowcount
     if changed:
         log.info("job %s was cancelled while queued", job_id)
+        artifacts.remove_checkpoint(settings, job_id)
     return bool(changed)
 
 
@@ -328,6 +339,8 @@ def recover_lost(settings: Settings, job: Job, stale: Any) -> JobStatus | None:
     if values["status"] == JobStatus.QUEUED:
         log.warning("job %s: %s", job.id, values["result"]["note"])
         dispatch(settings, job.id, job.queue)
-    elif values["status"] == JobStatus.FAILED:
+        return values["status"]
+    if values["status"] == JobStatus.FAILED:
         log.warning("job %s failed: %s", job.id, values["error_message"])
+    artifacts.remove_checkpoint(settings, job.id)
     return values["status"]

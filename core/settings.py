@@ -1,6 +1,9 @@
 """One Settings object, environment variables prefixed CHAINRULE_; defaults give the embedded mode."""
 from __future__ import annotations
 
+import os
+import secrets
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -9,7 +12,27 @@ from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_PEPPER = "development-only-pepper"
+PLACEHOLDER_PEPPER = "development-only-pepper"   # an old default: refused in production
+PEPPER_FILE = "key_pepper"
+
+
+def data_dir_pepper(data_dir: Path) -> str:
+    """The pepper generated into the data dir on first start (0600), for a deployment that sets none:
+    one per installation, so two development installs never share API-key hashes. Written under a
+    temporary name and linked into place, so processes starting together agree on one."""
+    path = data_dir / PEPPER_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{PEPPER_FILE}.")   # created 0600
+        try:
+            os.write(fd, secrets.token_urlsafe(48).encode())
+            os.close(fd)
+            os.link(tmp, path)
+        except FileExistsError:
+            pass                                  # another process made it first: use theirs
+        finally:
+            os.unlink(tmp)
+    return path.read_text().strip()
 
 
 class Settings(BaseSettings):
@@ -21,7 +44,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="Absent: SQLite under data_dir.")
     broker_url: str | None = Field(None, description="Absent: a server-less filesystem transport under data_dir.")
     artifacts_dir: Path | None = Field(None, description="Absent: data_dir/artifacts.")
-    key_pepper: SecretStr = SecretStr(PLACEHOLDER_PEPPER)  # HMAC key for stored API-key hashes
+    key_pepper: SecretStr | None = Field(None, description="HMAC key of stored API-key hashes. Absent: "
+                                         "required in production; in development generated into data_dir.")
 
     # limits: each exceeded limit is a clear 4xx
     max_upload_bytes: int = 100 * 1024 * 1024
@@ -30,6 +54,7 @@ class Settings(BaseSettings):
     max_parameters: int = 20_000_000       # trainable parameters per model
     max_compute_per_job: int = 500_000_000  # epochs x training samples
     max_concurrent_jobs: int = 4           # queued + running per key
+    max_storage_bytes_per_key: int = 10 * 1024**3   # stored datasets and weights per key
     max_predict_rows: int = 10_000
     # memory a job may need in a training step (activations x batch_size, parameters with their
     # gradients and optimizer state, the data), as engine.memory estimates it at submit
@@ -74,8 +99,12 @@ class Settings(BaseSettings):
             self.broker_url = "filesystem://"
         if self.artifacts_dir is None:
             self.artifacts_dir = self.data_dir / "artifacts"
-        if self.environment == "production" and self.key_pepper.get_secret_value() == PLACEHOLDER_PEPPER:
-            raise ValueError("CHAINRULE_KEY_PEPPER is the development placeholder; set a secret in production")
+        if self.environment == "production" and (
+                self.key_pepper is None or self.key_pepper.get_secret_value() in ("", PLACEHOLDER_PEPPER)):
+            raise ValueError("CHAINRULE_KEY_PEPPER is not set, or is the old development placeholder; set a long "
+                             "random secret in production")
+        if self.key_pepper is None:
+            self.key_pepper = SecretStr(data_dir_pepper(self.data_dir))
         return self
 
     @property

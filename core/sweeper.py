@@ -67,7 +67,7 @@ def _cancel_flagged_queued(settings: Settings, summary: SweepSummary) -> None:
     with session_scope(settings.database_url) as s:
         ids = list(s.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED,
                                                   Job.cancel_requested.is_(True)).limit(BATCH)))
-        summary.cancelled += [job_id for job_id in ids if lifecycle.cancel_queued(s, job_id)]
+        summary.cancelled += [job_id for job_id in ids if lifecycle.cancel_queued(settings, s, job_id)]
 
 
 def _recover_stale_running(settings: Settings, summary: SweepSummary) -> None:

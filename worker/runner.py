@@ -184,9 +184,10 @@ def _train(settings: Settings, claimed: Claim, device: torch.device, heartbeat: 
         released = lifecycle.release(settings, claimed)
         return "lost" if released is None else str(released)
     relpath = artifacts.weights_relpath(claimed.job_id)
-    artifacts.write_atomic(artifacts.resolve(settings, relpath),
-                           weights_bytes(model, request, dataset.input_shape, dataset.task, dataset.classes))
+    weights = weights_bytes(model, request, dataset.input_shape, dataset.task, dataset.classes)
+    artifacts.write_atomic(artifacts.resolve(settings, relpath), weights)
     return _ended(settings, claimed, heartbeat, JobStatus.SUCCEEDED, result=summary, weights_path=relpath,
+                  artifact_bytes=len(weights),
                   fraction=1.0, epoch=result.epochs_completed, step=result.steps,
                   error_code=None, error_message=None)
 

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
 
-from core import artifacts
+from core import artifacts, quota
 from core.db import get_sessionmaker
-from core.lifecycle import ACTIVE
+from core.lifecycle import ACTIVE, lock_owner
 from core.settings import Settings
 from core.tables import Dataset, Job, new_id
 from engine.data import TASKS
@@ -60,20 +60,23 @@ def _form_fields(fields: dict[str, str], filename: str | None) -> tuple[str, str
 
 
 def _store(settings: Settings, owner_id: str, name: str, size: int, parsed: ParsedDataset) -> Dataset:
-    dataset_id = new_id()
+    """Write the tensor file and its row, if the key's storage quota has room (StorageFull if not)."""
+    dataset_id, data = new_id(), parsed.to_safetensors()
     relpath = artifacts.dataset_relpath(dataset_id)
-    artifacts.write_atomic(artifacts.resolve(settings, relpath), parsed.to_safetensors())
     row = Dataset(id=dataset_id, owner_id=owner_id, name=name, format=parsed.format, task=parsed.task,
                   n_rows=parsed.n_rows, input_shape=parsed.input_shape, n_outputs=parsed.n_outputs,
                   target=parsed.target, feature_names=parsed.feature_names, classes=parsed.classes,
-                  size_bytes=size, path=relpath)
-    try:
-        with get_sessionmaker(settings.database_url)() as session:
+                  size_bytes=size, stored_bytes=len(data), path=relpath)
+    with get_sessionmaker(settings.database_url)() as session:
+        lock_owner(session, owner_id)          # parallel uploads of one key are counted one at a time
+        quota.check(session, settings, owner_id, len(data))
+        artifacts.write_atomic(artifacts.resolve(settings, relpath), data)
+        try:
             session.add(row)
             session.commit()
-    except BaseException:
-        artifacts.resolve(settings, relpath).unlink(missing_ok=True)
-        raise
+        except BaseException:
+            artifacts.resolve(settings, relpath).unlink(missing_ok=True)
+            raise
     return row
 
 
@@ -98,7 +101,10 @@ async def upload_dataset(request: Request, response: Response, owner: CurrentKey
                                              task=task, limits=limits)
         except DatasetError as e:
             raise problem(e.status, ["body", e.field], e.message, "invalid_dataset")
-        row = await run_in_threadpool(_store, settings, owner.id, name, upload.size, parsed)
+        try:
+            row = await run_in_threadpool(_store, settings, owner.id, name, upload.size, parsed)
+        except quota.StorageFull as e:
+            raise problem(413, ["body", "file"], str(e))
     finally:
         upload.discard()
     response.headers["Location"] = f"/v1/datasets/{row.id}"

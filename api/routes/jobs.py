@@ -17,6 +17,7 @@ from core import artifacts, lifecycle
 from core.broker import queue_for
 from core.db import get_engine
 from core.jobspec import JobRequest
+from core.quota import StorageFull
 from core.lifecycle import ACTIVE, JobStatus
 from core.tables import Dataset, Job
 
@@ -50,6 +51,8 @@ def submit_job(req: JobRequest, response: Response, session: SessionDep, owner: 
         lifecycle.submit(session, settings, job)
     except lifecycle.ConcurrencyLimit as e:
         raise problem(429, ["body"], f"{e}: wait for one to finish or cancel one")
+    except StorageFull as e:
+        raise problem(413, ["body"], str(e))
     except lifecycle.NoWorker as e:
         raise problem(409, ["body", "device"], f"{e}; submit with device auto or cpu, or start a "
                       f"{e.queue} worker first")
