@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from core import artifacts
-from core.settings import PEPPER_FILE, Settings
+from core.settings import Settings
 from worker import runner
-from worker.options import alive_file
 
 from conftest import csv_bytes, iris_like
 
@@ -44,6 +43,8 @@ def test_storage_quota_per_key_is_a_413_naming_it(service_factory):
 
 
 def test_the_pepper_is_generated_into_the_data_dir_once_and_configured_ones_win(tmp_path, monkeypatch):
+    from core.settings import PEPPER_FILE
+
     monkeypatch.delenv("CHAINRULE_KEY_PEPPER", raising=False)
     first, again = Settings(data_dir=tmp_path / "a"), Settings(data_dir=tmp_path / "a")
     other = Settings(data_dir=tmp_path / "b")
@@ -65,6 +66,8 @@ def test_the_sqlite_database_is_readable_by_its_owner_only(svc):
 
 
 def test_the_worker_liveness_file_is_under_the_data_dir_and_per_host(tmp_path):
+    from worker.options import alive_file
+
     path = alive_file(tmp_path / "data")
     assert path.is_relative_to(tmp_path / "data") and path.name.endswith(".alive") and "worker-" in path.name
 
