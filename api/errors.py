@@ -20,9 +20,34 @@ from core.db import is_unavailable
 from core.tables import ID_PATTERN
 from engine import SpecError
 
+from .schemas import ErrorBody
+
 log = logging.getLogger("chainrule.api")
 _MAX_INPUT_REPR = 200
 RETRY_AFTER_S = 5    # what a 503 asks a client to wait
+
+
+# what each error status means here; every operation documents those it can return (error_responses)
+ERROR_STATUSES = {
+    401: "Missing, malformed or unknown API key (header `Authorization: Bearer <key>`)",
+    404: "No such resource for this key (another key's is exactly as absent)",
+    409: "The resource is not in a state that allows this (see the message)",
+    413: "A body, an upload or a storage quota past its limit",
+    415: "Not the content type this operation takes",
+    422: "Invalid input: `detail` lists each problem with its location",
+    429: "Too many requests (see Retry-After), or too many queued and running jobs",
+    503: "A dependency (the database) is unavailable; retry after Retry-After",
+}
+EVERY_OPERATION = (401, 413, 422, 429, 503)   # auth, body size, validation, rate limits, database
+
+
+def error_responses(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of error statuses, each with the ErrorBody schema; `descriptions`
+    (keyed "s404" etc.) say what a status means for one operation."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        out[status] = {"model": ErrorBody, "description": descriptions.get(f"s{status}", ERROR_STATUSES[status])}
+    return out
 
 
 def problem(status: int, loc: list[Any], msg: str, type_: str = "value_error") -> HTTPException:

@@ -20,6 +20,23 @@ _DATASET_EXAMPLE = {
     "size_bytes": 4551, "created_at": "2026-11-23T20:45:00Z"}
 
 
+class ProblemItem(BaseModel):
+    type: str = Field(description="What kind of problem: missing, json_invalid, shape_mismatch, limit_exceeded, ...")
+    loc: list[str | int] = Field(description="Where: ['body', 'model', 'layers', 2], ['path', 'job_id'], ...")
+    msg: str = Field(description="What is wrong, and what would be valid.")
+    input: Any = Field(None, description="The value at fault, when short.")
+
+
+class ErrorBody(BaseModel):
+    """Every error's body. A 422's detail lists each problem; other statuses carry one message."""
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"detail": "job '3f1c2a9e-8d0b-4b8e-9c55-2f8e2a1b7c10' not found"},
+        {"detail": [{"type": "greater_than", "loc": ["body", "epochs"], "msg": "epochs: Input should be "
+                     "greater than or equal to 1 (got 0)", "input": 0}]}]})
+
+    detail: str | list[ProblemItem]
+
+
 class DatasetPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [_DATASET_EXAMPLE]})
 

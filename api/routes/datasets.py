@@ -16,14 +16,15 @@ from core.tables import Dataset, Job, new_id
 from engine.data import TASKS
 
 from ..deps import CurrentKey, DatasetId, SessionDep, SettingsDep, get_owned
-from ..errors import problem
+from ..errors import EVERY_OPERATION, error_responses, problem
 from ..strict_json import StrictJSONRoute
 from ..ingest import DatasetError, Limits, ParsedDataset, parse_dataset
 from ..schemas import LIST_LIMIT_MAX, DatasetList, DatasetPublic, dataset_public, first_control_char
 from ..upload import UploadError, receive_upload
 
-router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/datasets", tags=["datasets"])
-NOT_FOUND = {404: {"description": "No such dataset for this key"}}
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/datasets", tags=["datasets"],
+                   responses=error_responses(*EVERY_OPERATION))
+NOT_FOUND = error_responses(404, s404="No such dataset for this key")
 
 _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"],
@@ -82,8 +83,8 @@ def _store(settings: Settings, owner_id: str, name: str, size: int, parsed: Pars
 
 @router.post("", status_code=201, response_model=DatasetPublic, openapi_extra=_UPLOAD_BODY,
              summary="Upload a dataset (CSV or NPZ)",
-             responses={413: {"description": "The file or its rows exceed a limit"},
-                        415: {"description": "Not multipart/form-data"}})
+             responses=error_responses(413, 415, s413="The file, its rows or its arrays exceed a limit, or the "
+                                       "key's storage quota is full", s415="Not multipart/form-data"))
 async def upload_dataset(request: Request, response: Response, owner: CurrentKey,
                          settings: SettingsDep) -> DatasetPublic:
     try:
@@ -128,7 +129,7 @@ def get_dataset(dataset_id: DatasetId, session: SessionDep, owner: CurrentKey) -
 
 
 @router.delete("/{dataset_id}", status_code=204, summary="Delete a dataset and its file",
-               responses={**NOT_FOUND, 409: {"description": "Jobs on it are still queued or running"}})
+               responses={**NOT_FOUND, **error_responses(409, s409="Jobs on it are still queued or running")})
 def delete_dataset(dataset_id: DatasetId, session: SessionDep, owner: CurrentKey,
                    settings: SettingsDep) -> Response:
     row = get_owned(session, owner, Dataset, dataset_id, "dataset")

@@ -23,17 +23,20 @@ from core.tables import Dataset, Job
 
 from ..admission import Rejection, admit
 from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
-from ..errors import problem
+from ..errors import EVERY_OPERATION, error_responses, problem
 from ..strict_json import StrictJSONRoute
 from ..schemas import LIST_LIMIT_MAX, JobList, JobPublic, job_fields
 
-router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/jobs", tags=["jobs"])
-NOT_FOUND = {404: {"description": "No such job for this key"}}
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/jobs", tags=["jobs"],
+                   responses=error_responses(*EVERY_OPERATION))
+NOT_FOUND = error_responses(404, s404="No such job for this key")
 
 
 @router.post("", status_code=202, response_model=JobPublic, summary="Submit a training job",
-             responses={404: {"description": "No such dataset for this key"},
-                        429: {"description": "Too many queued or running jobs for this key"}})
+             responses=error_responses(404, 409, 413, 429, s404="No such dataset for this key",
+                                       s409="No live worker can take the job and worker_wait_s is 0",
+                                       s413="A body past max_json_bytes, or the key's storage quota is full",
+                                       s429="Too many requests (Retry-After), or too many queued or running jobs"))
 def submit_job(req: JobRequest, response: Response, session: SessionDep, owner: CurrentKey,
                settings: SettingsDep) -> JobPublic:
     dataset = session.get(Dataset, req.dataset_id)
@@ -111,7 +114,7 @@ def cancel_job(job_id: JobId, session: SessionDep, owner: CurrentKey, settings: 
 
 
 @router.delete("/{job_id}", status_code=204, summary="Delete a finished job, its metrics and its files",
-               responses={**NOT_FOUND, 409: {"description": "The job is still queued or running"}})
+               responses={**NOT_FOUND, **error_responses(409, s409="The job is still queued or running")})
 def delete_job(job_id: JobId, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> Response:
     job = get_owned(session, owner, Job, job_id, "job")
     if job.status in ACTIVE:

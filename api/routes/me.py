@@ -13,10 +13,12 @@ from core.settings import Settings
 from core.tables import ApiKey, Job
 
 from ..deps import CurrentKey, Principal, SettingsDep
+from ..errors import EVERY_OPERATION, error_responses
 from ..schemas import UtcDatetime
 from ..strict_json import StrictJSONRoute
 
-router = APIRouter(route_class=StrictJSONRoute, prefix="/v1", tags=["keys"])
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1", tags=["keys"],
+                   responses=error_responses(*EVERY_OPERATION))
 
 
 class Usage(BaseModel):

@@ -13,14 +13,15 @@ from core.settings import Settings
 from core.tables import Job, JobMetric
 
 from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
-from ..errors import problem
+from ..errors import EVERY_OPERATION, error_responses, problem
 from ..strict_json import StrictJSONRoute
 from ..predict import InputError, inputs_to_array, predict
 from ..schemas import MetricsPublic, PredictRequest, PredictResponse
 from .jobs import NOT_FOUND
 
-router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/jobs", tags=["jobs"])
-NOT_SUCCEEDED = {409: {"description": "The job has not succeeded (yet)"}}
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/jobs", tags=["jobs"],
+                   responses=error_responses(*EVERY_OPERATION))
+NOT_SUCCEEDED = error_responses(409, s409="The job has not succeeded (yet)")
 
 
 def _weights_path(job: Job, settings: Settings, what: str) -> Path:
