@@ -42,6 +42,17 @@ def own_pg_server():
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def own_redis_server():
+    """A Redis server of this module's own, which its tests may pause and resume."""
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     server = RedisServer()
