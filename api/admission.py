@@ -93,9 +93,10 @@ def _check_memory(req: JobRequest, dataset: Dataset, graph: Plan, settings: Sett
     fix = f"lower batch_size to at most {fits}" if fits else \
         "use a smaller model or fewer rows: its parameters, optimizer state and data alone do not fit"
     raise Rejection(422, ["body", "batch_size"] if fits else ["body", "model"],
-                    f"a training step needs about {readable_bytes(total)}: {readable_bytes(need.activation_bytes)} "
-                    f"of activations per sample x batch_size {batch}, plus {readable_bytes(need.parameter_bytes + data)} "
-                    f"for parameters, optimizer state and data; the per-job memory limit is {readable_bytes(limit)} "
+                    f"a training step needs about {readable_bytes(total)}: "
+                    f"{readable_bytes(need.activation_bytes)} of activations per sample x batch_size {batch}, "
+                    f"plus {readable_bytes(need.parameter_bytes + data)} for parameters, optimizer state and "
+                    f"data; the per-job memory limit is {readable_bytes(limit)} "
                     f"(max_job_memory_bytes): {fix}", "limit_exceeded")
 
 

@@ -20,8 +20,8 @@ class StorageFull(Exception):
 
 
 def storage_used(session: Session, owner_id: str) -> int:
-    datasets = session.scalar(select(func.coalesce(func.sum(func.coalesce(Dataset.stored_bytes, Dataset.size_bytes)), 0))
-                              .where(Dataset.owner_id == owner_id))
+    stored = func.coalesce(Dataset.stored_bytes, Dataset.size_bytes)   # rows from before stored_bytes
+    datasets = session.scalar(select(func.coalesce(func.sum(stored), 0)).where(Dataset.owner_id == owner_id))
     weights = session.scalar(select(func.coalesce(func.sum(Job.artifact_bytes), 0)).where(Job.owner_id == owner_id))
     return int(datasets) + int(weights)
 

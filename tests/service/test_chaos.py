@@ -44,9 +44,9 @@ class Poller(threading.Thread):
 def _submit(stack: Stack, dataset_id: str, accepted: list[str], poller: Poller, n: int) -> Counter:
     answers = Counter()
     for _ in range(n):
-        body = {"dataset_id": dataset_id, "model": {"layers": [{"type": "linear", "out_features": 32},
-                                                               {"type": "relu"}, {"type": "linear", "out_features": 3}]},
-                "loss": "cross_entropy", "validation_split": 0.25, "device": "cpu", **JOB}
+        layers = [{"type": "linear", "out_features": 32}, {"type": "relu"}, {"type": "linear", "out_features": 3}]
+        body = {"dataset_id": dataset_id, "model": {"layers": layers}, "loss": "cross_entropy",
+                "validation_split": 0.25, "device": "cpu", **JOB}
         try:
             r = stack.http.post("/v1/jobs", json=body)
             answers[r.status_code] += 1
