@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from core import sweeper, workers
-
 from conftest import iris_like
 
 
 def test_a_cuda_job_without_a_gpu_worker_waits_visibly_then_fails_as_no_worker(service_factory):
+    from core import sweeper, workers
+
     svc = service_factory(worker_wait_s=1.0)
     workers.beat(svc.settings, ["cpu", "auto"], "cpu")          # a CPU worker is alive; no GPU worker
     ds = svc.dataset(iris_like(), "iris.csv")
@@ -29,6 +29,8 @@ def test_a_cuda_job_without_a_gpu_worker_waits_visibly_then_fails_as_no_worker(s
 
 
 def test_a_gpu_worker_that_appears_takes_the_waiting_job(service_factory):
+    from core import sweeper, workers
+
     svc = service_factory()
     ds = svc.dataset(iris_like(), "iris.csv")
     job = svc.submit(ds["id"], device="cuda").json()
@@ -39,6 +41,8 @@ def test_a_gpu_worker_that_appears_takes_the_waiting_job(service_factory):
 
 
 def test_with_no_wait_a_job_no_worker_can_take_is_409_at_submit(service_factory):
+    from core import sweeper, workers
+
     svc = service_factory(worker_wait_s=0)
     workers.beat(svc.settings, ["cpu", "auto"], "cpu")
     ds = svc.dataset(iris_like(), "iris.csv")
