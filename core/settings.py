@@ -63,8 +63,8 @@ class Settings(BaseSettings):
     max_json_bytes: int = 16 * 1024 * 1024  # any request body but an upload's (a job spec is kilobytes)
     # `limits` notation, ";" between several; empty: no limit. Per key, and per client address
     # (which also bounds guessing keys); 429 with Retry-After past them
-    rate_limit_per_key: str = "100/second;3000/minute"
-    rate_limit_per_address: str = "200/second;6000/minute"
+    rate_limit_per_key: str = "100/second"       # one window each: a Redis round trip per request apiece
+    rate_limit_per_address: str = "200/second"
 
     # worker liveness: a running job whose heartbeat is older than heartbeat_timeout_s is retried
     # from its last checkpoint (up to max_attempts in all) or failed with a reason
