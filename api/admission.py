@@ -6,12 +6,14 @@ message that says what to change; a shape mismatch is engine.SpecError (its own 
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from core.jobspec import JobRequest
 from core.settings import Settings
 from core.tables import Dataset
 from engine import Plan, SpecError, check_compatible, plan
+from engine.memory import estimate
 
 SQUASHES = {"cross_entropy": "softmax", "bce_with_logits": "sigmoid"}  # what the loss applies itself
 
@@ -70,9 +72,38 @@ def _check_limits(req: JobRequest, dataset: Dataset, graph: Plan, settings: Sett
                         "limit_exceeded")
 
 
+def readable_bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _check_memory(req: JobRequest, dataset: Dataset, graph: Plan, settings: Settings) -> None:
+    """The training step's estimated memory (engine.memory) against max_job_memory_bytes."""
+    item = req.torch_dtype.itemsize
+    need = estimate(graph, item, req.optimizer)
+    data = 2 * dataset.n_rows * (math.prod(dataset.input_shape) + dataset.n_outputs) * item  # on the device, split
+    batch = min(req.batch_size, training_rows(dataset.n_rows, req.validation_split))
+    total, limit = need.training_bytes(batch, data), settings.max_job_memory_bytes
+    if total <= limit:
+        return
+    fits = need.max_batch_size(limit, data)
+    fix = f"lower batch_size to at most {fits}" if fits else \
+        "use a smaller model or fewer rows: its parameters, optimizer state and data alone do not fit"
+    raise Rejection(422, ["body", "batch_size"] if fits else ["body", "model"],
+                    f"a training step needs about {readable_bytes(total)}: "
+                    f"{readable_bytes(need.activation_bytes)} of activations per sample x batch_size {batch}, "
+                    f"plus {readable_bytes(need.parameter_bytes + data)} for parameters, optimizer state and "
+                    f"data; the per-job memory limit is {readable_bytes(limit)} "
+                    f"(max_job_memory_bytes): {fix}", "limit_exceeded")
+
+
 def admit(req: JobRequest, dataset: Dataset, settings: Settings) -> Plan:
     """The job's shape plan if it can run on `dataset` within the limits; raises SpecError or Rejection."""
     graph = _graph(req, dataset)
     _check_loss(req, dataset, graph)
     _check_limits(req, dataset, graph, settings)
+    _check_memory(req, dataset, graph, settings)
     return graph

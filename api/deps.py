@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Iterator, TypeVar
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -14,10 +14,14 @@ from sqlalchemy.orm import Session
 from core.db import get_sessionmaker
 from core.keys import find_key, hash_key
 from core.settings import Settings
+from core.tables import ID_PATTERN
 
 KEY_CACHE_TTL_S = 5.0      # a revoked key keeps working at most this long
 KEY_CACHE_MAX = 10_000
 T = TypeVar("T")
+
+JobId = Annotated[str, Path(pattern=ID_PATTERN, description="A job's id (a UUID).")]
+DatasetId = Annotated[str, Path(pattern=ID_PATTERN, description="A dataset's id (a UUID).")]
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -88,15 +92,15 @@ def _lookup(settings: Settings, key: str) -> Principal | None:
         return None if row is None else Principal(row.id, row.name, row.prefix)
 
 
-async def current_key(request: Request, settings: SettingsDep,
-                      credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
-    """Bearer auth. Async so that a cached key is checked on the event loop, without a thread hop."""
-    if credentials is None:
-        what = "malformed Authorization header" if request.headers.get("authorization") else "missing API key"
-        raise HTTPException(401, f"{what}: send the header 'Authorization: Bearer <key>'",
-                            headers=_UNAUTHORIZED)
-    key = credentials.credentials.strip()
-    cache: KeyCache = request.app.state.key_cache
+async def authenticate(app_state, settings: Settings, authorization: str) -> Principal:
+    """The key behind an `Authorization: Bearer <key>` header, or a 401. Async so that a cached key is
+    checked on the event loop, without a thread hop. Called by api.gate before the body is read."""
+    scheme, _, key = authorization.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        what = "malformed Authorization header" if authorization else "missing API key"
+        raise HTTPException(401, f"{what}: send the header 'Authorization: Bearer <key>'", headers=_UNAUTHORIZED)
+    cache: KeyCache = app_state.key_cache
     key_hash = hash_key(settings, key)
     principal = cache.get(key_hash)
     if principal is None:
@@ -104,6 +108,15 @@ async def current_key(request: Request, settings: SettingsDep,
         if principal is None:
             raise HTTPException(401, "invalid API key", headers=_UNAUTHORIZED)
         cache.put(key_hash, principal)
+    return principal
+
+
+async def current_key(request: Request, settings: SettingsDep,
+                      credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+    """The key api.gate verified for this request (`credentials` only documents the scheme in OpenAPI)."""
+    principal = request.scope.get("state", {}).get("principal")
+    if principal is None:
+        principal = await authenticate(request.app.state, settings, request.headers.get("authorization", ""))
     return principal
 
 

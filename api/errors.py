@@ -13,12 +13,41 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.db import is_unavailable
+from core.tables import ID_PATTERN
 from engine import SpecError
+
+from .schemas import ErrorBody
 
 log = logging.getLogger("chainrule.api")
 _MAX_INPUT_REPR = 200
+RETRY_AFTER_S = 5    # what a 503 asks a client to wait
+
+
+# what each error status means here; every operation documents those it can return (error_responses)
+ERROR_STATUSES = {
+    401: "Missing, malformed or unknown API key (header `Authorization: Bearer <key>`)",
+    404: "No such resource for this key (another key's is exactly as absent)",
+    409: "The resource is not in a state that allows this (see the message)",
+    413: "A body, an upload or a storage quota past its limit",
+    415: "Not the content type this operation takes",
+    422: "Invalid input: `detail` lists each problem with its location",
+    429: "Too many requests (see Retry-After), or too many queued and running jobs",
+    503: "A dependency (the database) is unavailable; retry after Retry-After",
+}
+EVERY_OPERATION = (401, 413, 422, 429, 503)   # auth, body size, validation, rate limits, database
+
+
+def error_responses(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of error statuses, each with the ErrorBody schema; `descriptions`
+    (keyed "s404" etc.) say what a status means for one operation."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        out[status] = {"model": ErrorBody, "description": descriptions.get(f"s{status}", ERROR_STATUSES[status])}
+    return out
 
 
 def problem(status: int, loc: list[Any], msg: str, type_: str = "value_error") -> HTTPException:
@@ -39,8 +68,13 @@ def _readable(err: dict[str, Any]) -> dict[str, Any]:
         pos = loc[-1] if loc and isinstance(loc[-1], int) else None
         msg = f"invalid JSON{f' at character {pos}' if pos is not None else ''}: {ctx.get('error', msg)}"
     loc = list(err.get("loc", []))
-    small_input = "input" in err and isinstance(err["input"], (int, float, str, bool)) and \
-        len(str(err["input"])) <= _MAX_INPUT_REPR
+    if err.get("type") == "string_pattern_mismatch" and ctx.get("pattern") == ID_PATTERN:
+        msg = "not an id: ids are UUIDs such as 3f1c2a9e-8d0b-4b8e-9c55-2f8e2a1b7c10"
+        if loc and loc[-1] == "dataset_id":
+            msg += "; upload a dataset with POST /v1/datasets and paste the id of its response"
+    value = err.get("input")
+    small_input = "input" in err and isinstance(value, (int, float, str, bool)) and \
+        len(str(value)) <= _MAX_INPUT_REPR and not (isinstance(value, float) and not math.isfinite(value))
     where = _path(loc)
     if where and err.get("type") != "json_invalid":
         msg = f"{where}: {msg}" + (f" (got {err['input']!r})" if small_input else "")
@@ -77,7 +111,18 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> JSONRespo
     return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
 
+def unavailable_response() -> JSONResponse:
+    return JSONResponse({"detail": "the database is unavailable; retry in a few seconds"},
+                        status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 async def unhandled_error(request: Request, exc: Exception) -> JSONResponse:
+    """A 503 with Retry-After when the database is unreachable (a dependency down, not a bug), else a 500.
+    Also the handler of SQLAlchemy errors raised inside routes: an integrity error stays a 500."""
+    if is_unavailable(exc):
+        log.warning("database unavailable on %s %s: %s: %s", request.method, request.url.path,
+                    type(exc).__name__, str(exc).splitlines()[0][:300])
+        return unavailable_response()
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse({"detail": "internal error; this is a bug in chainrule, not in the request"},
                         status_code=500)
@@ -87,4 +132,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(SpecError, spec_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(SQLAlchemyError, unhandled_error)
     app.add_exception_handler(Exception, unhandled_error)

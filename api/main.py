@@ -13,9 +13,11 @@ from core.settings import Settings, get_settings
 
 from . import docs, errors
 from .deps import KeyCache
-from .limits import BodyLimit
+from .gate import Gate
+from .malloc import return_large_buffers
 from .predict import ModelCache
-from .routes import datasets, events, health, jobs, results
+from .ratelimit import RateLimits
+from .routes import datasets, events, health, jobs, me, results
 from .routes.events import StreamSlots
 
 VERSION = "0.1.0"
@@ -36,7 +38,6 @@ and paste it into *Authorize*. Another key's datasets and jobs are 404.
 **Errors**: every error is JSON `{"detail": ...}`; a 422's detail is a list of
 `{"loc", "msg", "type"}` naming the field, layer, row or column at fault.
 """
-BODY_OVERHEAD = 1024 * 1024  # multipart headers and form fields beside the file
 
 
 def operation_id(route: APIRoute) -> str:
@@ -46,15 +47,17 @@ def operation_id(route: APIRoute) -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    return_large_buffers()
     app = FastAPI(
         title="chainrule", version=VERSION, description=DESCRIPTION,
         summary="Training as a service: a hand-written training engine behind a REST API.",
         openapi_tags=[{"name": "datasets", "description": "Upload and manage training data."},
                       {"name": "jobs", "description": "Submit, follow and use training jobs."},
+                      {"name": "keys", "description": "The API key a request acts for."},
                       {"name": "health", "description": "Probes for orchestrators."}],
         docs_url=None, redoc_url=None, generate_unique_id_function=operation_id,
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + BODY_OVERHEAD)
+    app.add_middleware(Gate, settings=settings, rate_limits=RateLimits(settings))
     app.state.settings = settings
     app.state.key_cache = KeyCache()
     app.state.model_cache = ModelCache()
@@ -66,4 +69,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(results.router)
     app.include_router(events.router)
+    app.include_router(me.router)
     return app

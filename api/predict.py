@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 
 from core.jobspec import build_model
 from engine import Model, format_shape
+from engine.memory import estimate
 
 CACHE_SIZE = 4
 
@@ -59,6 +61,11 @@ class LoadedModel:
     model: Model
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @cached_property
+    def inference_bytes(self) -> int:
+        """Memory of an eval-mode forward, per row (engine.memory)."""
+        return estimate(self.model.plan, self.model.dtype.itemsize).inference_bytes
+
 
 class ModelCache:
     """The last CACHE_SIZE models used, by job id."""
@@ -93,11 +100,15 @@ def load_model(request: dict[str, Any], input_shape: tuple[int, ...], weights: P
     return model
 
 
-def predict(loaded: LoadedModel, x: np.ndarray, loss_type: str, classes: list[Any] | None) -> dict[str, Any]:
-    """Raw outputs; for classification also per-class probabilities and the predicted labels."""
+def predict(loaded: LoadedModel, x: np.ndarray, loss_type: str, classes: list[Any] | None,
+            memory_budget: int) -> dict[str, Any]:
+    """Raw outputs; for classification also per-class probabilities and the predicted labels. The rows
+    go through the network in chunks whose activations fit `memory_budget` bytes (one row at least):
+    a wide layer costs rows x width, which a fixed chunk of rows could make gigabytes."""
     xt = torch.from_numpy(x)
+    rows = max(1, memory_budget // loaded.inference_bytes)
     with loaded.lock:
-        out = loaded.model.predict(xt).to(torch.float64)
+        out = loaded.model.predict(xt, batch_size=rows).to(torch.float64)
     result: dict[str, Any] = {"outputs": out.tolist()}
     if classes is not None:
         if loss_type == "bce_with_logits":      # one logit: p(class 1) = sigmoid(z)

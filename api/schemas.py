@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from core.jobspec import JobRequest
 from core.lifecycle import JobStatus
 from core.tables import Dataset, Job, as_utc
+from core.workers import WAITING_FOR
 
 LIST_LIMIT_MAX = 100  # the most items one page of a list returns
 MAX_TAGS = 20
@@ -30,21 +31,28 @@ _JOB_EXAMPLE = {
 _DATASET_EXAMPLE = {
     "id": "3f1c2a9e-8d0b-4b8e-9c55-2f8e2a1b7c10", "name": "iris.csv", "format": "csv",
     "task": "classification", "task_inferred": True,
-    "task_reason": "target column 'species' holds text with 3 distinct values in 150 rows: classes", "n_rows": 150, "input_shape": [4], "n_outputs": 3,
+    "task_reason": "target column 'species' holds text with 3 distinct values in 150 rows: classes",
+    "n_rows": 150, "input_shape": [4], "n_outputs": 3,
     "classes": ["setosa", "versicolor", "virginica"], "target": "species",
     "feature_names": ["sepal_length", "sepal_width", "petal_length", "petal_width"],
     "size_bytes": 4551, "created_at": "2026-11-23T20:45:00Z"}
 
 
-class ErrorItem(BaseModel):
-    type: str
-    loc: list[str | int] = Field(description="Where: body / query / path / header, then the field path.")
-    msg: str
+class ProblemItem(BaseModel):
+    type: str = Field(description="What kind of problem: missing, json_invalid, shape_mismatch, limit_exceeded, ...")
+    loc: list[str | int] = Field(description="Where: ['body', 'model', 'layers', 2], ['path', 'job_id'], ...")
+    msg: str = Field(description="What is wrong, and what would be valid.")
+    input: Any = Field(None, description="The value at fault, when short.")
 
 
 class ErrorBody(BaseModel):
-    """Every error response: a 422 lists what is wrong where; other statuses say it in a sentence."""
-    detail: str | list[ErrorItem]
+    """Every error's body. A 422's detail lists each problem; other statuses carry one message."""
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"detail": "job '3f1c2a9e-8d0b-4b8e-9c55-2f8e2a1b7c10' not found"},
+        {"detail": [{"type": "greater_than", "loc": ["body", "epochs"], "msg": "epochs: Input should be "
+                     "greater than or equal to 1 (got 0)", "input": 0}]}]})
+
+    detail: str | list[ProblemItem]
 
 
 class DatasetPublic(BaseModel):
@@ -144,6 +152,8 @@ class JobPublic(BaseModel):
     latest_metrics: dict[str, Any] | None
     result: dict[str, Any] | None
     error: JobError | None
+    waiting_for: str | None = Field(None, description="While no live worker can take the job: the kind it "
+                                    "waits for (\"gpu worker\"); it fails as no_worker if none comes in time.")
     n_parameters: int
     request: dict[str, Any] = Field(description="The submitted job, with defaults filled in.")
 
@@ -164,6 +174,8 @@ def job_fields(job: Any) -> dict[str, Any]:
                      "total_steps": job.total_steps, "fraction": min(max(float(job.fraction), 0.0), 1.0)},
         "latest_metrics": job.latest_metrics, "result": job.result,
         "error": {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None,
+        "waiting_for": WAITING_FOR.get(job.queue) if job.waiting_since is not None and job.status == "queued"
+        else None,
         "n_parameters": job.n_parameters, "request": request,
     }
 
@@ -205,6 +217,12 @@ class PredictResponse(BaseModel):
         None, description="Classification: per class, softmax of the logits (bce_with_logits: "
                           "[1 - sigmoid, sigmoid]).")
     classes: list[Any] | None = Field(None, description="Classification: the predicted original label per row.")
+
+
+def first_control_char(text: str) -> int | None:
+    """Where `text` holds a control character (NUL, a newline, DEL, ...), or None: names and labels
+    are printable text, and PostgreSQL refuses a NUL in a text column outright."""
+    return next((i for i, ch in enumerate(text) if ord(ch) < 32 or 127 <= ord(ch) < 160), None)
 
 
 def dataset_public(row: Dataset) -> DatasetPublic:

@@ -1,7 +1,9 @@
-"""Service latency: submit -> running, a 1-epoch job end to end, and status polls under load.
+"""Service latency: submit -> running, a 1-epoch job end to end, status polls under load, and the
+API's memory across rejected uploads.
 
     python bench/service_latency.py                          # embedded broker and Redis, SQLite
     python bench/service_latency.py --broker redis --db postgres --json latency.json
+    python bench/service_latency.py --broker redis --db postgres --api-workers 2   # one API process a core
     python bench/service_latency.py --quick                  # a few jobs, 3 s of load: a smoke run
 
 The real service, as subprocesses on 127.0.0.1 only, started by the same helpers the
@@ -10,8 +12,9 @@ create` (which also runs the migrations), `chainrule api` and one `chainrule wor
 for until the worker is ready (warm). With `--broker redis` it starts its own redis-server on
 a free loopback port (`--save '' --appendonly no`); `--db postgres` starts a throw-away
 PostgreSQL the same way, else the database is the embedded SQLite file. The service runs with
-its default settings (no test timings). The data set is generated: 600 rows of 3 Gaussian
-blobs in 4 features (tests/e2e_support.blobs_csv), uploaded as CSV.
+its default settings (no test timings), but for rate limits set out of reach (1,000,000/second per
+key and per address: the limiter runs and is counted, it never refuses the load generator). The
+data set is generated: 600 rows of 3 Gaussian blobs in 4 features (tests/e2e_support.blobs_csv), uploaded as CSV.
 
 Measured, per broker:
   1. submit -> running: for each of `--jobs` 1-epoch jobs, one at a time on an idle warm worker,
@@ -25,10 +28,14 @@ Measured, per broker:
      requests/s and p99 latency (after 2 s of the same load, discarded), with wrk (`-t2 --latency`;
      installed with apt-get when missing and we are root) or else an asyncio httpx load
      generator; the table says which. Once per
-     entry of `--api-workers` (default 1,2): 1 is the stack's `chainrule api`, N > 1 a second
-     `chainrule api --workers N` on the same database. The load generator shares the machine's
-     cores with the API (and so does anything else running: the load average is printed), so
-     the figures are a floor.
+     entry of `--api-workers` (default 1 and one per core): 1 is the stack's `chainrule api`, N > 1
+     a second `chainrule api --workers N` on the same database. The load generator shares the
+     machine's cores with the API (and so does anything else running: the load average is
+     printed), so the figures are a floor.
+  4. the API's resident memory (VmRSS of the `chainrule api` process) after one rejected upload
+     (imports and caches), and after `--rejected-uploads` more (default 1,000) of a CSV of
+     `--rejected-upload-mb` MB whose last line is not a number (the whole file is parsed, then
+     refused with a 422); with its peak (VmHWM).
 Targets are printed beside the figures; this is a benchmark, nothing here asserts a timing.
 Every process it started is stopped on the way out, also after Ctrl-C or an error.
 """
@@ -68,6 +75,7 @@ TINY_JOB = {"model": {"layers": [{"type": "linear", "out_features": 16}, {"type"
             "epochs": 1, "batch_size": 64, "validation_split": 0.25, "seed": 0, "device": "cpu"}
 FINAL = ("succeeded", "failed", "cancelled")
 WARMUP_S = 2.0   # seconds of the same load before each measured one
+OUT_OF_REACH = "1000000/second"   # rate limits the load generator never reaches
 
 
 class Interrupted(Exception):
@@ -110,7 +118,8 @@ def start_stack(root: Path, broker: str, db: str, servers: dict) -> Stack:
         if "redis" not in servers:
             servers["redis"] = RedisServer().start()
         broker_url = servers["redis"].new_url()
-    stack = Stack(root / broker, database_url=database_url, broker_url=broker_url)
+    stack = Stack(root / broker, database_url=database_url, broker_url=broker_url,
+                  rate_limit_per_key=OUT_OF_REACH, rate_limit_per_address=OUT_OF_REACH)
     for name in FAST_TIMINGS:   # the tests' short liveness timings: measure the defaults instead
         stack.env.pop(name, None)
     servers.setdefault("stacks", []).append(stack)
@@ -177,6 +186,38 @@ def measure_end_to_end(stack: Stack, dataset_id: str, n: int) -> dict[str, Any]:
         server.append(_ts(final["finished_at"]) - _ts(final["created_at"]))
         fit.append(float((final.get("result") or {}).get("total_time_s", float("nan"))))
     return {"client": summary(client), "server": summary(server), "fit": summary(fit)}
+
+
+# ----------------------------------------------------------------------------- memory
+def _process_mb(pid: int) -> dict[str, float]:
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return {k: int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM")}
+
+
+def rejected_csv(megabytes: float) -> bytes:
+    """A CSV of about `megabytes` MB, 8 features, whose last line's feature is not a number."""
+    row = "0.123456,-1.234567,2.345678,0.345678,-0.456789,1.567890,0.678901,-2.789012,1\n"
+    rows = max(1, int(megabytes * 2**20 / len(row)))
+    return ("a,b,c,d,e,f,g,h,t\n" + row * rows + "1,2,3,4,5,6,7,x,1\n").encode()
+
+
+def measure_rejected_uploads(stack: Stack, n: int, megabytes: float) -> dict[str, Any]:
+    content, pid = rejected_csv(megabytes), stack.procs["api"].pid
+
+    def upload() -> None:
+        r = stack.http.post("/v1/datasets", files={"file": ("rejected.csv", content, "text/csv")})
+        if r.status_code != 422:
+            raise RuntimeError(f"a rejected upload answered {r.status_code}: {r.text[:300]}")
+    upload()
+    before = _process_mb(pid)
+    t0 = time.monotonic()
+    for _ in range(n):
+        upload()
+    after = _process_mb(pid)
+    return {"uploads": n, "file_mb": round(len(content) / 2**20, 2), "seconds": round(time.monotonic() - t0, 1),
+            "rss_before_mb": round(before["VmRSS"], 1), "rss_after_mb": round(after["VmRSS"], 1),
+            "peak_mb": round(after["VmHWM"], 1)}
 
 
 # ----------------------------------------------------------------------------- load
@@ -287,6 +328,10 @@ def run_broker(root: Path, broker: str, args, servers: dict) -> dict[str, Any]:
             with extra_api(stack, n) as base_url:
                 polls = measure_polls(stack, base_url, job["id"], args.load, args.connections, args.duration)
         out["polls"].append({"api_processes": n, **polls})
+    if args.rejected_uploads:
+        print(f"[{broker}] API memory across {args.rejected_uploads} rejected uploads of "
+              f"{args.rejected_upload_mb:g} MB", flush=True)
+        out["rejected_uploads"] = measure_rejected_uploads(stack, args.rejected_uploads, args.rejected_upload_mb)
     return out
 
 
@@ -340,6 +385,11 @@ def table(results: list[dict[str, Any]]) -> str:
             rows.append((f"{b}: GET /v1/jobs/{{id}}, {q['api_processes']} API process(es)",
                          f"{q['rps']:7.0f} req/s  p50 {q['p50_ms']:5.1f} ms  p99 {q['p99_ms']:6.1f} ms{errors}",
                          f">= {TARGETS['poll_rps']:.0f} req/s, p99 < {TARGETS['poll_p99_ms']:.0f} ms", ok))
+        u = r.get("rejected_uploads")
+        if u:
+            rows.append((f"{b}: API RSS, {u['uploads']} rejected {u['file_mb']:g} MB uploads",
+                         f"{u['rss_before_mb']:.0f} -> {u['rss_after_mb']:.0f} MB (peak {u['peak_mb']:.0f} MB, "
+                         f"{u['seconds']:.0f} s)", "flat", ""))
     widths = [max(len(row[i]) for row in rows + [("measure", "figure", "target", "")]) for i in range(4)]
     line = "  ".join("{:<%d}" % w for w in widths)
     out = [line.format("measure", "figure", "target", ""), line.format(*("-" * w for w in widths))]
@@ -364,14 +414,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of status-poll load")
     ap.add_argument("--load", choices=("auto", "wrk", "httpx"), default="auto",
                     help="auto: wrk if installed or installable, else httpx")
-    ap.add_argument("--api-workers", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
-                    help="comma-separated API process counts to put the status-poll load on (default 1,2)")
+    ap.add_argument("--api-workers", type=lambda v: [int(x) for x in v.split(",")],
+                    default=sorted({1, os.cpu_count() or 1}),
+                    help="comma-separated API process counts to put the status-poll load on (default 1 and "
+                         "one per core)")
+    ap.add_argument("--rejected-uploads", type=int, default=1000,
+                    help="rejected uploads before the API's memory is read again (0: skip)")
+    ap.add_argument("--rejected-upload-mb", type=float, default=1.0, help="size of each rejected CSV")
     ap.add_argument("--quick", action="store_true", help="5 jobs, 2 end to end, 3 s of load")
     ap.add_argument("--keep", action="store_true", help="keep the temporary data dirs and logs")
     ap.add_argument("--json", type=Path, help="save the results here")
     args = ap.parse_args(argv)
     if args.quick:
-        args.jobs, args.e2e_jobs, args.duration = 5, 2, 3.0
+        args.jobs, args.e2e_jobs, args.duration, args.rejected_uploads = 5, 2, 3.0, 20
     brokers = ["embedded", "redis"] if args.broker == "both" else [args.broker]
 
     signal.signal(signal.SIGTERM, _on_sigterm)

@@ -6,7 +6,7 @@ import os
 import sys
 import threading
 
-from worker.options import DEVICE_ENV, THREADS_ENV
+from worker.options import DEVICE_ENV, QUEUES_ENV, THREADS_ENV
 
 from .supervisor import Children, stop_on_signals
 
@@ -31,6 +31,7 @@ def run_worker(settings, queues: list[str] | None, device_choice: str, concurren
               "(use --device cuda on a machine with a GPU, or drop gpu from --queues)", file=sys.stderr)
         return 2
     os.environ[DEVICE_ENV] = device.type   # read by worker.app; inherited by children
+    os.environ[QUEUES_ENV] = ",".join(queues)   # what the worker registers (core.workers)
     threads = threads or os.environ.get(THREADS_ENV) or max(1, (os.cpu_count() or 1) // concurrency)
     os.environ[THREADS_ENV] = str(threads)
 

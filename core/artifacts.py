@@ -30,6 +30,11 @@ def weights_relpath(job_id: str) -> str:
     return f"{job_dir_relpath(job_id)}/weights.safetensors"
 
 
+def remove_checkpoint(settings: Settings, job_id: str) -> None:
+    """A job that has ended resumes no more: its checkpoint (often larger than its weights) goes."""
+    resolve(settings, checkpoint_relpath(job_id)).unlink(missing_ok=True)
+
+
 def resolve(settings: Settings, relpath: str) -> Path:
     path = (settings.artifacts_dir / relpath).resolve()
     if settings.artifacts_dir.resolve() not in path.parents:

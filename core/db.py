@@ -1,20 +1,35 @@
 """Database engine and sessions, shared by api/ and worker/. The schema is made by migrations only."""
 from __future__ import annotations
 
+import logging
+import os
+import time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+log = logging.getLogger("chainrule.db")
+T = TypeVar("T")
+# SQLite's answers for "not now" (another writer, a full or unreadable disk), not for a bad statement
+_SQLITE_UNAVAILABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL")
+# PostgreSQL SQLSTATE classes: 08 connection exception, 53 insufficient resources, 57 operator
+# intervention (admin shutdown, cannot connect now, statement cancelled)
+_PG_UNAVAILABLE_CLASSES = ("08", "53", "57")
+
 
 def _ensure_sqlite_dir(url: str) -> None:
+    """The SQLite file's directory, and the file itself readable by its owner only (0600, as the
+    artifacts are; SQLite gives its -wal and -shm files the database file's permissions)."""
     path = url.split("///", 1)[-1]
     if url.startswith("sqlite") and path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        os.chmod(path, 0o600)                  # a file an older version made 0644
 
 
 @lru_cache
@@ -34,6 +49,40 @@ def get_engine(url: str) -> Engine:
             cur.close()
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when `exc` says the database cannot be reached or cannot serve now (a 503, a retry),
+    False for errors that are bugs whenever they happen (an integrity error, a bad statement)."""
+    if isinstance(exc, sa_exc.TimeoutError):          # no pooled connection came free in time
+        return True
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    sqlite_error = getattr(exc.orig, "sqlite_errorname", None)
+    if sqlite_error is not None:
+        return sqlite_error.startswith(_SQLITE_UNAVAILABLE)
+    if not isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+        return False
+    state = getattr(exc.orig, "sqlstate", None)       # None: the driver lost or never had a connection
+    return state is None or state[:2] in _PG_UNAVAILABLE_CLASSES
+
+
+def retry_unavailable(action: Callable[[], T], what: str, patience_s: float, first_wait_s: float = 0.25,
+                      max_wait_s: float = 5.0) -> T:
+    """action(), tried again with a doubling wait (first_wait_s .. max_wait_s) while the database is
+    unavailable, for at most patience_s; then its last error is raised. Other errors at once."""
+    deadline, wait = time.monotonic() + patience_s, first_wait_s
+    while True:
+        try:
+            return action()
+        except Exception as exc:
+            if not is_unavailable(exc) or time.monotonic() + wait > deadline:
+                raise
+            log.warning("%s: database unavailable (%s); trying again in %.2f s", what, type(exc).__name__, wait)
+        time.sleep(wait)
+        wait = min(2 * wait, max_wait_s)
 
 
 @lru_cache

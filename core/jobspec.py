@@ -10,6 +10,8 @@ from pydantic import ConfigDict, Field
 from engine import Model
 from engine.spec import Adam, LossSpec, ModelSpec, OptimizerSpec, TrainConfig
 
+from .tables import ID_PATTERN
+
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -17,9 +19,9 @@ class JobRequest(TrainConfig):
     """A training job: a dataset, a network, a loss, an optimizer and the training settings."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dataset_id: str = Field(min_length=1, max_length=64, description=(
-        "The `id` of one of your datasets: upload one with `POST /v1/datasets` and paste the `id` "
-        "of its response here."))
+    dataset_id: str = Field(pattern=ID_PATTERN, description=(
+        "The `id` (a UUID) of one of your datasets: upload one with `POST /v1/datasets` and paste the "
+        "`id` of its response here."))
     model: ModelSpec
     loss: LossSpec
     optimizer: OptimizerSpec = Adam(type="adam")

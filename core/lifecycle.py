@@ -41,13 +41,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Callable
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from . import artifacts, quota, workers
 from .broker import send
 from .db import session_scope
 from .settings import Settings
-from .tables import Job, as_utc, utcnow
+from .tables import ApiKey, Job, as_utc, utcnow
 
 log = logging.getLogger("chainrule.lifecycle")
 
@@ -66,8 +67,57 @@ BROKER_BACKOFF_S = 10.0    # after a failed send, this process leaves sends to t
 
 
 # ----------------------------------------------------------------------------- submit and dispatch
+class ConcurrencyLimit(Exception):
+    """The key already has `active` queued or running jobs, at or over its `limit`."""
+
+    def __init__(self, active: int, limit: int):
+        super().__init__(f"this key has {active} jobs queued or running; the limit is {limit}")
+        self.active, self.limit = active, limit
+
+
+class NoWorker(Exception):
+    """No live worker consumes the job's queue, and settings.worker_wait_s is 0 (do not wait)."""
+
+    def __init__(self, queue: str):
+        super().__init__(f"no live worker consumes the {queue} queue (a {workers.WAITING_FOR[queue]}), so no one "
+                         "would run this job")
+        self.queue = queue
+
+
+def lock_owner(session: Session, owner_id: str) -> None:
+    """Serialize one key's submissions until the session's transaction ends, so that counting its
+    active jobs and adding one is atomic. PostgreSQL: a row lock on the key's row (other keys go on
+    in parallel). SQLite allows one writer at a time: a write as the transaction's first statement
+    takes that lock at once (BEGIN IMMEDIATE's effect), where a read first would let two
+    transactions count the same jobs before either writes."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(ApiKey).where(ApiKey.id == owner_id).values(prefix=ApiKey.prefix))
+    else:
+        session.execute(select(ApiKey.id).where(ApiKey.id == owner_id).with_for_update())
+
+
 def submit(session: Session, settings: Settings, job: Job) -> Job:
-    """Commit a new job as queued, then send it: the worker must find the row the message names."""
+    """Commit a new job as queued, then send it: the worker must find the row the message names.
+    Raises ConcurrencyLimit when its key already has settings.max_concurrent_jobs queued or running,
+    quota.StorageFull when it has filled its storage quota;
+    every job, whoever creates it (a submit, a sweep's trials), is counted under the same lock."""
+    session.commit()    # end the caller's reads: the lock must be the transaction's first statement
+    lock_owner(session, job.owner_id)
+    active = session.scalar(select(func.count()).select_from(Job).where(
+        Job.owner_id == job.owner_id, Job.status.in_(ACTIVE)))
+    if active >= settings.max_concurrent_jobs:
+        session.rollback()
+        raise ConcurrencyLimit(active, settings.max_concurrent_jobs)
+    try:
+        quota.check(session, settings, job.owner_id)
+    except quota.StorageFull:
+        session.rollback()
+        raise
+    if job.queue not in workers.live_queues(session, settings):
+        if settings.worker_wait_s <= 0:
+            session.rollback()
+            raise NoWorker(job.queue)
+        job.waiting_since = utcnow()   # the sweeper clears it when a worker appears, or fails the job
     job.status = JobStatus.QUEUED
     session.add(job)
     session.commit()
@@ -154,7 +204,7 @@ def claim(settings: Settings, job_id: str, device_label: Callable[[str], str | N
             log.info("job %s is %s; this message is a duplicate or stale, skipping", job_id, job.status)
             return None
         if job.cancel_requested:
-            cancel_queued(s, job_id)
+            cancel_queued(settings, s, job_id)
             return None
         label = device_label(job.device)
         if label is None:
@@ -165,6 +215,7 @@ def claim(settings: Settings, job_id: str, device_label: Callable[[str], str | N
         attempt = s.execute(
             update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))
             .values(status=JobStatus.RUNNING, attempts=Job.attempts + 1, started_at=job.started_at or now,
+                    waiting_since=None,
                     heartbeat_at=now, worker_host=socket.gethostname()[:200], worker_device=label)
             .returning(Job.attempts)).scalar()
         requested, queue = job.device, job.queue
@@ -196,6 +247,8 @@ def finish(settings: Settings, claim_: Claim, status: JobStatus, **values: Any) 
     if not won:
         log.warning("job %s: not running as attempt %d any more; outcome %r discarded",
                     claim_.job_id, claim_.attempt, str(status))
+    else:
+        artifacts.remove_checkpoint(settings, claim_.job_id)
     return bool(won)
 
 
@@ -230,16 +283,19 @@ def cancel(settings: Settings, job_id: str) -> None:
             else:
                 return
             if changed:
+                if status == JobStatus.QUEUED:
+                    artifacts.remove_checkpoint(settings, job_id)   # of an earlier, lost attempt
                 return
 
 
-def cancel_queued(session: Session, job_id: str) -> bool:
+def cancel_queued(settings: Settings, session: Session, job_id: str) -> bool:
     """A queued job whose cancel was requested (a cancel that raced a send) -> cancelled."""
     changed = session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED,
                                                 Job.cancel_requested.is_(True))
                               .values(status=JobStatus.CANCELLED, finished_at=utcnow())).rowcount
     if changed:
         log.info("job %s was cancelled while queued", job_id)
+        artifacts.remove_checkpoint(settings, job_id)
     return bool(changed)
 
 
@@ -283,6 +339,8 @@ def recover_lost(settings: Settings, job: Job, stale: Any) -> JobStatus | None:
     if values["status"] == JobStatus.QUEUED:
         log.warning("job %s: %s", job.id, values["result"]["note"])
         dispatch(settings, job.id, job.queue)
-    elif values["status"] == JobStatus.FAILED:
+        return values["status"]
+    if values["status"] == JobStatus.FAILED:
         log.warning("job %s failed: %s", job.id, values["error_message"])
+    artifacts.remove_checkpoint(settings, job.id)
     return values["status"]

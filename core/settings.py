@@ -9,15 +9,38 @@ per user ($XDG_DATA_HOME/chainrule, else ~/.local/share/chainrule), never the wo
 from __future__ import annotations
 
 import os
+import secrets
 import sys
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_PEPPER = "development-only-pepper"
+PLACEHOLDER_PEPPER = "development-only-pepper"   # an old default: refused in production
+PEPPER_FILE = "key_pepper"
+
+
+def data_dir_pepper(data_dir: Path) -> str:
+    """The pepper generated into the data dir on first start (0600), for a deployment that sets none:
+    one per installation, so two development installs never share API-key hashes. Written under a
+    temporary name and linked into place, so processes starting together agree on one."""
+    path = data_dir / PEPPER_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{PEPPER_FILE}.")   # created 0600
+        try:
+            os.write(fd, secrets.token_urlsafe(48).encode())
+            os.close(fd)
+            os.link(tmp, path)
+        except FileExistsError:
+            pass                                  # another process made it first: use theirs
+        finally:
+            os.unlink(tmp)
+    return path.read_text().strip()
 
 
 INSTALLATION_ENV_FILE = Path(sys.prefix) / "chainrule.env"
@@ -36,7 +59,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="Absent: SQLite under data_dir.")
     broker_url: str | None = Field(None, description="Absent: a server-less filesystem transport under data_dir.")
     artifacts_dir: Path | None = Field(None, description="Absent: data_dir/artifacts.")
-    key_pepper: SecretStr = SecretStr(PLACEHOLDER_PEPPER)  # HMAC key for stored API-key hashes
+    key_pepper: SecretStr | None = Field(None, description="HMAC key of stored API-key hashes. Absent: "
+                                         "required in production; in development generated into data_dir.")
 
     # limits: each exceeded limit is a clear 4xx
     max_upload_bytes: int = 100 * 1024 * 1024
@@ -45,6 +69,7 @@ class Settings(BaseSettings):
     max_parameters: int = 20_000_000       # trainable parameters per model
     max_compute_per_job: int = 500_000_000  # epochs x training samples
     max_concurrent_jobs: int = 4           # queued + running per key
+    max_storage_bytes_per_key: int = 10 * 1024**3   # stored datasets and weights per key
     max_predict_rows: int = 10_000
     max_inferred_classes: int = Field(50, ge=2, description="A target with more distinct values is not "
                                       "inferred as classes; task=classification takes it explicitly.")
@@ -57,6 +82,16 @@ class Settings(BaseSettings):
     events_stream_max_s: float = 3600.0
     max_event_streams_per_key: int = 8
 
+    # memory a job may need in a training step (activations x batch_size, parameters with their
+    # gradients and optimizer state, the data), as engine.memory estimates it at submit
+    max_job_memory_bytes: int = 4 * 1024**3
+    predict_memory_bytes: int = 256 * 1024**2   # predict runs in chunks of rows that fit this
+    max_json_bytes: int = 16 * 1024 * 1024  # any request body but an upload's (a job spec is kilobytes)
+    # `limits` notation, ";" between several; empty: no limit. Per key, and per client address
+    # (which also bounds guessing keys); 429 with Retry-After past them
+    rate_limit_per_key: str = "100/second"       # one window each: a Redis round trip per request apiece
+    rate_limit_per_address: str = "200/second"
+
     # worker liveness: a running job whose heartbeat is older than heartbeat_timeout_s is retried
     # from its last checkpoint (up to max_attempts in all) or failed with a reason
     heartbeat_interval_s: float = 2.0
@@ -66,7 +101,20 @@ class Settings(BaseSettings):
     cancel_poll_interval_s: float = 0.5
     sweep_interval_s: float = 5.0          # the sweeper (core.sweeper) in every API and worker process
     resend_after_s: float = 10.0           # a queued job not picked up after this is sent again
+    max_resend_interval_s: float = 60.0    # ...growing with its wait up to this (a database back up is
+                                           # noticed within it, whatever the job's age)
+    worker_wait_s: float = 600.0           # a queued job no live worker can take (a cuda job and no GPU
+                                           # worker) fails after this; 0: refused at submit (409)
+    database_patience_s: float = 120.0     # a worker retries the database this long (backing off)
+                                           # before it gives a message or an outcome up
     broker_poll_interval_s: float = 0.05   # embedded transport only
+
+    @field_validator("rate_limit_per_key", "rate_limit_per_address")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        if value.strip():   # parse_many raises a ValueError naming what it cannot read
+            parse_many(value)
+        return value.strip()
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Settings":
@@ -77,8 +125,12 @@ class Settings(BaseSettings):
             self.broker_url = "filesystem://"
         if self.artifacts_dir is None:
             self.artifacts_dir = self.data_dir / "artifacts"
-        if self.environment == "production" and self.key_pepper.get_secret_value() == PLACEHOLDER_PEPPER:
-            raise ValueError("CHAINRULE_KEY_PEPPER is the development placeholder; set a secret in production")
+        if self.environment == "production" and (
+                self.key_pepper is None or self.key_pepper.get_secret_value() in ("", PLACEHOLDER_PEPPER)):
+            raise ValueError("CHAINRULE_KEY_PEPPER is not set, or is the old development placeholder; set a long "
+                             "random secret in production")
+        if self.key_pepper is None:
+            self.key_pepper = SecretStr(data_dir_pepper(self.data_dir))
         return self
 
     @property

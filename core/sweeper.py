@@ -12,7 +12,10 @@ Rules (one sweep):
   c) a queued job never handed to the broker (sent_at NULL and created more than UNSENT_GRACE_S
      ago: the submitter sends right after its commit) -> dispatched; a queued job sent before
      and still not started -> dispatched again after a back-off (`resend_interval`). Duplicate
-     messages are harmless: the claim is atomic.
+     messages are harmless: the claim is atomic. A job waiting for a worker (rule d) is not sent
+     again: its message waits in the broker for one;
+  d) queued jobs whose queue no live worker consumes (core.workers) are marked waiting, unmarked
+     when one appears, and failed as no_worker after worker_wait_s.
 """
 from __future__ import annotations
 
@@ -22,9 +25,10 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 
-from . import lifecycle
+from . import lifecycle, workers
+from .broker import QUEUES
 from .db import session_scope
 from .lifecycle import JobStatus
 from .settings import Settings
@@ -33,23 +37,23 @@ from .tables import Job, as_utc, utcnow
 log = logging.getLogger("chainrule.sweeper")
 
 UNSENT_GRACE_S = 2.0          # the submitter sends right after its commit; give it this long first
-MAX_RESEND_INTERVAL_S = 3600  # back-off cap for a job that waits long for a free worker
 BATCH = 200                   # rows looked at per rule per sweep
 
 
 def resend_interval(settings: Settings, created_at: datetime, sent_at: datetime) -> float:
     """Seconds to wait after the last send before sending again: resend_after_s, growing with the
-    time the job has already waited (capped), so a job queued behind busy workers adds
-    log(wait) duplicates to the broker rather than one every resend_after_s."""
+    time the job has already waited, so a job queued behind busy workers adds fewer duplicates to
+    the broker; capped at max_resend_interval_s, since a message lost while the database or the
+    broker was down is only replaced by a resend, and that must come soon after they are back."""
     waited = (as_utc(sent_at) - as_utc(created_at)).total_seconds()
-    return max(settings.resend_after_s, min(waited, MAX_RESEND_INTERVAL_S))
+    return max(settings.resend_after_s, min(waited, settings.max_resend_interval_s))
 
 
 @dataclass
 class SweepSummary:
     sent: list[str] = field(default_factory=list)        # queued jobs handed (again) to the broker
     requeued: list[str] = field(default_factory=list)    # running jobs whose worker was lost, to retry
-    failed: list[str] = field(default_factory=list)      # running jobs that ran out of attempts
+    failed: list[str] = field(default_factory=list)      # ran out of attempts, or waited for no worker
     cancelled: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -63,7 +67,7 @@ def _cancel_flagged_queued(settings: Settings, summary: SweepSummary) -> None:
     with session_scope(settings.database_url) as s:
         ids = list(s.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED,
                                                   Job.cancel_requested.is_(True)).limit(BATCH)))
-        summary.cancelled += [job_id for job_id in ids if lifecycle.cancel_queued(s, job_id)]
+        summary.cancelled += [job_id for job_id in ids if lifecycle.cancel_queued(settings, s, job_id)]
 
 
 def _recover_stale_running(settings: Settings, summary: SweepSummary) -> None:
@@ -87,7 +91,8 @@ def _dispatch_unsent(settings: Settings, summary: SweepSummary) -> None:
         rows = s.execute(
             select(Job.id, Job.queue, Job.created_at, Job.sent_at)
             .where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False),
-                   or_(Job.sent_at.is_(None) & (Job.created_at < grace), Job.sent_at < resend))
+                   or_(Job.sent_at.is_(None) & (Job.created_at < grace),
+                       (Job.sent_at < resend) & Job.waiting_since.is_(None)))
             .order_by(Job.created_at).limit(BATCH)).all()
     for job_id, queue, created_at, sent_at in rows:
         if sent_at is not None:
@@ -99,11 +104,38 @@ def _dispatch_unsent(settings: Settings, summary: SweepSummary) -> None:
             summary.sent.append(job_id)
 
 
+def no_worker_message(queue: str, waited_s: float) -> str:
+    return (f"no live worker consumed the {queue} queue (a {workers.WAITING_FOR[queue]}) in the {waited_s:.0f} s "
+            "this job waited (worker_wait_s); start one (GPU jobs: `chainrule worker --device cuda`) or submit "
+            "with device auto or cpu")
+
+
+def _watch_waiting(settings: Settings, summary: SweepSummary) -> None:
+    now = utcnow()
+    queued = (Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))
+    with session_scope(settings.database_url) as s:
+        live = workers.live_queues(s, settings, now)
+        workers.forget_dead(s, now)
+        for queue in QUEUES:
+            mine = (*queued, Job.queue == queue)
+            if queue in live:
+                s.execute(update(Job).where(*mine, Job.waiting_since.is_not(None)).values(waiting_since=None))
+                continue
+            s.execute(update(Job).where(*mine, Job.waiting_since.is_(None)).values(waiting_since=now))
+            given_up = now - timedelta(seconds=settings.worker_wait_s)
+            summary.failed += s.scalars(
+                update(Job).where(*mine, Job.waiting_since < given_up)
+                .values(status=JobStatus.FAILED, finished_at=now, error_code="no_worker",
+                        error_message=no_worker_message(queue, settings.worker_wait_s))
+                .returning(Job.id)).all()
+
+
 def sweep(settings: Settings) -> SweepSummary:
     """One pass over the rules; safe to run from any number of processes at once."""
     summary = SweepSummary()
     _cancel_flagged_queued(settings, summary)
     _recover_stale_running(settings, summary)
+    _watch_waiting(settings, summary)
     _dispatch_unsent(settings, summary)
     if summary:
         log.info("sweep: %s", summary.counts())

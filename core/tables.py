@@ -7,7 +7,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint, false)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -24,6 +25,11 @@ def as_utc(dt: datetime | None) -> datetime | None:
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+# every id we hand out is new_id()'s: a malformed one is refused before any SQL (PostgreSQL
+# rejects a NUL byte in a string parameter with an error, SQLite just finds nothing)
+ID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
 class Base(DeclarativeBase):
@@ -56,6 +62,7 @@ class Dataset(Base):
     task_inferred: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     task_reason: Mapped[str | None] = mapped_column(Text, default=None)  # why this task (inferred or given)
     size_bytes: Mapped[int] = mapped_column(Integer)
+    stored_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)  # its tensor file (quota)
     path: Mapped[str] = mapped_column(String(500))             # tensor file, relative to artifacts_dir
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -101,6 +108,21 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     checkpoint_path: Mapped[str | None] = mapped_column(String(500), default=None)
     weights_path: Mapped[str | None] = mapped_column(String(500), default=None)
+    artifact_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)   # its weights file (quota)
+    # set while no live worker consumes the job's queue (core.workers); it fails after worker_wait_s
+    waiting_since: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Worker(Base):
+    """A live worker process, written by its sweeper thread every sweep (core.workers)."""
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)   # host:pid
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[list[Any]] = mapped_column()                      # broker queues it consumes
+    device: Mapped[str] = mapped_column(String(100))                 # cpu | cuda (what it trains on)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class JobTag(Base):

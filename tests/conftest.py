@@ -21,24 +21,36 @@ def pytest_runtest_makereport(item, call):
     setattr(item, f"rep_{report.when}", report)
 
 
-@pytest.fixture(scope="session")
-def pg_server():
-    server = PostgresServer()
+def _running(server_class):
+    """A fixture's body: the server started, then stopped whatever happened."""
+    server = server_class()
     try:
         server.start()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    yield from _running(PostgresServer)
+
+
+@pytest.fixture(scope="module")
+def own_pg_server():
+    """A PostgreSQL server of this module's own, which its tests may pause and resume."""
+    yield from _running(PostgresServer)
 
 
 @pytest.fixture(scope="session")
 def redis_server():
-    server = RedisServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from _running(RedisServer)
+
+
+@pytest.fixture(scope="module")
+def own_redis_server():
+    """A Redis server of this module's own, which its tests may pause and resume."""
+    yield from _running(RedisServer)
 
 
 @pytest.fixture

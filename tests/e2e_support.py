@@ -147,6 +147,10 @@ class PostgresServer:
         subprocess.run(self.as_user + [str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
                                        "--auth=trust", "-E", "UTF8", "--no-sync"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return self.resume()
+
+    def resume(self) -> "PostgresServer":
+        """Start the server on its data directory and port (again, after `pause`)."""
         log = open(self.log, "ab")
         self.proc = subprocess.Popen(
             self.as_user + [str(self.bindir / "postgres"), "-D", str(self.data), "-h", LOOPBACK,
@@ -174,7 +178,8 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://postgres@{LOOPBACK}:{self.port}/{name}"
 
-    def stop(self) -> None:
+    def pause(self) -> None:
+        """Shut the server down (fast: open connections are cut), keeping its data for `resume`."""
         if self.proc is not None and self.proc.poll() is None:
             # SIGINT is postgres's fast shutdown; sent to the postmaster itself, since runuser
             # does not pass SIGINT on to the process it runs
@@ -183,6 +188,9 @@ class PostgresServer:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=15)
             stop_process(self.proc, signal.SIGTERM, 10)
+
+    def stop(self) -> None:
+        self.pause()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -198,6 +206,10 @@ class RedisServer:
         self._next_db = 0
 
     def start(self) -> "RedisServer":
+        return self.resume()
+
+    def resume(self) -> "RedisServer":
+        """Start redis-server on its port (again, after `pause`: empty, as after a crash)."""
         self.proc = subprocess.Popen(
             [self.binary, "--bind", LOOPBACK, "--port", str(self.port), "--save", "", "--appendonly", "no",
              "--dir", str(self.root), "--databases", "64"],
@@ -218,9 +230,12 @@ class RedisServer:
         redis.Redis(host=LOOPBACK, port=self.port, db=self._next_db).flushdb()
         return f"redis://{LOOPBACK}:{self.port}/{self._next_db}"
 
-    def stop(self) -> None:
+    def pause(self) -> None:
         if self.proc is not None:
             stop_process(self.proc, signal.SIGTERM, 10)
+
+    def stop(self) -> None:
+        self.pause()
         shutil.rmtree(self.root, ignore_errors=True)
 
 

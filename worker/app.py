@@ -19,17 +19,15 @@ from pathlib import Path
 import torch
 from celery import signals
 
-from core import sweeper
+from core import sweeper, workers
 from core.broker import TRAIN_TASK, celery_app
 from core.settings import get_settings
 
 from . import devices, runner
 from .callbacks import SHUTDOWN
-from .options import ALIVE_FILE_ENV, THREADS_ENV
+from .options import ALIVE_FILE_ENV, QUEUES_ENV, THREADS_ENV, alive_file
 
 log = logging.getLogger("chainrule.worker")
-
-DEFAULT_ALIVE_FILE = "/tmp/chainrule-worker.alive"
 
 settings = get_settings()
 app = celery_app(settings)
@@ -57,8 +55,12 @@ def train(job_id: str) -> str:
     return runner.run_job(settings, job_id, worker_device())
 
 
-def _touch_alive_file() -> None:
-    path = Path(os.environ.get(ALIVE_FILE_ENV, DEFAULT_ALIVE_FILE))
+def _beat() -> None:
+    """Every sweep: this worker's row in the registry (core.workers), then the liveness file."""
+    queues = [q for q in os.environ.get(QUEUES_ENV, "cpu,auto").split(",") if q]
+    workers.beat(settings, queues, worker_device().type)
+    path = Path(os.environ.get(ALIVE_FILE_ENV) or alive_file(settings.data_dir))
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
 
 
@@ -68,7 +70,7 @@ def _start_sweeper(**_) -> None:
     log.info("worker ready: training on %s, sweeping every %.1f s",
              devices.describe(worker_device()), settings.sweep_interval_s)
     if _sweeper is None:
-        _sweeper = sweeper.start_thread(settings, on_tick=_touch_alive_file)
+        _sweeper = sweeper.start_thread(settings, on_tick=_beat)
 
 
 @signals.worker_shutting_down.connect
@@ -81,3 +83,7 @@ def _on_shutting_down(sig=None, how=None, **_) -> None:
 def _stop_sweeper(**_) -> None:
     if _sweeper is not None:
         _sweeper[1].set()
+        try:
+            workers.forget(settings)
+        except Exception as exc:  # noqa: BLE001 - the row then ages out of the registry
+            log.warning("could not remove this worker from the registry: %s", exc)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from sqlalchemy import delete
 
 from core import artifacts, lifecycle
-from core.db import session_scope
+from core.db import is_unavailable, retry_unavailable, session_scope
 from core.jobspec import JobRequest, build_model
 from core.lifecycle import Claim, JobStatus
 from core.settings import Settings
@@ -45,10 +45,24 @@ def claim(settings: Settings, job_id: str, worker_device: torch.device) -> Claim
     return lifecycle.claim(settings, job_id, label)
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, Python's MemoryError, or the CPU allocator's RuntimeError
+    ("DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes")."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "out of memory" in str(exc))
+
+
 def run_job(settings: Settings, job_id: str, worker_device: torch.device) -> str:
     """Claim and train `job_id`; returns the status it ends in here ('skipped' if not claimed,
-    'lost' if the job was taken from this attempt while it ran)."""
-    claimed = claim(settings, job_id, worker_device)
+    'lost' if the job was taken from this attempt while it ran, 'queued' if handed back).
+
+    The claim waits for an unreachable database (up to database_patience_s) while this worker holds
+    the message: a worker that cannot reach the database must not take message after message that
+    it cannot act on. After that the error ends the task; the job is still queued, and the sweeper
+    sends it again within max_resend_interval_s."""
+    claimed = retry_unavailable(lambda: claim(settings, job_id, worker_device), f"job {job_id}: claim",
+                                settings.database_patience_s)
     if claimed is None:
         return "skipped"
     device = devices.for_job(claimed.requested_device, worker_device)
@@ -59,12 +73,18 @@ def run_job(settings: Settings, job_id: str, worker_device: torch.device) -> str
     except (TrainingError, JobFailed) as exc:
         log.info("job %s failed: %s", job_id, exc)
         return _fail(settings, claimed, heartbeat, exc.code, str(exc))
-    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-        log.warning("job %s: out of memory on %s: %s", job_id, device, exc)
-        return _fail(settings, claimed, heartbeat, "out_of_memory",
-                     f"the worker ran out of memory on {devices.describe(device)} ({type(exc).__name__}); "
-                     "try a smaller batch_size or model")
     except Exception as exc:
+        if is_unavailable(exc):   # not the job's fault: back to the queue, no attempt spent
+            log.warning("job %s: database unavailable mid-job (%s); handing the job back", job_id, exc)
+            heartbeat.stop()
+            released = retry_unavailable(lambda: lifecycle.release(settings, claimed), f"job {job_id}: release",
+                                         settings.database_patience_s)
+            return "lost" if released is None else str(released)
+        if is_out_of_memory(exc):  # final: the same job on the same worker would run out again
+            log.warning("job %s: out of memory on %s: %s", job_id, device, exc)
+            return _fail(settings, claimed, heartbeat, "out_of_memory",
+                         f"the worker ran out of memory on {devices.describe(device)} ({type(exc).__name__}: "
+                         f"{str(exc)[:300]}); try a smaller batch_size or model")
         log.exception("job %s: internal error", job_id)
         return _fail(settings, claimed, heartbeat, "internal_error",
                      f"the worker hit an internal error: {type(exc).__name__}: {exc}"[:4000])
@@ -74,7 +94,9 @@ def run_job(settings: Settings, job_id: str, worker_device: torch.device) -> str
 
 def _ended(settings: Settings, claimed: Claim, heartbeat: Heartbeat, status: JobStatus, **values) -> str:
     heartbeat.stop()   # its next UPDATE would find the row final and call the job lost
-    if not lifecycle.finish(settings, claimed, status, **values):
+    finished = retry_unavailable(lambda: lifecycle.finish(settings, claimed, status, **values),
+                                 f"job {claimed.job_id}: finish", settings.database_patience_s)
+    if not finished:
         return "lost"
     code = values.get("error_code")
     log.info("job %s: %s", claimed.job_id, status if code is None else f"{status} ({code}): {values['error_message']}")
@@ -162,9 +184,10 @@ def _train(settings: Settings, claimed: Claim, device: torch.device, heartbeat: 
         released = lifecycle.release(settings, claimed)
         return "lost" if released is None else str(released)
     relpath = artifacts.weights_relpath(claimed.job_id)
-    artifacts.write_atomic(artifacts.resolve(settings, relpath),
-                           weights_bytes(model, request, dataset.input_shape, dataset.task, dataset.classes))
+    weights = weights_bytes(model, request, dataset.input_shape, dataset.task, dataset.classes)
+    artifacts.write_atomic(artifacts.resolve(settings, relpath), weights)
     return _ended(settings, claimed, heartbeat, JobStatus.SUCCEEDED, result=summary, weights_path=relpath,
+                  artifact_bytes=len(weights),
                   fraction=1.0, epoch=result.epochs_completed, step=result.steps,
                   error_code=None, error_message=None)
 

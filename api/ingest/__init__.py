@@ -41,7 +41,18 @@ def detect_format(path: Path, filename: str | None) -> Literal["csv", "npz"]:
 
 def parse_dataset(path: Path, filename: str | None = None, *, target: str | None = None,
                   task: Task | None = None, limits: Limits | None = None) -> ParsedDataset:
-    limits = limits or Limits()
+    """Parse an upload. A DatasetError leaves without the parser's frames: they hold every array
+    and label read so far, which an error kept alive (up to ~10x the file) until a full garbage
+    collection found its traceback's cycle, long after the 4xx had gone out."""
+    try:
+        return _parse(path, filename, target, task, limits or Limits())
+    except DatasetError as e:
+        e.__context__ = None   # the exception it was raised from also holds the frames
+        raise e.with_traceback(None) from None
+
+
+def _parse(path: Path, filename: str | None, target: str | None, task: Task | None,
+           limits: Limits) -> ParsedDataset:
     if path.stat().st_size == 0:
         raise DatasetError("the file is empty")
     if detect_format(path, filename) == "npz":

@@ -14,7 +14,6 @@ Task = Literal[TASKS]  # "classification" | "regression"
 MIN_ROWS = 2
 MAX_INFERRED_CLASSES = 50   # default: an integer or text target with more distinct values is not inferred as labels
 MAX_CLASSES = 10_000        # even when classification is asked for explicitly
-NPZ_EXPANSION_LIMIT = 4     # uncompressed arrays may be at most this many times the upload limit
 
 
 class DatasetError(ValueError):
@@ -29,7 +28,7 @@ class DatasetError(ValueError):
 class Limits:
     max_rows: int = 1_000_000
     max_features: int = 1_000_000
-    max_bytes: int = 100 * 1024 * 1024  # the upload limit; bounds what an NPZ may expand to
+    max_bytes: int = 100 * 1024 * 1024  # the upload limit; also of what an NPZ's arrays expand to
     max_inferred_classes: int = MAX_INFERRED_CLASSES
 
 

@@ -9,7 +9,8 @@ import numpy as np
 from .common import MIN_ROWS, DatasetError, Limits, ParsedDataset, Task, as_float32, is_number
 from .targets import encode_target
 
-_CSV_CHUNK_CELLS = 1_000_000  # text cells held at once before conversion to float64 (~60 MB of str)
+MAX_COLUMN_NAME = 200         # characters: the target's name is stored in a column of this width
+_CSV_CHUNK_CELLS = 250_000    # text cells held at once before conversion (~15 MB of str objects)
 
 
 def _read_header(reader, max_columns: int) -> list[str]:
@@ -30,6 +31,9 @@ def _read_header(reader, max_columns: int) -> list[str]:
     for j, name in enumerate(header):
         if not name:
             raise DatasetError(f"header column {j + 1} has no name; every column needs one")
+        if len(name) > MAX_COLUMN_NAME:
+            raise DatasetError(f"header column {j + 1} has a name of {len(name)} characters ({name[:40]!r}...); "
+                               f"at most {MAX_COLUMN_NAME}")
         if name in seen:
             raise DatasetError(f"header: column name {name!r} appears twice (columns {seen[name] + 1} "
                                f"and {j + 1}); names must be unique")
@@ -41,7 +45,7 @@ def _read_header(reader, max_columns: int) -> list[str]:
 
 
 def _to_float_chunk(rows: list[list[str]], lines: list[int], names: list[str]) -> np.ndarray:
-    """Feature cells -> float64 (n, F); the first bad cell is reported by file line and column."""
+    """Feature cells -> float32 (n, F); the first bad cell is reported by file line and column."""
     try:
         chunk = np.array(rows, dtype=np.float64)
     except ValueError:
@@ -57,7 +61,12 @@ def _to_float_chunk(rows: list[list[str]], lines: list[int], names: list[str]) -
         i, j = (int(v) for v in np.argwhere(bad)[0])
         raise DatasetError(f"line {lines[i]}, column {names[j]!r}: value {rows[i][j].strip()!r} is not "
                            "finite; NaN and infinity are not allowed (drop or impute missing values)")
-    return chunk
+    values, overflow = as_float32(chunk)     # kept as float32: half the memory of what is read so far
+    if overflow is not None:
+        i, j = overflow
+        raise DatasetError(f"line {lines[i]}, column {names[j]!r}: value {rows[i][j].strip()!r} exceeds "
+                           "the float32 range")
+    return values
 
 
 def parse_csv(path: Path, *, target: str | None = None, task: Task | None = None,
@@ -112,10 +121,8 @@ def parse_csv(path: Path, *, target: str | None = None, task: Task | None = None
     n = len(labels)
     if n < MIN_ROWS:
         raise DatasetError(f"the CSV has {n} data row{'s' if n != 1 else ''}; at least {MIN_ROWS} are needed")
-    X, bad = as_float32(np.concatenate(chunks))   # cells were finite in float64; some may overflow float32
-    if bad is not None:
-        i, j = bad
-        raise DatasetError(f"data row {i + 1}, column {names[j]!r}: value exceeds the float32 range")
+    X = np.concatenate(chunks)
+    del chunks
     y = encode_target(labels, task, f"column {header[t]!r}", lambda i: f"line {label_lines[i]}",
                       limits.max_inferred_classes)
     return ParsedDataset("csv", X, y.y, y.task, y.n_outputs, y.classes, header[t], names, y.inferred, y.reason)

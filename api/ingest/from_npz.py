@@ -6,30 +6,29 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import numpy.lib.format as npy_format
 
-from .common import MIN_ROWS, NPZ_EXPANSION_LIMIT, DatasetError, Limits, ParsedDataset, Task, as_float32
+from .common import MIN_ROWS, DatasetError, Limits, ParsedDataset, Task, as_float32
 from .targets import encode_target
 
 
 def parse_npz(path: Path, *, task: Task | None = None, limits: Limits | None = None) -> ParsedDataset:
-    """np.savez(path, X=X, y=y): X (N, F) or (N, C, H, W), numeric; y (N,) labels or (N, k) targets."""
+    """np.savez(path, X=X, y=y): X (N, F) or (N, C, H, W), numeric; y (N,) labels or (N, k) targets.
+
+    The arrays together may expand to at most the upload limit (limits.max_bytes). That is counted
+    from each .npy header before its array is allocated, and exactly that many bytes are then
+    read from the decompressing stream: the sizes a zip's directory declares are not trusted."""
     limits = limits or Limits()
     try:
         with zipfile.ZipFile(path) as zf:
-            expanded = sum(i.file_size for i in zf.infolist())
-    except zipfile.BadZipFile as e:
-        raise DatasetError(f"not a readable NPZ archive ({e})") from None
-    if expanded > NPZ_EXPANSION_LIMIT * limits.max_bytes:
-        raise DatasetError(f"the NPZ expands to {expanded} bytes; the limit is "
-                           f"{NPZ_EXPANSION_LIMIT * limits.max_bytes}", status=413)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            present = sorted(npz.files)
+            members = {name.removesuffix(".npy"): name for name in zf.namelist()}
             for name in ("X", "y"):
-                if name not in present:
-                    raise DatasetError(f"the NPZ has no array {name!r}; arrays present: {present} "
+                if name not in members:
+                    raise DatasetError(f"the NPZ has no array {name!r}; arrays present: {sorted(members)} "
                                        "(save with np.savez(path, X=X, y=y))")
-            X, y = _load_member(npz, "X"), _load_member(npz, "y")
+            budget = [limits.max_bytes]   # bytes the arrays may still expand to
+            X = _read_member(zf, members["X"], "X", budget, limits)
+            y = _read_member(zf, members["y"], "y", budget, limits)
     except DatasetError:
         raise
     except Exception as e:  # noqa: BLE001 - zlib, zipfile, numpy header errors: all a damaged upload
@@ -37,14 +36,35 @@ def parse_npz(path: Path, *, task: Task | None = None, limits: Limits | None = N
     return _check_arrays(X, y, task, limits)
 
 
-def _load_member(npz, name: str) -> np.ndarray:
-    try:
-        return npz[name]
-    except ValueError as e:
-        if "allow_pickle" in str(e) or "pickled" in str(e):
-            raise DatasetError(f"array {name!r} is an object array; object arrays are not allowed (they "
-                               f"need pickle): save numbers, e.g. {name}.astype(np.float32)") from None
-        raise DatasetError(f"array {name!r} cannot be read: {e}") from None
+def _read_member(zf: zipfile.ZipFile, member: str, name: str, budget: list[int], limits: Limits) -> np.ndarray:
+    """One .npy member, header first: refused before allocation when it is not an array of numbers or
+    text, or would take the arrays past `budget`; the data is then read to exactly its declared size."""
+    with zf.open(member) as f:
+        try:
+            version = npy_format.read_magic(f)
+            header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+            shape, fortran_order, dtype = header(f)
+        except ValueError as e:
+            raise DatasetError(f"array {name!r} is not a .npy array ({e}); save the arrays with "
+                               "np.savez(path, X=X, y=y)") from None
+        if dtype.hasobject or dtype.kind not in "biufSU":
+            raise DatasetError(f"array {name!r} has dtype {dtype}: object arrays are not allowed (they need "
+                               f"pickle), nor structured ones; save numbers, e.g. {name}.astype(np.float32)")
+        if shape[:1] and shape[0] > limits.max_rows:
+            raise DatasetError(f"array {name!r} has {shape[0]} rows; the limit is {limits.max_rows}", status=413)
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes > budget[0]:
+            raise DatasetError(f"the NPZ expands to more than the upload limit of {limits.max_bytes} "
+                               f"bytes (array {name!r}, shape {shape}, {dtype}: {nbytes} bytes)", status=413)
+        budget[0] -= nbytes
+        array = np.empty(shape[::-1] if fortran_order else shape, dtype=dtype)
+        view, filled = memoryview(array.reshape(-1).view(np.uint8)), 0
+        while filled < nbytes:
+            got = f.readinto(view[filled:])
+            if not got:
+                raise DatasetError(f"array {name!r} is truncated: {filled} of {nbytes} bytes")
+            filled += got
+    return array.T if fortran_order else array
 
 
 def _check_arrays(X: np.ndarray, y: np.ndarray, task: Task | None, limits: Limits) -> ParsedDataset:

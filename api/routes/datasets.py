@@ -8,21 +8,23 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
 
-from core import artifacts
+from core import artifacts, quota
 from core.db import get_sessionmaker
-from core.lifecycle import ACTIVE
+from core.lifecycle import ACTIVE, lock_owner
 from core.settings import Settings
 from core.tables import Dataset, Job, new_id
 from engine import TASKS
 
-from ..deps import CurrentKey, SessionDep, SettingsDep, get_owned
-from ..errors import problem
+from ..deps import CurrentKey, DatasetId, SessionDep, SettingsDep, get_owned
+from ..errors import EVERY_OPERATION, error_responses, problem
+from ..strict_json import StrictJSONRoute
 from ..ingest import DatasetError, Limits, ParsedDataset, parse_dataset
-from ..schemas import LIST_LIMIT_MAX, DatasetList, DatasetPublic, dataset_public
+from ..schemas import LIST_LIMIT_MAX, DatasetList, DatasetPublic, dataset_public, first_control_char
 from ..upload import UploadError, receive_upload
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
-NOT_FOUND = {404: {"description": "No such dataset for this key"}}
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/datasets", tags=["datasets"],
+                   responses=error_responses(*EVERY_OPERATION))
+NOT_FOUND = error_responses(404, s404="No such dataset for this key")
 
 INFER = "infer"
 # Swagger UI fills each form field with its schema's first example, else its default, else a
@@ -50,6 +52,12 @@ def _form_fields(fields: dict[str, str], filename: str | None) -> tuple[str, str
     if unknown:
         raise problem(422, ["body", unknown[0]], f"unknown form field {unknown[0]!r}; valid: file, name, "
                       "target, task", "extra_forbidden")
+    for field, value in [*fields.items(), ("file", filename or "")]:
+        at = first_control_char(value)
+        if at is not None:
+            what = "the file name" if field == "file" else f"form field {field!r}"
+            raise problem(422, ["body", field], f"{what} holds a control character ({value[at]!r} at "
+                          f"position {at}); use printable text")
     name = (fields.get("name") or "").strip() or filename or "dataset"
     if len(name) > 200:
         raise problem(422, ["body", "name"], f"name is {len(name)} characters; at most 200")
@@ -61,27 +69,31 @@ def _form_fields(fields: dict[str, str], filename: str | None) -> tuple[str, str
 
 
 def _store(settings: Settings, owner_id: str, name: str, size: int, parsed: ParsedDataset) -> Dataset:
-    dataset_id = new_id()
+    """Write the tensor file and its row, if the key's storage quota has room (StorageFull if not)."""
+    dataset_id, data = new_id(), parsed.to_safetensors()
     relpath = artifacts.dataset_relpath(dataset_id)
-    artifacts.write_atomic(artifacts.resolve(settings, relpath), parsed.to_safetensors())
     row = Dataset(id=dataset_id, owner_id=owner_id, name=name, format=parsed.format, task=parsed.task,
                   n_rows=parsed.n_rows, input_shape=parsed.input_shape, n_outputs=parsed.n_outputs,
                   target=parsed.target, feature_names=parsed.feature_names, classes=parsed.classes,
-                  task_inferred=parsed.task_inferred, task_reason=parsed.task_reason, size_bytes=size, path=relpath)
-    try:
-        with get_sessionmaker(settings.database_url)() as session:
+                  task_inferred=parsed.task_inferred, task_reason=parsed.task_reason, size_bytes=size,
+                  stored_bytes=len(data), path=relpath)
+    with get_sessionmaker(settings.database_url)() as session:
+        lock_owner(session, owner_id)          # parallel uploads of one key are counted one at a time
+        quota.check(session, settings, owner_id, len(data))
+        artifacts.write_atomic(artifacts.resolve(settings, relpath), data)
+        try:
             session.add(row)
             session.commit()
-    except BaseException:
-        artifacts.resolve(settings, relpath).unlink(missing_ok=True)
-        raise
+        except BaseException:
+            artifacts.resolve(settings, relpath).unlink(missing_ok=True)
+            raise
     return row
 
 
 @router.post("", status_code=201, response_model=DatasetPublic, openapi_extra=_UPLOAD_BODY,
              summary="Upload a dataset (CSV or NPZ)",
-             responses={413: {"description": "The file or its rows exceed a limit"},
-                        415: {"description": "Not multipart/form-data"}})
+             responses=error_responses(413, 415, s413="The file, its rows or its arrays exceed a limit, or the "
+                                       "key's storage quota is full", s415="Not multipart/form-data"))
 async def upload_dataset(request: Request, response: Response, owner: CurrentKey,
                          settings: SettingsDep) -> DatasetPublic:
     try:
@@ -100,7 +112,10 @@ async def upload_dataset(request: Request, response: Response, owner: CurrentKey
                                              task=task, limits=limits)
         except DatasetError as e:
             raise problem(e.status, ["body", e.field], e.message, "invalid_dataset")
-        row = await run_in_threadpool(_store, settings, owner.id, name, upload.size, parsed)
+        try:
+            row = await run_in_threadpool(_store, settings, owner.id, name, upload.size, parsed)
+        except quota.StorageFull as e:
+            raise problem(413, ["body", "file"], str(e))
     finally:
         upload.discard()
     response.headers["Location"] = f"/v1/datasets/{row.id}"
@@ -119,13 +134,14 @@ def list_datasets(session: SessionDep, owner: CurrentKey,
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=NOT_FOUND, summary="Read a dataset")
-def get_dataset(dataset_id: str, session: SessionDep, owner: CurrentKey) -> DatasetPublic:
+def get_dataset(dataset_id: DatasetId, session: SessionDep, owner: CurrentKey) -> DatasetPublic:
     return dataset_public(get_owned(session, owner, Dataset, dataset_id, "dataset"))
 
 
 @router.delete("/{dataset_id}", status_code=204, summary="Delete a dataset and its file",
-               responses={**NOT_FOUND, 409: {"description": "Jobs on it are still queued or running"}})
-def delete_dataset(dataset_id: str, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> Response:
+               responses={**NOT_FOUND, **error_responses(409, s409="Jobs on it are still queued or running")})
+def delete_dataset(dataset_id: DatasetId, session: SessionDep, owner: CurrentKey,
+                   settings: SettingsDep) -> Response:
     row = get_owned(session, owner, Dataset, dataset_id, "dataset")
     active = session.scalar(select(func.count()).select_from(Job).where(
         Job.dataset_id == dataset_id, Job.status.in_(ACTIVE)))

@@ -12,6 +12,7 @@ from core.db import get_engine
 from core.settings import Settings
 
 from ..deps import SettingsDep
+from ..errors import error_responses
 
 router = APIRouter(tags=["health"])
 BROKER_TIMEOUT_S = 1.0
@@ -49,7 +50,7 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Readiness: the database and the broker answer",
-            responses={503: {"description": "The database or the broker is unavailable"}})
+            responses=error_responses(503, s503="The database or the broker is unavailable"))
 def readyz(settings: SettingsDep) -> JSONResponse:
     checks: dict[str, str] = {}
     for name, check in (("database", check_database), ("broker", check_broker)):

@@ -17,20 +17,25 @@ from core import artifacts, lifecycle
 from core.broker import queue_for
 from core.db import get_engine
 from core.lifecycle import ACTIVE, JobStatus
+from core.quota import StorageFull
 from core.tables import Dataset, Job, JobTag
 
 from ..admission import Rejection, admit
-from ..deps import CurrentKey, SessionDep, SettingsDep, get_owned
-from ..errors import problem
+from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
+from ..errors import EVERY_OPERATION, error_responses, problem
 from ..schemas import LIST_LIMIT_MAX, MAX_TAGS, JobList, JobPublic, JobSubmit, job_fields
+from ..strict_json import StrictJSONRoute
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-NOT_FOUND = {404: {"description": "No such job for this key"}}
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/jobs", tags=["jobs"],
+                   responses=error_responses(*EVERY_OPERATION))
+NOT_FOUND = error_responses(404, s404="No such job for this key")
 
 
 @router.post("", status_code=202, response_model=JobPublic, summary="Submit a training job",
-             responses={404: {"description": "No such dataset for this key"},
-                        429: {"description": "Too many queued or running jobs for this key"}})
+             responses=error_responses(404, 409, 413, 429, s404="No such dataset for this key",
+                                       s409="No live worker can take the job and worker_wait_s is 0",
+                                       s413="A body past max_json_bytes, or the key's storage quota is full",
+                                       s429="Too many requests (Retry-After), or too many queued or running jobs"))
 def submit_job(req: JobSubmit, response: Response, session: SessionDep, owner: CurrentKey,
                settings: SettingsDep) -> JobPublic:
     dataset = session.get(Dataset, req.dataset_id)
@@ -41,16 +46,19 @@ def submit_job(req: JobSubmit, response: Response, session: SessionDep, owner: C
         graph = admit(req, dataset, settings)  # SpecError -> 422 via its handler
     except Rejection as e:
         raise problem(e.status, e.loc, e.message, e.type)
-    active = session.scalar(select(func.count()).select_from(Job).where(
-        Job.owner_id == owner.id, Job.status.in_(ACTIVE)))
-    if active >= settings.max_concurrent_jobs:
-        raise problem(429, ["body"], f"this key has {active} jobs queued or running; the limit is "
-                      f"{settings.max_concurrent_jobs}: wait for one to finish or cancel one")
     job = Job(owner_id=owner.id, dataset_id=dataset.id, request=req.request(), name=req.name, tags=req.tags,
-              job_tags=[JobTag(tag=t) for t in req.tags], device=req.device, queue=queue_for(req.device), n_parameters=graph.n_parameters,
-              max_attempts=settings.max_attempts, input_shape=list(dataset.input_shape), task=dataset.task,
-              classes=dataset.classes)
-    lifecycle.submit(session, settings, job)
+              job_tags=[JobTag(tag=t) for t in req.tags], device=req.device, queue=queue_for(req.device),
+              n_parameters=graph.n_parameters, max_attempts=settings.max_attempts,
+              input_shape=list(dataset.input_shape), task=dataset.task, classes=dataset.classes)
+    try:
+        lifecycle.submit(session, settings, job)
+    except lifecycle.ConcurrencyLimit as e:
+        raise problem(429, ["body"], f"{e}: wait for one to finish or cancel one")
+    except StorageFull as e:
+        raise problem(413, ["body"], str(e))
+    except lifecycle.NoWorker as e:
+        raise problem(409, ["body", "device"], f"{e}; submit with device auto or cpu, or start a "
+                      f"{e.queue} worker first")
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobPublic.from_row(job)
 
@@ -73,7 +81,7 @@ def list_jobs(session: SessionDep, owner: CurrentKey,
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND, summary="Status and progress of a job")
-async def get_job(job_id: str, owner: CurrentKey, settings: SettingsDep) -> Response:
+async def get_job(job_id: JobId, owner: CurrentKey, settings: SettingsDep) -> Response:
     """The polling hot path: one primary-key SELECT, serialized straight to JSON. On SQLite the read
     (tens of microseconds; under WAL it never waits on the worker's writes) runs on the event loop,
     as a thread hop costs more than the read; a database across the network gets one thread hop."""
@@ -102,7 +110,7 @@ _JOB_BY_ID = select(Job.__table__).where(Job.__table__.c.id == bindparam("job_id
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=NOT_FOUND,
              summary="Cancel a queued or running job (idempotent)")
-def cancel_job(job_id: str, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> JobPublic:
+def cancel_job(job_id: JobId, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> JobPublic:
     """Queued: cancelled at once. Running: flagged; the worker stops at its next poll. Finished: unchanged."""
     job = get_owned(session, owner, Job, job_id, "job")
     lifecycle.cancel(settings, job.id)
@@ -111,8 +119,8 @@ def cancel_job(job_id: str, session: SessionDep, owner: CurrentKey, settings: Se
 
 
 @router.delete("/{job_id}", status_code=204, summary="Delete a finished job, its metrics and its files",
-               responses={**NOT_FOUND, 409: {"description": "The job is still queued or running"}})
-def delete_job(job_id: str, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> Response:
+               responses={**NOT_FOUND, **error_responses(409, s409="The job is still queued or running")})
+def delete_job(job_id: JobId, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> Response:
     job = get_owned(session, owner, Job, job_id, "job")
     if job.status in ACTIVE:
         raise problem(409, ["path", "job_id"], f"job {job.id!r} is {job.status}; cancel it "

@@ -12,14 +12,16 @@ from core.lifecycle import JobStatus
 from core.settings import Settings
 from core.tables import Job, JobMetric
 
-from ..deps import CurrentKey, SessionDep, SettingsDep, get_owned
-from ..errors import problem
+from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
+from ..errors import EVERY_OPERATION, error_responses, problem
+from ..strict_json import StrictJSONRoute
 from ..predict import InputError, inputs_to_array, predict
 from ..schemas import MetricsPublic, PredictRequest, PredictResponse, metrics_entry
 from .jobs import NOT_FOUND
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-NOT_SUCCEEDED = {409: {"description": "The job has not succeeded (yet)"}}
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/jobs", tags=["jobs"],
+                   responses=error_responses(*EVERY_OPERATION))
+NOT_SUCCEEDED = error_responses(409, s409="The job has not succeeded (yet)")
 
 
 def _weights_path(job: Job, settings: Settings, what: str) -> Path:
@@ -34,7 +36,7 @@ def _weights_path(job: Job, settings: Settings, what: str) -> Path:
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic, responses=NOT_FOUND,
             summary="Per-epoch metrics: losses, accuracy or MAE/R², gradient health")
-def get_metrics(job_id: str, session: SessionDep, owner: CurrentKey) -> MetricsPublic:
+def get_metrics(job_id: JobId, session: SessionDep, owner: CurrentKey) -> MetricsPublic:
     job = get_owned(session, owner, Job, job_id, "job")
     rows = session.scalars(select(JobMetric).where(JobMetric.job_id == job.id).order_by(JobMetric.epoch))
     return MetricsPublic(job_id=job.id, epochs=[metrics_entry(r) for r in rows])
@@ -44,14 +46,14 @@ def get_metrics(job_id: str, session: SessionDep, owner: CurrentKey) -> MetricsP
     "content": {"application/octet-stream": {}},
     "description": "safetensors; loads with torch_model.load_state_dict(load_file(path), strict=True)"}},
     response_class=FileResponse, summary="Download the trained weights (.safetensors)")
-def get_weights(job_id: str, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> FileResponse:
+def get_weights(job_id: JobId, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> FileResponse:
     path = _weights_path(get_owned(session, owner, Job, job_id, "job"), settings, "weights can be downloaded")
     return FileResponse(path, media_type="application/octet-stream", filename=f"{job_id}.safetensors")
 
 
 @router.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True,
              responses={**NOT_FOUND, **NOT_SUCCEEDED}, summary="Run the trained network on rows")
-def predict_job(job_id: str, body: PredictRequest, request: Request, session: SessionDep, owner: CurrentKey,
+def predict_job(job_id: JobId, body: PredictRequest, request: Request, session: SessionDep, owner: CurrentKey,
                 settings: SettingsDep) -> PredictResponse:
     job = get_owned(session, owner, Job, job_id, "job")
     weights = _weights_path(job, settings, "it can predict")
@@ -68,4 +70,4 @@ def predict_job(job_id: str, body: PredictRequest, request: Request, session: Se
         raise problem(422, ["body", "inputs"], str(e))
     loaded = request.app.state.model_cache.get(job.id, job.request, shape, weights)
     classes = job.classes if job.task == "classification" else None
-    return PredictResponse(**predict(loaded, x, job.request["loss"]["type"], classes))
+    return PredictResponse(**predict(loaded, x, job.request["loss"]["type"], classes, settings.predict_memory_bytes))

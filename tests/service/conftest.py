@@ -115,6 +115,14 @@ def svc(service_factory) -> Service:
     return service_factory()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_svc(request, service_factory) -> Service:
+    """The same service on SQLite, then on PostgreSQL (a fresh database on the session's server)."""
+    if request.param == "sqlite":
+        return service_factory()
+    return service_factory(database_url=request.getfixturevalue("pg_server").create_database())
+
+
 def csv_bytes(header: list[str], rows: list[list[Any]]) -> bytes:
     lines = [",".join(header)] + [",".join(str(v) for v in row) for row in rows]
     return ("\n".join(lines) + "\n").encode()

@@ -142,8 +142,9 @@ def test_unknown_routes_are_json_404(svc, path):
 
 
 def test_oversize_bodies_are_json_413_declared_or_chunked(service_factory):
-    svc = service_factory(max_upload_bytes=1000)
-    limit = 1000 + 1024 * 1024
+    """A JSON body has its own limit (max_json_bytes), far below an upload's."""
+    svc = service_factory(max_upload_bytes=1000, max_json_bytes=5000)
+    limit = 5000
     big = b'{"inputs": [' + b"1," * limit + b"1]}"
     r = svc.client.post("/v1/jobs", headers={**svc.a, "Content-Type": "application/json"}, content=big)
     assert r.status_code == 413 and f"the limit is {limit}" in r.json()["detail"]

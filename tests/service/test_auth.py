@@ -9,6 +9,8 @@ from core.tables import ApiKey, Job
 
 from conftest import iris_like
 
+ABSENT = "00000000-0000-4000-8000-000000000000"   # a well-formed id that no row has
+
 
 def test_keys_store_only_an_hmac_and_a_display_prefix(svc):
     with svc.session() as s:
@@ -74,12 +76,12 @@ def test_every_route_hides_another_keys_dataset_and_job(svc):
              ("POST", f"/v1/jobs/{job['id']}/predict", {"inputs": [[1, 2, 3, 4]]})]
     for method, url, body in calls:
         theirs = svc.client.request(method, url, headers=svc.b, json=body)
-        missing = svc.client.request(method, url.replace(job["id"], "0" * 36).replace(ds["id"], "0" * 36),
+        missing = svc.client.request(method, url.replace(job["id"], ABSENT).replace(ds["id"], ABSENT),
                                      headers=svc.b, json=body)
         assert theirs.status_code == 404, (method, url, theirs.text)
         assert missing.status_code == 404
         assert theirs.json()["detail"].replace(job["id"], "ID").replace(ds["id"], "ID") == \
-            missing.json()["detail"].replace("0" * 36, "ID")  # indistinguishable from absent
+            missing.json()["detail"].replace(ABSENT, "ID")  # indistinguishable from absent
     r = svc.submit(ds["id"], headers=svc.b)
     assert r.status_code == 404 and ds["id"] in r.json()["detail"]
     assert svc.client.get("/v1/datasets", headers=svc.b).json()["total"] == 0

@@ -76,7 +76,7 @@ def test_cli_walkthrough_against_chainrule_serve(stack_factory, tmp_path):
     assert set(predicted["classes"]) <= {"alpha", "beta", "gamma"}
 
     # an API error is one line with the API's message and a non-zero exit, no traceback
-    gone = cli(stack, "jobs", "show", "no-such-job", check=False)
+    gone = cli(stack, "jobs", "show", "00000000-0000-4000-8000-000000000000", check=False)
     assert gone.returncode == 1 and "404" in gone.stderr and "Traceback" not in gone.stderr
     cli(stack, "jobs", "delete", job_id)
 
@@ -134,7 +134,7 @@ def test_events_stream_a_whole_job_in_order_and_resume_after_a_drop(stack_factor
     assert statuses == list(dict.fromkeys(statuses))          # each status once, in order
     assert client.metrics(job["id"]) == [data for kind, data in events if kind == "epoch"]
     with pytest.raises(ApiError) as err:
-        list(stack.client().watch("no-such-job"))
+        list(stack.client().watch("00000000-0000-4000-8000-000000000000"))
     assert err.value.status == 404 and "not found" in err.value.message
 
 

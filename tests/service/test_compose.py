@@ -94,3 +94,18 @@ def test_the_cli_rejects_what_compose_must_not_contain():
         with pytest.raises(Exception) as rejected:
             parse(bad)
         assert getattr(rejected.value, "exit_code", None) == 2, (bad, rejected.value)
+
+
+@pytest.mark.parametrize("name", ["worker-cpu", "worker-gpu"])
+def test_worker_healthcheck_reads_the_file_the_worker_touches(name):
+    """Under the shared data dir and named for the container: not /tmp, not shared between workers."""
+    import re
+    import socket  # noqa: F401 - the healthcheck's expression uses it
+    from pathlib import Path
+
+    from worker.options import alive_file
+
+    command = SERVICES[name]["healthcheck"]["test"][-1]
+    expression = re.search(r"getmtime\((f'[^']+')\)", command).group(1)
+    data_dir = SERVICES[name]["environment"]["CHAINRULE_DATA_DIR"]
+    assert eval(expression) == str(alive_file(Path(data_dir)))   # noqa: S307 - our own compose file

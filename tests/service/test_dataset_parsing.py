@@ -268,7 +268,7 @@ def test_damaged_compressed_npz_is_a_clear_422(tmp_path, offset):
 
 def test_csv_feature_beyond_float32_range_names_row_and_column(tmp_path):
     e = error(tmp_path, csv_bytes(["a", "b", "t"], [[1, 2, 0], [3, 1e39, 1], [5, 6, 0], [7, 8, 1]]))
-    assert "data row 2" in e.message and "'b'" in e.message and "float32" in e.message
+    assert "line 3" in e.message and "'b'" in e.message and "float32" in e.message   # the file's line now
 
 
 def test_npz_regression_y_non_finite_names_the_index(tmp_path):

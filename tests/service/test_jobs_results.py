@@ -119,9 +119,10 @@ def test_predict_refuses_nan_and_too_many_rows(service_factory):
     job = svc.submit(ds["id"]).json()
     finish(svc, job, ds["input_shape"])
     url = f"/v1/jobs/{job['id']}/predict"
-    r = svc.client.post(url, headers={**svc.a, "Content-Type": "application/json"},
-                        content=b'{"inputs": [[1, 2, 3, 4], [1, NaN, 3, 4]]}')
-    assert r.status_code == 422 and "inputs[1] holds a non-finite value" in msg(r)
+    for bad in (b"NaN", b"1e999"):     # not JSON numbers (RFC 8259), or not a float64
+        r = svc.client.post(url, headers={**svc.a, "Content-Type": "application/json"},
+                            content=b'{"inputs": [[1, 2, 3, 4], [1, %s, 3, 4]]}' % bad)
+        assert r.status_code == 422 and "invalid JSON at character 30" in msg(r)
     r = svc.client.post(url, headers=svc.a, json={"inputs": [[1, 2, 3, 4]] * 4})
     assert r.status_code == 422 and "at most 3" in msg(r)
 

@@ -133,9 +133,12 @@ def test_bad_json_and_wrong_types(svc):
         assert r.status_code == 422, body
 
 
-def test_missing_dataset_is_404_naming_it(svc):
+def test_missing_dataset_is_404_naming_it_and_a_malformed_id_is_422(svc):
+    missing = "0b5e6a4e-32c4-4b1f-9d0a-6f3c2f1e9a77"
+    r = svc.submit(missing)
+    assert r.status_code == 404 and repr(missing) in msg(r)
     r = svc.submit("no-such-dataset")
-    assert r.status_code == 404 and "'no-such-dataset'" in msg(r)
+    assert r.status_code == 422 and "ids are UUIDs" in msg(r)
 
 
 def test_parameter_limit_names_both_numbers(service_factory):

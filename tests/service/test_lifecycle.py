@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 import torch
 
-from core import lifecycle, sweeper
+from core import lifecycle, sweeper, workers
 from core.db import get_engine, get_sessionmaker, upgrade
 from core.keys import create_key
 from core.lifecycle import JobStatus
@@ -27,6 +27,7 @@ def world(tmp_path):
     Session = get_sessionmaker(settings.database_url)
     with Session() as s:
         owner, _ = create_key(s, "sweeper-test", settings)
+    workers.beat(settings, ["cpu", "auto"], "cpu")     # a live cpu worker: jobs wait for no one
 
     class World:
         def __init__(self):
@@ -89,11 +90,19 @@ def test_unsent_job_is_sent_once_even_by_concurrent_sweepers(world):
 
 def test_resend_backs_off_with_the_time_already_waited(world):
     young = world.add(created_at=ago(15), sent_at=ago(11))   # waited 4 s before its send: resend after 10
-    old = world.add(created_at=ago(100), sent_at=ago(11))    # waited 89 s: resend after 89 s, not yet
+    old = world.add(created_at=ago(50), sent_at=ago(11))     # waited 39 s: resend after 39 s, not yet
     sweeper.sweep(world.settings)
     assert world.messages() == [young]
-    assert sweeper.resend_interval(world.settings, ago(100), ago(11)) == pytest.approx(89, abs=1)
-    assert sweeper.resend_interval(world.settings, ago(10**6), ago(0)) == sweeper.MAX_RESEND_INTERVAL_S
+    assert sweeper.resend_interval(world.settings, ago(50), ago(11)) == pytest.approx(39, abs=1)
+    assert sweeper.resend_interval(world.settings, ago(10**6), ago(0)) == world.settings.max_resend_interval_s
+
+
+def test_a_job_of_any_age_is_resent_within_the_cap(world):
+    """A job queued for two hours whose message was lost (consumed by a worker that could not reach
+    the database) is sent again max_resend_interval_s after its last send, not an hour later."""
+    old = world.add(created_at=ago(7200), sent_at=ago(world.settings.max_resend_interval_s + 1))
+    sweeper.sweep(world.settings)
+    assert world.messages() == [old]
 
 
 def test_stale_running_job_is_requeued_with_a_note_and_sent(world):

@@ -39,8 +39,8 @@ def test_the_job_example_says_where_its_dataset_id_comes_from(svc):
     job = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
     assert "POST /v1/datasets" in job["properties"]["dataset_id"]["description"]
     example = job["examples"][0]
-    r = svc.client.post("/v1/jobs", headers=svc.a, json=example)
-    assert r.status_code == 404 and "POST /v1/datasets" in r.json()["detail"]
+    r = svc.client.post("/v1/jobs", headers=svc.a, json=example)     # as-is: the placeholder is no id
+    assert r.status_code == 422 and "POST /v1/datasets" in r.json()["detail"][0]["msg"]
     iris = svc.dataset(iris_like(), "iris.csv")
     r = svc.client.post("/v1/jobs", headers=svc.a, json={**example, "dataset_id": iris["id"]})
     assert r.status_code == 202, r.text      # the example runs once the id is pasted
@@ -72,9 +72,12 @@ def test_nan_and_infinity_hyperparameters_are_422_and_integers_stay_valid(svc, i
     body = ('{"dataset_id": "%s", "model": {"layers": [{"type": "linear", "out_features": 3}]}, '
             '"loss": "cross_entropy", "optimizer": {"type": "adam", "lr": %s}}')
     for literal in ("NaN", "Infinity", "-Infinity"):
-        r = svc.client.post("/v1/jobs", headers={**svc.a, "Content-Type": "application/json"},
-                            content=body % (iris["id"], literal))
-        assert r.status_code == 422 and r.json()["detail"][0]["type"] == "finite_number", (literal, r.text)
+        content = body % (iris["id"], literal)
+        r = svc.client.post("/v1/jobs", headers={**svc.a, "Content-Type": "application/json"}, content=content)
+        (error,) = r.json()["detail"]
+        assert r.status_code == 422 and error["type"] == "json_invalid", (literal, r.text)
+        assert "NaN and Infinity are not JSON numbers" in error["msg"] 
+        assert error["loc"][0] == "body" and 0 <= error["loc"][1] - content.index(literal) <= 1   # at the literal
     r = svc.submit(iris["id"], optimizer={"type": "adam", "lr": 1}, validation_split=0)
     assert r.status_code == 202, r.text
     assert r.json()["request"]["optimizer"]["lr"] == 1.0

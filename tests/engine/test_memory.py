@@ -1,0 +1,39 @@
+"""engine.memory: the bytes a training step and an inference need, counted from the Plan by hand."""
+from __future__ import annotations
+
+from engine import plan
+from engine.memory import estimate
+from engine.spec import SGD, Adam
+
+
+def test_a_small_mlp_counted_by_hand():
+    p = plan({"layers": [{"type": "linear", "out_features": 8}, {"type": "relu"},
+                         {"type": "linear", "out_features": 3}]}, (4,))
+    e = estimate(p, 4, Adam(type="adam"))
+    # per sample, float32: the input batch 4x4; kept: linear 8x4 (the relu runs in place on it), linear 3x4;
+    # backward's widest moment: the relu's dy and dx, (8 + 8) x 4; the loss: 3 x 3 x 4
+    assert e.activation_bytes == 16 + (32 + 12) + 64 + 36
+    assert e.inference_bytes == 16 + (32 + 12) + 32
+    # 67 parameters x 4 bytes x (parameter, gradient, Adam's two moments, checkpoint and best copies)
+    assert e.parameter_bytes == 67 * 4 * 6
+    assert estimate(p, 8, SGD(type="sgd")).parameter_bytes == 67 * 8 * 4   # float64, no momentum
+    assert e.training_bytes(10) == 10 * e.activation_bytes + e.parameter_bytes
+    assert e.max_batch_size(e.training_bytes(10)) == 10 and e.max_batch_size(e.parameter_bytes - 1) == 0
+
+
+def test_what_each_layer_keeps():
+    def kept(layers, shape=(16,)):
+        return estimate(plan({"layers": layers}, shape), 4).inference_bytes
+    base = kept([{"type": "linear", "out_features": 10}])
+    # a relu after a shared input (not a linear's sole reader) keeps its own output
+    assert kept([{"type": "relu"}, {"type": "linear", "out_features": 10}]) - base == 16 * 4 + (16 - 10) * 4
+    # dropout keeps its mask beside its output; flatten is a view (the widest output, 16, still counts once)
+    assert kept([{"type": "dropout", "p": 0.5}, {"type": "linear", "out_features": 10}]) - base == 2 * 16 * 4 + 6 * 4
+    assert kept([{"type": "flatten"}, {"type": "linear", "out_features": 10}]) - base == 6 * 4
+
+
+def test_a_conv_counts_its_unfolded_input_in_the_backward():
+    p = plan({"layers": [{"type": "conv2d", "out_channels": 2, "kernel_size": 3, "padding": 1}]}, (3, 8, 8))
+    e = estimate(p, 4)
+    unfolded = 3 * 3 * 3 * 8 * 8
+    assert e.activation_bytes == (3 * 64) * 4 + (2 * 64) * 4 + (2 * 64 + 3 * 64 + unfolded) * 4 + 3 * 2 * 64 * 4

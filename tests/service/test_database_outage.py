@@ -1,0 +1,69 @@
+"""A database outage is a 503 with Retry-After, and a worker waits for the database instead of taking
+messages it cannot act on (issue 8, point 4). The PostgreSQL server is this module's own; the tests
+shut it down and start it again."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from core.tables import Job
+from worker import runner
+
+from conftest import iris_like, make_service
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def outage_svc(tmp_path, own_pg_server):
+    svc = make_service(tmp_path, database_url=own_pg_server.create_database(), database_patience_s=60)
+    yield svc
+    svc.client.close()
+
+
+def test_requests_during_a_database_outage_are_503_with_retry_after(outage_svc, own_pg_server):
+    svc = outage_svc
+    job = svc.submit(svc.dataset(iris_like(), "iris.csv")["id"]).json()
+    assert svc.client.get(f"/v1/jobs/{job['id']}", headers=svc.a).status_code == 200   # key a is cached now
+    own_pg_server.pause()
+    try:
+        for method, url, headers in [("GET", f"/v1/jobs/{job['id']}", svc.a), ("GET", "/v1/jobs", svc.a),
+                                     ("POST", f"/v1/jobs/{job['id']}/cancel", svc.a),
+                                     ("GET", "/v1/datasets", svc.b)]:   # key b: its lookup needs the database
+            r = svc.client.request(method, url, headers=headers)
+            assert r.status_code == 503, (method, url, r.status_code, r.text)
+            assert int(r.headers["retry-after"]) > 0 and "database is unavailable" in r.json()["detail"]
+    finally:
+        own_pg_server.resume()
+    assert svc.client.get(f"/v1/jobs/{job['id']}", headers=svc.a).json()["status"] == "queued"
+
+
+def test_a_worker_waits_for_the_database_then_trains_the_job(outage_svc, own_pg_server):
+    """The message's claim is retried while the database is down (the worker holds that one message,
+    takes no other) and succeeds once it is back: the job trains, nothing is dropped."""
+    svc = outage_svc
+    job = svc.submit(svc.dataset(iris_like(), "iris.csv")["id"]).json()
+    own_pg_server.pause()
+    outcome: list = []
+    worker = threading.Thread(target=lambda: outcome.append(
+        _run(svc.settings, job["id"])), daemon=True)
+    try:
+        worker.start()
+        time.sleep(2.0)
+        assert worker.is_alive() and not outcome      # still waiting, the message in hand
+    finally:
+        own_pg_server.resume()
+    worker.join(60)
+    assert outcome == ["succeeded"]
+    with svc.session() as s:
+        assert s.get(Job, job["id"]).status == "succeeded"
+
+
+def _run(settings, job_id: str) -> str:
+    try:
+        return runner.run_job(settings, job_id, torch.device("cpu"))
+    except Exception as exc:  # noqa: BLE001 - the outcome the test reports
+        return f"raised {type(exc).__name__}"
