@@ -14,7 +14,7 @@ from . import errors
 from .deps import KeyCache
 from .limits import BodyLimit
 from .predict import ModelCache
-from .routes import datasets, health, jobs, results
+from .routes import datasets, health, jobs, results, sweeps
 
 VERSION = "0.1.0"
 DESCRIPTION = """
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Training as a service: a hand-written training engine behind a REST API.",
         openapi_tags=[{"name": "datasets", "description": "Upload and manage training data."},
                       {"name": "jobs", "description": "Submit, follow and use training jobs."},
+                      {"name": "sweeps", "description": "Hyperparameter searches: every trial is a job."},
                       {"name": "health", "description": "Probes for orchestrators."}],
         swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
     )
@@ -55,4 +56,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(results.router)
+    app.include_router(sweeps.router)
     return app

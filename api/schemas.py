@@ -75,6 +75,7 @@ class JobPublic(BaseModel):
     error: JobError | None
     n_parameters: int
     request: dict[str, Any] = Field(description="The submitted job, with defaults filled in.")
+    sweep_id: str | None = Field(None, description="The sweep this job is a trial of.")
 
     @classmethod
     def from_row(cls, job: Job) -> "JobPublic":
@@ -93,7 +94,7 @@ def job_fields(job: Any) -> dict[str, Any]:
                      "total_steps": job.total_steps, "fraction": min(max(float(job.fraction), 0.0), 1.0)},
         "latest_metrics": job.latest_metrics, "result": job.result,
         "error": {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None,
-        "n_parameters": job.n_parameters, "request": request,
+        "n_parameters": job.n_parameters, "request": request, "sweep_id": job.sweep_id,
     }
 
 

@@ -6,6 +6,8 @@
                 ▼    requeue──────┤  lost worker, attempts left: resume from the checkpoint
             cancelled   fail_lost─┘  lost worker, no attempts left: failed (worker_lost)
 
+    reject ─▶ failed                 a sweep's trial whose drawn point does not admit: never sent
+
 The row is the job; a broker message is only a wake-up call carrying its id. Every move is
 one conditional UPDATE that re-checks the state it starts from, so two processes acting on
 one job at once never both win: the one whose UPDATE matches the row acts, the other sees
@@ -73,6 +75,14 @@ def submit(session: Session, settings: Settings, job: Job) -> Job:
     session.commit()
     dispatch(settings, job.id, job.queue)
     session.refresh(job)
+    return job
+
+
+def reject(session: Session, job: Job, code: str, message: str) -> Job:
+    """Add a job that can never run as failed, never queued nor sent; the caller commits it (with
+    the sweep trial it belongs to)."""
+    job.status, job.error_code, job.error_message, job.finished_at = JobStatus.FAILED, code, message, utcnow()
+    session.add(job)
     return job
 
 

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     max_compute_per_job: int = 500_000_000  # epochs x training samples
     max_concurrent_jobs: int = 4           # queued + running per key
     max_predict_rows: int = 10_000
+    max_sweep_trials: int = 500            # trials per sweep (a grid's points included)
+    max_active_sweeps: int = 4             # running sweeps per key; their trials count as its jobs
 
     # worker liveness: a running job whose heartbeat is older than heartbeat_timeout_s is retried
     # from its last checkpoint (up to max_attempts in all) or failed with a reason

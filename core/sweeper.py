@@ -12,7 +12,10 @@ Rules (one sweep):
   c) a queued job never handed to the broker (sent_at NULL and created more than UNSENT_GRACE_S
      ago: the submitter sends right after its commit) -> dispatched; a queued job sent before
      and still not started -> dispatched again after a back-off (`resend_interval`). Duplicate
-     messages are harmless: the claim is atomic.
+     messages are harmless: the claim is atomic;
+  d) hyperparameter sweeps (core.sweeps, not to be confused with this pass): a running one with a
+     free slot and trials left gets its next trials, one whose trials have all ended is ended,
+     and the still active trials of a cancelled one are stopped (core.sweeps.scheduler.advance_all).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from . import lifecycle
 from .db import session_scope
 from .lifecycle import JobStatus
 from .settings import Settings
+from .sweeps import scheduler
 from .tables import Job, as_utc, utcnow
 
 log = logging.getLogger("chainrule.sweeper")
@@ -51,9 +55,11 @@ class SweepSummary:
     requeued: list[str] = field(default_factory=list)    # running jobs whose worker was lost, to retry
     failed: list[str] = field(default_factory=list)      # running jobs that ran out of attempts
     cancelled: list[str] = field(default_factory=list)
+    trials_made: list[str] = field(default_factory=list)     # sweep trials made (their job ids)
+    trials_stopped: list[str] = field(default_factory=list)  # trials of cancelled sweeps stopped
 
     def __bool__(self) -> bool:
-        return any((self.sent, self.requeued, self.failed, self.cancelled))
+        return any(self.__dict__.values())
 
     def counts(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.__dict__.items() if v}
@@ -105,6 +111,8 @@ def sweep(settings: Settings) -> SweepSummary:
     _cancel_flagged_queued(settings, summary)
     _recover_stale_running(settings, summary)
     _dispatch_unsent(settings, summary)
+    for name, job_ids in scheduler.advance_all(settings).items():
+        getattr(summary, name).extend(job_ids)
     if summary:
         log.info("sweep: %s", summary.counts())
     return summary

@@ -14,13 +14,12 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import bindparam, func, select
 
 from core import artifacts, lifecycle
-from core.broker import queue_for
+from core.admission import Rejection, admit, new_job
 from core.db import get_engine
 from core.jobspec import JobRequest
 from core.lifecycle import ACTIVE, JobStatus
 from core.tables import Dataset, Job
 
-from ..admission import Rejection, admit
 from ..deps import CurrentKey, SessionDep, SettingsDep, get_owned
 from ..errors import problem
 from ..schemas import LIST_LIMIT_MAX, JobList, JobPublic, job_fields
@@ -46,10 +45,7 @@ def submit_job(req: JobRequest, response: Response, session: SessionDep, owner: 
     if active >= settings.max_concurrent_jobs:
         raise problem(429, ["body"], f"this key has {active} jobs queued or running; the limit is "
                       f"{settings.max_concurrent_jobs}: wait for one to finish or cancel one")
-    job = Job(owner_id=owner.id, dataset_id=dataset.id, request=req.model_dump(mode="json"),
-              device=req.device, queue=queue_for(req.device), n_parameters=graph.n_parameters,
-              max_attempts=settings.max_attempts, input_shape=list(dataset.input_shape), task=dataset.task,
-              classes=dataset.classes)
+    job = new_job(req, dataset, graph, owner.id, settings)
     lifecycle.submit(session, settings, job)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobPublic.from_row(job)
@@ -58,9 +54,11 @@ def submit_job(req: JobRequest, response: Response, session: SessionDep, owner: 
 @router.get("", response_model=JobList, summary="List this key's jobs, newest first")
 def list_jobs(session: SessionDep, owner: CurrentKey,
               status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
+              sweep: Annotated[str | None, Query(max_length=64, description="Only this sweep's trials.")] = None,
               limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = 20,
               offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> JobList:
-    where = [Job.owner_id == owner.id] + ([Job.status == status] if status else [])
+    where = [Job.owner_id == owner.id] + ([Job.status == status] if status else []) \
+        + ([Job.sweep_id == sweep] if sweep else [])
     total = session.scalar(select(func.count()).select_from(Job).where(*where))
     rows = session.scalars(select(Job).where(*where).order_by(Job.created_at.desc(), Job.id)
                            .limit(limit).offset(offset))

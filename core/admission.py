@@ -1,0 +1,91 @@
+"""Admission of a job: every check of it against its dataset and the service limits that can be
+made before anything is queued. Nothing here writes; the caller (POST /v1/jobs, the sweep
+scheduler) submits what passes, as the row `new_job` makes.
+
+Each failure is a Rejection carrying the HTTP status, the body location it points at and a
+message that says what to change; a shape mismatch is engine.SpecError (its own handler).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from engine import Plan, SpecError, check_compatible, plan
+
+from .broker import queue_for
+from .jobspec import JobRequest
+from .settings import Settings
+from .tables import Dataset, Job, new_id
+
+SQUASHES = {"cross_entropy": "softmax", "bce_with_logits": "sigmoid"}  # what the loss applies itself
+
+
+class Rejection(Exception):
+    def __init__(self, status: int, loc: list[Any], message: str, type_: str = "value_error"):
+        super().__init__(message)
+        self.status, self.loc, self.message, self.type = status, loc, message, type_
+
+
+def _graph(req: JobRequest, dataset: Dataset) -> Plan:
+    """Shape inference on the dataset's input shape; SpecError names the layer and both shapes."""
+    try:
+        return plan(req.model, tuple(dataset.input_shape))
+    except SpecError:
+        raise
+    except ValueError as e:
+        raise Rejection(422, ["body", "model"], str(e)) from None
+
+
+def _check_loss(req: JobRequest, dataset: Dataset, graph: Plan) -> None:
+    """The loss must fit the targets and the network's output (the engine's rule, the one fit
+    applies), and must not squash twice: a loss on logits after a final softmax / sigmoid."""
+    last = req.model.layers[-1].type
+    squash = SQUASHES.get(req.loss.type)
+    try:
+        if squash is not None and last in ("softmax", "sigmoid"):
+            raise ValueError(f"{req.loss.type} takes logits and applies {squash} itself: remove the final "
+                             f"{last} (layers[{len(req.model.layers) - 1}]); predict still returns probabilities")
+        classification = dataset.task == "classification"
+        check_compatible(req.loss, dataset.task, dataset.n_outputs if classification else None,
+                         tuple(graph.output_shape), n_targets=None if classification else dataset.n_outputs)
+    except ValueError as e:
+        raise Rejection(422, ["body", "loss"], str(e), "incompatible_loss") from None
+
+
+def training_rows(n_rows: int, validation_split: float) -> int:
+    """As engine.data.split_indices splits: round(n * split) rows are held out."""
+    return n_rows - int(round(n_rows * validation_split))
+
+
+def _check_limits(req: JobRequest, dataset: Dataset, graph: Plan, settings: Settings) -> None:
+    if graph.n_parameters > settings.max_parameters:
+        raise Rejection(422, ["body", "model"], f"the model has {graph.n_parameters:,} trainable parameters; "
+                        f"the limit is {settings.max_parameters:,}", "limit_exceeded")
+    n_train = training_rows(dataset.n_rows, req.validation_split)
+    if n_train < 1:
+        raise Rejection(422, ["body", "validation_split"],
+                        f"validation_split {req.validation_split} leaves no training rows of {dataset.n_rows}")
+    compute = req.epochs * n_train
+    if compute > settings.max_compute_per_job:
+        fix = (f"lower epochs to at most {settings.max_compute_per_job // n_train}"
+               if settings.max_compute_per_job >= n_train else "use fewer rows")
+        raise Rejection(422, ["body", "epochs"], f"epochs × training rows = {req.epochs} × {n_train} = "
+                        f"{compute:,} exceeds the limit of {settings.max_compute_per_job:,} per job: {fix}",
+                        "limit_exceeded")
+
+
+def admit(req: JobRequest, dataset: Dataset, settings: Settings) -> Plan:
+    """The job's shape plan if it can run on `dataset` within the limits; raises SpecError or Rejection."""
+    graph = _graph(req, dataset)
+    _check_loss(req, dataset, graph)
+    _check_limits(req, dataset, graph, settings)
+    return graph
+
+
+def new_job(req: JobRequest, dataset: Dataset, graph: Plan, owner_id: str, settings: Settings,
+            **columns: Any) -> Job:
+    """The row of an admitted job, not yet added to a session; what predict needs is copied from
+    the dataset, which may be deleted later."""
+    return Job(id=new_id(), owner_id=owner_id, dataset_id=dataset.id, request=req.model_dump(mode="json"),
+               device=req.device, queue=queue_for(req.device), n_parameters=graph.n_parameters,
+               max_attempts=settings.max_attempts, input_shape=list(dataset.input_shape), task=dataset.task,
+               classes=dataset.classes, **columns)

@@ -1,0 +1,90 @@
+"""A running trial's epoch, told to the sweep: its metric is recorded on the trial row, and the
+sweep's pruner (Optuna's, core.sweeps.study) says whether the trial stops here.
+
+The worker calls `report` at each epoch end (worker.trial). A trial told to stop ends
+`cancelled` with error_code `pruned` and the message from `explain`, which names the rung, the
+metric's value and the value it had to beat. The decision is stored (pruned_epoch) before the
+worker acts on it, so a trial whose worker dies right after is stopped as pruned on resume.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from optuna.trial import TrialState
+from sqlalchemy import select
+
+from ..db import session_scope
+from ..settings import Settings
+from ..tables import Sweep, SweepTrial
+from . import store, study
+from .spec import AshaPruning, MedianPruning, SweepRequest
+from .study import TrialRecord
+
+RUNG_KEY = "completed_rung_"   # Optuna's SuccessiveHalvingPruner: a trial's value at rung k, per trial
+
+
+def pruned_message(settings: Settings, job_id: str) -> str | None:
+    """The stop already decided for this trial (its worker died before acting on it), if any."""
+    with session_scope(settings.database_url) as s:
+        epoch = s.scalar(select(SweepTrial.pruned_epoch).where(SweepTrial.job_id == job_id))
+    return None if epoch is None else f"pruned at epoch {epoch} (decided before its worker was lost)"
+
+
+def report(settings: Settings, job_id: str, epoch: int, value: float | None, *, final: bool) -> str | None:
+    """Record `value` (the sweep metric at `epoch`); the pruning message if the trial stops here.
+    `final`: the trial's last epoch, which is recorded but never pruned (it has finished)."""
+    value = value if value is not None and math.isfinite(value) else None
+    with session_scope(settings.database_url) as s:
+        trial = s.scalars(select(SweepTrial).where(SweepTrial.job_id == job_id)).first()
+        if trial is None:
+            return None
+        trial.values = {**trial.values, str(epoch): value}
+        spec = SweepRequest.model_validate(s.get(Sweep, trial.sweep_id).request)
+        if final or spec.early_stopping.type == "none":
+            return None
+        records = store.load_records(s, trial.sweep_id)
+        records[trial.number] = _with(records[trial.number], values=store.epoch_values(trial.values))
+        decision = study.should_prune(spec, records, trial.number)
+        trial.system_attrs = decision.system_attrs
+        if not decision.prune:
+            return None
+        trial.pruned_epoch = epoch
+    records[trial.number] = _with(records[trial.number], system_attrs=decision.system_attrs)
+    return explain(spec, records, trial.number, epoch, value)
+
+
+def _with(record: TrialRecord, **changes) -> TrialRecord:
+    return dataclasses.replace(record, **changes)
+
+
+def explain(spec: SweepRequest, records: list[TrialRecord], number: int, epoch: int, value: float | None) -> str:
+    """Why the pruner stopped trial `number` at `epoch`, in the sweep's terms."""
+    metric, rule = spec.metric, spec.early_stopping
+    if value is None:
+        return f"pruned at epoch {epoch}: {metric} is not a finite number"
+    better = "at most" if spec.direction == "minimize" else "at least"
+    if isinstance(rule, AshaPruning):
+        return _explain_asha(rule, spec, records, number, epoch, value, better)
+    assert isinstance(rule, MedianPruning)
+    finished = [r.values[epoch] for r in records if r.state == TrialState.COMPLETE
+                and r.values.get(epoch) is not None]
+    best_so_far = study.best_value(records[number].values, spec.direction)[1]
+    median = float(np.median(finished)) if finished else math.nan
+    return (f"pruned at epoch {epoch} by the median rule: best {metric} so far {best_so_far:.6g} is worse "
+            f"than {median:.6g}, the median of the {len(finished)} finished trials at epoch {epoch} "
+            f"(needed {better} that)")
+
+
+def _explain_asha(rule: AshaPruning, spec: SweepRequest, records: list[TrialRecord], number: int, epoch: int,
+                  value: float, better: str) -> str:
+    rungs = [int(key[len(RUNG_KEY):]) for key in records[number].system_attrs if key.startswith(RUNG_KEY)]
+    rung = max(rungs, default=0)   # the rung this epoch completed: the trial's last one
+    key = f"{RUNG_KEY}{rung}"
+    competing = sorted([r.system_attrs[key] for r in records if r.number != number and key in r.system_attrs]
+                       + [value])
+    keep = max(len(competing) // rule.reduction_factor, 1)   # Optuna: the best 1/eta go on, at least 1
+    threshold = competing[keep - 1] if spec.direction == "minimize" else competing[-keep]
+    return (f"pruned by ASHA at epoch {epoch} (rung {rung}): {spec.metric} {value:.6g} is not in the best "
+            f"{keep} of the {len(competing)} trials that reached epoch {epoch} (needed {better} {threshold:.6g})")
