@@ -10,8 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.lifecycle import JobStatus
 from core.sweeps import SweepRequest, SweepStatus
-from core.sweeps.store import epoch_values
-from core.sweeps.study import PRUNED, best_value
+from core.sweeps.study import PRUNED
 from core.tables import Job, Sweep, SweepTrial
 
 from .schemas import JobError, UtcDatetime
@@ -86,12 +85,12 @@ class SweepList(BaseModel):
     offset: int
 
 
-def _trial(row: SweepTrial, job: Job | None, direction: str) -> TrialPublic:
-    best_epoch, value = best_value(epoch_values(row.values), direction)
+def _trial(row: SweepTrial, job: Job | None) -> TrialPublic:
     error = JobError(code=job.error_code, message=job.error_message or "") if job and job.error_code else None
     return TrialPublic(number=row.number, job_id=row.job_id, status=job.status if job else "deleted",
                        pruned=bool(job and job.error_code == PRUNED), params=row.params,
-                       epochs=job.epoch if job else len(row.values), value=value, best_epoch=best_epoch,
+                       epochs=job.epoch if job else row.last_epoch or 0, value=row.best_value,
+                       best_epoch=row.best_epoch,
                        started_at=job.started_at if job else None, finished_at=job.finished_at if job else None,
                        error=error)
 
@@ -119,7 +118,7 @@ def sweep_public(session: Session, sweep: Sweep, *, with_trials: bool = True) ->
     spec = SweepRequest.model_validate(sweep.request)
     rows = session.execute(select(SweepTrial, Job).outerjoin(Job, SweepTrial.job_id == Job.id)
                            .where(SweepTrial.sweep_id == sweep.id).order_by(SweepTrial.number)).all()
-    trials = [_trial(row, job, spec.direction) for row, job in rows]
+    trials = [_trial(row, job) for row, job in rows]
     fields = dict(
         id=sweep.id, name=sweep.name, status=sweep.status, dataset_id=sweep.dataset_id, method=spec.method,
         metric=spec.metric, goal=spec.direction, early_stopping=spec.early_stopping.type,

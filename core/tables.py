@@ -135,8 +135,9 @@ class Sweep(Base):
 
 class SweepTrial(Base):
     """One trial of a sweep, as the search sees it: the point it was given (the user's values and
-    Optuna's encoding), Optuna's per-trial system attributes (grid id, ASHA rungs) and the
-    sweep metric at each epoch. Kept when its job is deleted, so trial numbers never shift."""
+    Optuna's encoding), Optuna's per-trial system attributes (grid id, ASHA rungs) and a summary
+    of the sweep metric so far (the curve itself is the job's job_metrics rows). Kept when its
+    job is deleted, so trial numbers never shift."""
     __tablename__ = "sweep_trials"
     sweep_id: Mapped[str] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True)
     number: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -144,6 +145,9 @@ class SweepTrial(Base):
     params: Mapped[dict[str, Any]] = mapped_column()           # {path: value} as the user wrote them
     optuna_params: Mapped[dict[str, Any]] = mapped_column()    # {path: Optuna's value} (choices by index)
     system_attrs: Mapped[dict[str, Any]] = mapped_column()
-    values: Mapped[dict[str, Any]] = mapped_column()           # {"epoch": metric value or null}
+    best_value: Mapped[float | None] = mapped_column(Float, default=None)   # the best finite metric value
+    best_epoch: Mapped[int | None] = mapped_column(Integer, default=None)   # its epoch (the earliest on ties)
+    last_epoch: Mapped[int | None] = mapped_column(Integer, default=None)   # the latest epoch reported
+    last_value: Mapped[float | None] = mapped_column(Float, default=None)   # its value (null: not finite)
     pruned_epoch: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 from optuna.trial import TrialState
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from ..db import session_scope
 from ..settings import Settings
@@ -34,23 +34,31 @@ def pruned_message(settings: Settings, job_id: str) -> str | None:
 
 def report(settings: Settings, job_id: str, epoch: int, value: float | None, *, final: bool) -> str | None:
     """Record `value` (the sweep metric at `epoch`); the pruning message if the trial stops here.
-    `final`: the trial's last epoch, which is recorded but never pruned (it has finished)."""
-    value = value if value is not None and math.isfinite(value) else None
+    `final`: the trial's last epoch, which is recorded but never pruned (it has finished).
+
+    The decision is made on a read; one short UPDATE writes it (a SQLite write lock is global)."""
+    value = store.finite(value)
     with session_scope(settings.database_url) as s:
         trial = s.scalars(select(SweepTrial).where(SweepTrial.job_id == job_id)).first()
         if trial is None:
             return None
-        trial.values = {**trial.values, str(epoch): value}
         spec = SweepRequest.model_validate(s.get(Sweep, trial.sweep_id).request)
-        if final or spec.early_stopping.type == "none":
-            return None
-        records = store.load_records(s, trial.sweep_id)
-        records[trial.number] = _with(records[trial.number], values=store.epoch_values(trial.values))
-        decision = study.should_prune(spec, records, trial.number)
-        trial.system_attrs = decision.system_attrs
-        if not decision.prune:
-            return None
-        trial.pruned_epoch = epoch
+        summary = {"last_epoch": epoch, "last_value": value}
+        if value is not None and study.better(value, trial.best_value, spec.direction):
+            summary |= {"best_epoch": epoch, "best_value": value}
+        decision, records = None, []
+        if not final and spec.early_stopping.type != "none":
+            median = spec.early_stopping.type == "median"
+            records = store.load_records(s, trial.sweep_id, metric=spec.metric, at_epoch=epoch if median else None)
+            own = {**store.known_values(trial), epoch: value}   # the previous last epoch stays: the median's interval
+            records[trial.number] = _with(records[trial.number], values=own,
+                                          best=summary.get("best_value", trial.best_value))
+            decision = study.should_prune(spec, records, trial.number)
+            summary |= {"system_attrs": decision.system_attrs} | ({"pruned_epoch": epoch} if decision.prune else {})
+        s.execute(update(SweepTrial).where(SweepTrial.sweep_id == trial.sweep_id, SweepTrial.number == trial.number)
+                  .values(**summary))
+    if decision is None or not decision.prune:
+        return None
     records[trial.number] = _with(records[trial.number], system_attrs=decision.system_attrs)
     return explain(spec, records, trial.number, epoch, value)
 
@@ -70,7 +78,7 @@ def explain(spec: SweepRequest, records: list[TrialRecord], number: int, epoch: 
     assert isinstance(rule, MedianPruning)
     finished = [r.values[epoch] for r in records if r.state == TrialState.COMPLETE
                 and r.values.get(epoch) is not None]
-    best_so_far = study.best_value(records[number].values, spec.direction)[1]
+    best_so_far = records[number].best if records[number].best is not None else math.nan
     median = float(np.median(finished)) if finished else math.nan
     return (f"pruned at epoch {epoch} by the median rule: best {metric} so far {best_so_far:.6g} is worse "
             f"than {median:.6g}, the median of the {len(finished)} finished trials at epoch {epoch} "

@@ -75,7 +75,7 @@ def _next_trial(settings: Settings, sweep_id: str) -> str | None:
         point = study.next_point(spec, store.load_records(s, sweep_id))
         job = _trial_job(s, settings, sweep, spec, dataset, point)
         s.add(SweepTrial(sweep_id=sweep_id, number=sweep.trials_created, job_id=job.id, params=point.params,
-                         optuna_params=point.optuna_params, system_attrs=point.system_attrs, values={}))
+                         optuna_params=point.optuna_params, system_attrs=point.system_attrs))
         sweep.trials_created += 1
         if job.status == JobStatus.FAILED:
             s.commit()

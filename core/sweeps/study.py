@@ -41,7 +41,8 @@ class TrialRecord:
     number: int
     optuna_params: dict[str, Any]
     system_attrs: dict[str, Any]
-    values: dict[int, float | None]     # epoch -> the sweep metric (None: not finite)
+    values: dict[int, float | None]     # epoch -> the sweep metric (None: not finite), the epochs Optuna reads
+    best: float | None                  # the best finite value over all its epochs: the trial's value
     job_status: str | None              # None: the job was deleted
     error_code: str | None
 
@@ -56,18 +57,14 @@ class TrialRecord:
         return TrialState.FAIL           # failed, cancelled by the user, deleted
 
 
-def best_value(values: dict[int, float | None], direction: str) -> tuple[int | None, float | None]:
-    """(epoch, value) of the best finite metric value; the earliest epoch on ties."""
-    finite = [(epoch, v) for epoch, v in sorted(values.items()) if v is not None and math.isfinite(v)]
-    if not finite:
-        return None, None
-    pick = min if direction == "minimize" else max
-    return pick(finite, key=lambda item: item[1])
+def better(value: float, than: float | None, direction: str) -> bool:
+    """Strictly better: on ties the earlier epoch (or trial) stays the best."""
+    return than is None or (value < than if direction == "minimize" else value > than)
 
 
-def _frozen(record: TrialRecord, dists: dict[str, BaseDistribution], direction: str) -> FrozenTrial:
+def _frozen(record: TrialRecord, dists: dict[str, BaseDistribution]) -> FrozenTrial:
     state = record.state
-    value = best_value(record.values, direction)[1] if state == TrialState.COMPLETE else None
+    value = record.best if state == TrialState.COMPLETE else None
     if state == TrialState.COMPLETE and value is None:
         state = TrialState.FAIL          # finished without one finite value: nothing to learn from
     return create_trial(state=state, value=value, params=record.optuna_params, distributions=dists,
@@ -106,7 +103,7 @@ def rebuild(sweep: SweepRequest, records: list[TrialRecord], number: int) -> opt
     """The study as Optuna would hold it, trials in number order (numbers are contiguous)."""
     study = optuna.create_study(direction=sweep.direction, sampler=_sampler(sweep, number), pruner=_pruner(sweep))
     dists = space.distributions(sweep)
-    study.add_trials([_frozen(r, dists, sweep.direction) for r in sorted(records, key=lambda r: r.number)])
+    study.add_trials([_frozen(r, dists) for r in sorted(records, key=lambda r: r.number)])
     return study
 
 
