@@ -145,19 +145,20 @@ def asha_grid(dataset_id: str, early_stopping) -> dict:
             "early_stopping": early_stopping}
 
 
-def check_asha(deployment: Stack) -> None:
+def check_asha(deployment: Stack, *, against_full_grid: bool) -> None:
     digits = deployment.upload_csv(csv_of(load_digits), "digits")["id"]
     asha = wait_sweep(deployment, submit(deployment, **asha_grid(digits, {
         "type": "asha", "min_resource": 1, "reduction_factor": 3}))["id"])
-    full = wait_sweep(deployment, submit(deployment, **asha_grid(digits, "none"))["id"])
-    assert asha["status"] == full["status"] == "succeeded"
-    assert asha["counts"]["made"] == 27 and full["counts"]["succeeded"] == 27
-    assert full["epochs_trained"] == 27 * 27
+    assert asha["status"] == "succeeded" and asha["counts"]["made"] == 27
     print(f"\n[measured] ASHA trained {asha['epochs_trained']} epochs of 729 ({asha['counts']['pruned']} of 27 "
-          f"pruned); best val_loss {asha['best_trial']['value']:.4f} vs the full grid's "
-          f"{full['best_trial']['value']:.4f}")
+          f"pruned); best val_loss {asha['best_trial']['value']:.4f}")
     assert asha["epochs_trained"] < 0.4 * 27 * 27                      # well under half
-    assert asha["best_trial"]["value"] <= full["best_trial"]["value"] * (1 + ASHA_MARGIN)
+    if against_full_grid:
+        full = wait_sweep(deployment, submit(deployment, **asha_grid(digits, "none"))["id"])
+        assert full["counts"]["succeeded"] == 27 and full["epochs_trained"] == 27 * 27
+        print(f"[measured] the full grid's best val_loss {full['best_trial']['value']:.4f}")
+        assert asha["best_trial"]["value"] <= full["best_trial"]["value"] * (1 + ASHA_MARGIN)
+        assert max_overlap(full["trials"]) <= 2
     pruned = [t for t in asha["trials"] if t["pruned"]]
     assert len(pruned) >= 18
     for t in pruned:            # stopped at a rung, cancelled with the reason, its epochs' metrics kept
@@ -165,7 +166,7 @@ def check_asha(deployment: Stack) -> None:
         assert t["error"]["code"] == "pruned" and f"at epoch {t['epochs']} (rung" in t["error"]["message"]
         kept = deployment.http.get(f"/v1/jobs/{t['job_id']}/metrics").json()["epochs"]
         assert [m["epoch"] for m in kept] == list(range(1, t["epochs"] + 1))
-    assert max_overlap(asha["trials"]) <= 2 and max_overlap(full["trials"]) <= 2
+    assert max_overlap(asha["trials"]) <= 2
 
 
 def check_median(deployment: Stack, dataset_id: str) -> None:
@@ -197,7 +198,7 @@ def check_median(deployment: Stack, dataset_id: str) -> None:
 
 
 def test_asha_prunes_at_rungs_and_finds_the_full_grids_best(stack):
-    check_asha(stack)
+    check_asha(stack, against_full_grid=True)
 
 
 def test_median_rule_stops_trials_below_the_finished_trials_median(stack, wine):
@@ -208,7 +209,7 @@ def test_median_rule_stops_trials_below_the_finished_trials_median(stack, wine):
 @pytest.mark.redis
 def test_asha_and_median_on_postgres_and_redis_with_two_workers(stack_factory):
     deployment = stack_factory("postgres").up(workers=2)
-    check_asha(deployment)
+    check_asha(deployment, against_full_grid=False)   # the comparison is the same search on SQLite, above
     check_median(deployment, deployment.upload_csv(csv_of(load_wine), "wine")["id"])
 
 
@@ -239,8 +240,9 @@ def test_cancel_stops_every_trial_within_seconds(stack, wine):
 def test_a_sigkilled_worker_and_a_restarted_api_leave_a_sweep_that_completes(stack_factory):
     deployment = stack_factory().up(workers=2)
     wine = deployment.upload_csv(csv_of(load_wine), "wine")["id"]
-    sweep = submit(deployment, **lr_grid(wine, max_concurrent=2, job={
-        "model": mlp(32, 3), "loss": "cross_entropy", "epochs": 300, "batch_size": 16, "device": "cpu"}))
+    sweep = submit(deployment, **lr_grid(wine, max_concurrent=2, parameters={
+        "optimizer.lr": {"choice": [0.01, 0.1, 0.3]}}, job={
+        "model": mlp(32, 3), "loss": "cross_entropy", "epochs": 120, "batch_size": 16, "device": "cpu"}))
 
     def both_checkpointed():
         trials = deployment.http.get(f"/v1/jobs?sweep={sweep['id']}&status=running").json()["items"]
@@ -254,9 +256,9 @@ def test_a_sigkilled_worker_and_a_restarted_api_leave_a_sweep_that_completes(sta
     deployment.wait_api()
 
     done = wait_sweep(deployment, sweep["id"], timeout=120, watch=("api", "worker"))
-    assert done["status"] == "succeeded" and done["counts"]["succeeded"] == 6, done["counts"]
+    assert done["status"] == "succeeded" and done["counts"]["succeeded"] == 3, done["counts"]
     jobs = deployment.http.get(f"/v1/jobs?sweep={sweep['id']}").json()["items"]
     resumed = [j for j in jobs if j["attempts"] == 2]
     assert len(resumed) == 1, [j["attempts"] for j in jobs]
-    assert resumed[0]["result"]["resumed_from_epoch"] >= 1 and resumed[0]["result"]["epochs_completed"] == 300
+    assert resumed[0]["result"]["resumed_from_epoch"] >= 1 and resumed[0]["result"]["epochs_completed"] == 120
     assert max_overlap(done["trials"]) <= 2
