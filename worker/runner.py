@@ -19,7 +19,7 @@ from core.jobspec import JobRequest, build_model
 from core.lifecycle import Claim, JobStatus
 from core.settings import Settings
 from core.sweeps.study import PRUNED
-from core.tables import Dataset, Job, JobMetric, Sweep
+from core.tables import Dataset, Job, JobMetric
 from engine import checkpoint as ckpt_io, losses, optim
 from engine.train import FitResult, TrainingError, fit
 
@@ -128,7 +128,6 @@ def _forget_epochs_after(settings: Settings, job_id: str, epoch: int) -> None:
 def _train(settings: Settings, claimed: Claim, device: torch.device, heartbeat: Heartbeat) -> str:
     with session_scope(settings.database_url) as s:
         job = s.get(Job, claimed.job_id)
-        sweep = s.get(Sweep, job.sweep_id) if job.sweep_id else None
     try:
         request = JobRequest.model_validate(job.request)
     except ValueError as exc:
@@ -146,7 +145,7 @@ def _train(settings: Settings, claimed: Claim, device: torch.device, heartbeat: 
     if resume is not None:
         log.info("job %s: resuming from the checkpoint of epoch %d (step %d)", claimed.job_id, resume.epoch,
                  resume.step)
-    callbacks = trial.callbacks_for(settings, claimed, heartbeat, sweep, request.epochs)
+    callbacks = trial.callbacks_for(settings, claimed, heartbeat, job.sweep_id, request.epochs)
     try:
         result = fit(model, loss, optimizer, X, y, request.train_config(), task=dataset.task,
                      callbacks=callbacks, resume=resume, checkpoint_every=1)

@@ -1,7 +1,7 @@
 """A running trial's epoch, told to the sweep: its metric is recorded on the trial row, and the
 sweep's pruner (Optuna's, core.sweeps.study) says whether the trial stops here.
 
-The worker calls `report` at each epoch end (worker.trial). A trial told to stop ends
+The worker calls `TrialReporter.report` at each epoch end (worker.trial). A trial told to stop ends
 `cancelled` with error_code `pruned` and the message from `explain`, which names the rung, the
 metric's value and the value it had to beat. The decision is stored (pruned_epoch) before the
 worker acts on it, so a trial whose worker dies right after is stopped as pruned on resume.
@@ -25,46 +25,52 @@ from .study import TrialRecord
 RUNG_KEY = "completed_rung_"   # Optuna's SuccessiveHalvingPruner: a trial's value at rung k, per trial
 
 
-def pruned_message(settings: Settings, job_id: str) -> str | None:
-    """The stop already decided for this trial (its worker died before acting on it), if any."""
-    with session_scope(settings.database_url) as s:
-        epoch = s.scalar(select(SweepTrial.pruned_epoch).where(SweepTrial.job_id == job_id))
-    return None if epoch is None else f"pruned at epoch {epoch} (decided before its worker was lost)"
+class TrialReporter:
+    """A running trial's side of its sweep, for one attempt: reads the trial row and the sweep
+    once, then per epoch writes one UPDATE (and reads the other trials only when a pruner is
+    to decide). `pruned` is the stop message once the pruner has said stop."""
 
+    def __init__(self, settings: Settings, job_id: str):
+        self.settings = settings
+        with session_scope(settings.database_url) as s:
+            self.trial = s.scalars(select(SweepTrial).where(SweepTrial.job_id == job_id)).one()
+            self.spec = SweepRequest.model_validate(s.get(Sweep, self.trial.sweep_id).request)
+        self.pruned: str | None = None
+        if self.trial.pruned_epoch is not None:   # decided for an attempt whose worker was lost
+            self.pruned = f"pruned at epoch {self.trial.pruned_epoch} (decided before its worker was lost)"
 
-def report(settings: Settings, job_id: str, epoch: int, value: float | None, *, final: bool) -> str | None:
-    """Record `value` (the sweep metric at `epoch`); the pruning message if the trial stops here.
-    `final`: the trial's last epoch, which is recorded but never pruned (it has finished).
-
-    The decision is made on a read; one short UPDATE writes it (a SQLite write lock is global)."""
-    value = store.finite(value)
-    with session_scope(settings.database_url) as s:
-        trial = s.scalars(select(SweepTrial).where(SweepTrial.job_id == job_id)).first()
-        if trial is None:
-            return None
-        spec = SweepRequest.model_validate(s.get(Sweep, trial.sweep_id).request)
+    def report(self, epoch: int, value: float | None, *, final: bool) -> str | None:
+        """Record `value` (the sweep metric at `epoch`); the pruning message if the trial stops here.
+        `final`: the trial's last epoch, recorded but never pruned (it has finished)."""
+        trial, spec, value = self.trial, self.spec, store.finite(value)
         summary = {"last_epoch": epoch, "last_value": value}
         if value is not None and study.better(value, trial.best_value, spec.direction):
             summary |= {"best_epoch": epoch, "best_value": value}
         decision, records = None, []
         if not final and spec.early_stopping.type != "none":
-            median = spec.early_stopping.type == "median"
-            records = store.load_records(s, trial.sweep_id, metric=spec.metric, at_epoch=epoch if median else None)
-            own = {**store.known_values(trial), epoch: value}   # the previous last epoch stays: the median's interval
-            records[trial.number] = _with(records[trial.number], values=own,
-                                          best=summary.get("best_value", trial.best_value))
-            decision = study.should_prune(spec, records, trial.number)
+            records, decision = self._decide(epoch, value, summary)
             summary |= {"system_attrs": decision.system_attrs} | ({"pruned_epoch": epoch} if decision.prune else {})
-        s.execute(update(SweepTrial).where(SweepTrial.sweep_id == trial.sweep_id, SweepTrial.number == trial.number)
-                  .values(**summary))
-    if decision is None or not decision.prune:
-        return None
-    records[trial.number] = _with(records[trial.number], system_attrs=decision.system_attrs)
-    return explain(spec, records, trial.number, epoch, value)
+        with session_scope(self.settings.database_url) as s:   # one short write: SQLite's write lock is global
+            s.execute(update(SweepTrial).where(SweepTrial.sweep_id == trial.sweep_id,
+                                               SweepTrial.number == trial.number).values(**summary))
+        for name, v in summary.items():
+            setattr(trial, name, v)
+        if decision is None or not decision.prune:
+            return None
+        self.pruned = explain(spec, records, trial.number, epoch, value)
+        return self.pruned
 
-
-def _with(record: TrialRecord, **changes) -> TrialRecord:
-    return dataclasses.replace(record, **changes)
+    def _decide(self, epoch: int, value: float | None, summary: dict) -> tuple[list[TrialRecord], study.PruneDecision]:
+        trial, spec = self.trial, self.spec
+        with session_scope(self.settings.database_url) as s:
+            at_epoch = epoch if spec.early_stopping.type == "median" else None
+            records = store.load_records(s, trial.sweep_id, metric=spec.metric, at_epoch=at_epoch)
+        own = {**store.known_values(trial), epoch: value}   # the previous last epoch stays: the median's interval
+        records[trial.number] = dataclasses.replace(records[trial.number], values=own,
+                                                    best=summary.get("best_value", trial.best_value))
+        decision = study.should_prune(spec, records, trial.number)
+        records[trial.number] = dataclasses.replace(records[trial.number], system_attrs=decision.system_attrs)
+        return records, decision
 
 
 def explain(spec: SweepRequest, records: list[TrialRecord], number: int, epoch: int, value: float | None) -> str:

@@ -3,8 +3,6 @@ them with core.lifecycle's own transitions, as a worker would): admission and it
 trials, the key's limits, cancel, delete, and the sweep row's lock under racing controllers."""
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from core import lifecycle
@@ -12,7 +10,7 @@ from core.lifecycle import JobStatus
 from core.sweeps import scheduler
 from core.tables import Job
 
-from conftest import iris_like, make_service
+from conftest import at_once, iris_like, make_service
 
 LAYERS = [{"type": "linear", "out_features": 8}, {"type": "relu"}, {"type": "linear", "out_features": 3}]
 
@@ -168,25 +166,6 @@ def _run_as_worker(settings, job_id: str, status: JobStatus) -> None:
     assert lifecycle.finish(settings, claimed, status)
 
 
-def _race(settings, sweep_id: str, threads: int = 8) -> None:
-    """`threads` controllers acting on one sweep at the same instant."""
-    barrier = threading.Barrier(threads)
-    errors: list[BaseException] = []
-
-    def act():
-        try:
-            barrier.wait()
-            scheduler.fill(settings, sweep_id)
-        except BaseException as exc:
-            errors.append(exc)
-    workers = [threading.Thread(target=act) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    assert errors == []
-
-
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_racing_controllers_never_exceed_max_concurrent(request, tmp_path, service_factory, backend):
     if backend == "postgres":
@@ -198,7 +177,7 @@ def test_racing_controllers_never_exceed_max_concurrent(request, tmp_path, servi
         "optimizer.lr": {"choice": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3]},
         "model.layers.0.out_features": {"choice": [4, 8]}})).json()
     while True:
-        _race(svc.settings, sweep["id"])
+        at_once(lambda: scheduler.fill(svc.settings, sweep["id"]), 8)   # 8 controllers at one instant
         active = trial_jobs(svc, sweep["id"], "queued")
         current = svc.client.get(f"/v1/sweeps/{sweep['id']}", headers=svc.a).json()
         assert len(active) == min(3, 12 - current["counts"]["succeeded"]), current["counts"]
