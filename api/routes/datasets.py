@@ -12,7 +12,8 @@ from core import artifacts
 from core.db import get_sessionmaker
 from core.lifecycle import ACTIVE
 from core.settings import Settings
-from core.tables import Dataset, Job, new_id
+from core.sweeps import SweepStatus
+from core.tables import Dataset, Job, Sweep, new_id
 from engine.data import TASKS
 
 from ..deps import CurrentKey, SessionDep, SettingsDep, get_owned
@@ -123,6 +124,12 @@ def delete_dataset(dataset_id: str, session: SessionDep, owner: CurrentKey, sett
     if active:
         raise problem(409, ["path", "dataset_id"], f"dataset {dataset_id!r} has {active} queued or running "
                       "job(s); cancel them or wait for them to finish", "conflict")
+    sweeps = session.scalar(select(func.count()).select_from(Sweep).where(
+        Sweep.dataset_id == dataset_id, Sweep.status == SweepStatus.RUNNING))
+    if sweeps:
+        raise problem(409, ["path", "dataset_id"], f"dataset {dataset_id!r} is the data of {sweeps} running "
+                      "sweep(s), which will make more trials on it; cancel them or wait for them to finish",
+                      "conflict")
     path = Path(row.path)
     session.delete(row)
     session.commit()

@@ -133,9 +133,13 @@ def test_cancel_stops_queued_trials_and_makes_no_more_then_delete_removes_the_jo
     sweep = svc.client.post("/v1/sweeps", headers=svc.a, json=body(iris["id"])).json()
     r = svc.client.delete(f"/v1/sweeps/{sweep['id']}", headers=svc.a)
     assert r.status_code == 409 and "cancel it" in r.json()["detail"]
+    for job in trial_jobs(svc, sweep["id"]):      # between two trials the dataset is still the sweep's
+        svc.client.post(f"/v1/jobs/{job['id']}/cancel", headers=svc.a)
+    r = svc.client.delete(f"/v1/datasets/{iris['id']}", headers=svc.a)
+    assert r.status_code == 409 and "1 running sweep(s)" in r.json()["detail"]
     cancelled = svc.client.post(f"/v1/sweeps/{sweep['id']}/cancel", headers=svc.a).json()
     assert cancelled["status"] == "cancelled" and cancelled["counts"]["cancelled"] == 2
-    assert cancelled["counts"]["remaining"] == 0
+    assert cancelled["counts"]["remaining"] == 0 and cancelled["counts"]["made"] == 2
     scheduler.advance_all(svc.settings)
     assert svc.client.get(f"/v1/sweeps/{sweep['id']}", headers=svc.a).json()["counts"]["made"] == 2
     assert svc.client.post(f"/v1/sweeps/{sweep['id']}/cancel", headers=svc.a).status_code == 200  # idempotent
