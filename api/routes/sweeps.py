@@ -81,7 +81,6 @@ def cancel_sweep(sweep_id: str, session: SessionDep, owner: CurrentKey, settings
     sweep = get_owned(session, owner, Sweep, sweep_id, "sweep")
     scheduler.cancel(settings, sweep.id)
     session.refresh(sweep)
-    session.expire_all()
     return sweep_public(session, sweep)
 
 
