@@ -248,12 +248,9 @@ def test_a_sigkilled_worker_and_a_restarted_api_leave_a_sweep_that_completes(sta
         trials = deployment.http.get(f"/v1/jobs?sweep={sweep['id']}&status=running").json()["items"]
         return len(trials) == 2 and all(t["progress"]["epoch"] >= 2 for t in trials)
     wait_for(both_checkpointed, 30, 0.05, "two trials past their first checkpoint")
-    for name in ("worker2", "api"):      # one trial loses its worker; the API's state is only the database
-        deployment.procs[name].send_signal(signal.SIGKILL)
-        deployment.procs[name].wait()
-    deployment.start_api()
-    deployment._client = None
-    deployment.wait_api()
+    deployment.procs["worker2"].send_signal(signal.SIGKILL)   # one of the two running trials loses its worker
+    deployment.procs["worker2"].wait()
+    deployment.restart_api(signal.SIGKILL)                     # the sweep's state is only in the database
 
     done = wait_sweep(deployment, sweep["id"], timeout=120, watch=("api", "worker"))
     assert done["status"] == "succeeded" and done["counts"]["succeeded"] == 3, done["counts"]
