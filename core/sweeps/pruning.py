@@ -91,14 +91,29 @@ def explain(spec: SweepRequest, records: list[TrialRecord], number: int, epoch: 
             f"(needed {better} that)")
 
 
-def _explain_asha(rule: AshaPruning, spec: SweepRequest, records: list[TrialRecord], number: int, epoch: int,
-                  value: float, better: str) -> str:
+@dataclasses.dataclass(frozen=True)
+class Rung:
+    """Where an ASHA trial stood at its last rung: Optuna's rule restated for the message."""
+    number: int            # k: the rung at epoch min_resource × reduction_factor^(min_early_stopping_rate + k)
+    reached: int           # trials with a value at this rung, this one included
+    keep: int              # how many of them go on: the best 1/reduction_factor, at least 1
+    threshold: float       # the value a trial had to match or beat to go on
+
+
+def asha_rung(rule: AshaPruning, direction: str, records: list[TrialRecord], number: int, value: float) -> Rung:
     rungs = [int(key[len(RUNG_KEY):]) for key in records[number].system_attrs if key.startswith(RUNG_KEY)]
     rung = max(rungs, default=0)   # the rung this epoch completed: the trial's last one
     key = f"{RUNG_KEY}{rung}"
     competing = sorted([r.system_attrs[key] for r in records if r.number != number and key in r.system_attrs]
                        + [value])
-    keep = max(len(competing) // rule.reduction_factor, 1)   # Optuna: the best 1/eta go on, at least 1
-    threshold = competing[keep - 1] if spec.direction == "minimize" else competing[-keep]
-    return (f"pruned by ASHA at epoch {epoch} (rung {rung}): {spec.metric} {value:.6g} is not in the best "
-            f"{keep} of the {len(competing)} trials that reached epoch {epoch} (needed {better} {threshold:.6g})")
+    keep = max(len(competing) // rule.reduction_factor, 1)
+    threshold = competing[keep - 1] if direction == "minimize" else competing[-keep]
+    return Rung(rung, len(competing), keep, threshold)
+
+
+def _explain_asha(rule: AshaPruning, spec: SweepRequest, records: list[TrialRecord], number: int, epoch: int,
+                  value: float, better: str) -> str:
+    rung = asha_rung(rule, spec.direction, records, number, value)
+    return (f"pruned by ASHA at epoch {epoch} (rung {rung.number}): {spec.metric} {value:.6g} is not in the best "
+            f"{rung.keep} of the {rung.reached} trials that reached epoch {epoch} (needed {better} "
+            f"{rung.threshold:.6g})")
