@@ -6,18 +6,19 @@ point whose network does not fit the data, a grid too large) are the API's, at s
 """
 from __future__ import annotations
 
-import math
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (AllowInfNan, BeforeValidator, ConfigDict, Field, Strict, StrictInt, field_validator,
+                      model_validator)
 
 from engine.spec import Spec
 
 from ..jobspec import JobRequest
 
 MAX_PARAMETERS = 32              # dimensions of one search space
+Real = Annotated[float, Strict(), AllowInfNan(False)]   # "0.1" and NaN are refused, not coerced; ints pass
 PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.([A-Za-z_][A-Za-z0-9_]*|[0-9]+|\*))*$")
 
 # the per-epoch metrics engine.fit reports, by task, and the goal each one usually has
@@ -42,9 +43,9 @@ class Parameter(Spec):
         {"int_uniform": [16, 128]}]})
 
     choice: list[Any] | None = Field(None, description="Any JSON values, tried as given (grid: each one).")
-    uniform: tuple[float, float] | None = Field(None, description="[low, high], uniform.")
-    log_uniform: tuple[float, float] | None = Field(None, description="[low, high], uniform in log space; low > 0.")
-    int_uniform: tuple[int, int] | None = Field(None, description="[low, high], integers, both included.")
+    uniform: tuple[Real, Real] | None = Field(None, description="[low, high], uniform.")
+    log_uniform: tuple[Real, Real] | None = Field(None, description="[low, high], uniform in log space; low > 0.")
+    int_uniform: tuple[StrictInt, StrictInt] | None = Field(None, description="[low, high], integers, both included.")
 
     @model_validator(mode="after")
     def _one_form(self) -> "Parameter":
@@ -57,8 +58,6 @@ class Parameter(Spec):
         bounds = self.uniform or self.log_uniform or self.int_uniform
         if bounds is not None:
             low, high = bounds
-            if not (math.isfinite(low) and math.isfinite(high)):
-                raise ValueError(f"{given[0]} bounds must be finite numbers, got [{low}, {high}]")
             if low >= high:
                 raise ValueError(f"{given[0]}: low {low} must be below high {high}")
             if self.log_uniform is not None and low <= 0:
@@ -81,20 +80,20 @@ class AshaPruning(Spec):
     min_resource × reduction_factor^(min_early_stopping_rate + k); a trial reaching a rung goes on
     only if its metric there is in the best 1/reduction_factor of the trials that reached it."""
     type: Literal["asha"]
-    min_resource: int = Field(1, ge=1, le=100_000, description="Epochs before the first rung.")
-    reduction_factor: int = Field(3, ge=2, le=100)
-    min_early_stopping_rate: int = Field(0, ge=0, le=30)
-    bootstrap_count: int = Field(0, ge=0, le=1000, description="Trials a rung needs before it prunes any.")
+    min_resource: StrictInt = Field(1, ge=1, le=100_000, description="Epochs before the first rung.")
+    reduction_factor: StrictInt = Field(3, ge=2, le=100)
+    min_early_stopping_rate: StrictInt = Field(0, ge=0, le=30)
+    bootstrap_count: StrictInt = Field(0, ge=0, le=1000, description="Trials a rung needs before it prunes any.")
 
 
 class MedianPruning(Spec):
     """The median rule (Optuna's MedianPruner): stop a trial whose best metric so far is worse than
     the median of the finished trials' metric at the same epoch."""
     type: Literal["median"]
-    startup_trials: int = Field(5, ge=0, le=10_000, description="Finished trials before any pruning.")
-    warmup_epochs: int = Field(0, ge=0, le=100_000, description="Epochs a trial runs before it can be pruned.")
-    interval_epochs: int = Field(1, ge=1, le=100_000)
-    min_trials: int = Field(1, ge=1, le=10_000, description="Trials that must have reported the epoch.")
+    startup_trials: StrictInt = Field(5, ge=0, le=10_000, description="Finished trials before any pruning.")
+    warmup_epochs: StrictInt = Field(0, ge=0, le=100_000, description="Epochs a trial runs before it can be pruned.")
+    interval_epochs: StrictInt = Field(1, ge=1, le=100_000)
+    min_trials: StrictInt = Field(1, ge=1, le=10_000, description="Trials that must have reported the epoch.")
 
 
 def _type_from_str(v: Any) -> Any:
@@ -134,10 +133,10 @@ class SweepRequest(Spec):
                                                 "val_accuracy (classification), train_/val_mae, train_/val_r2 (regression).")
     goal: Literal["minimize", "maximize"] | None = Field(None, description="Absent: the metric's own "
                                                                           "(loss, mae: minimize; accuracy, r2: maximize).")
-    max_trials: int | None = Field(None, ge=1, description="Absent for a grid: every point once.")
-    max_concurrent: int = Field(2, ge=1, le=1000, description="Trials queued or running at once.")
+    max_trials: StrictInt | None = Field(None, ge=1, description="Absent for a grid: every point once.")
+    max_concurrent: StrictInt = Field(2, ge=1, le=1000, description="Trials queued or running at once.")
     early_stopping: Pruning = NoPruning(type="none")
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="Same seed, same sweep: the sampler's draws and "
+    seed: StrictInt = Field(0, ge=0, le=2**32 - 1, description="Same seed, same sweep: the sampler's draws and "
                                                          "the grid's order.")
 
     @field_validator("parameters")

@@ -63,6 +63,8 @@ def test_submit_makes_the_first_trials_as_queued_jobs_of_the_same_key(svc, iris)
      ["body", "parameters", "optimizer.lr"], "low 0.1 must be below high 0.01"),
     ({"parameters": {"optimizer.lr": {"uniform": [0.1, 0.1]}}, "method": "tpe", "max_trials": 4}, 422,
      ["body", "parameters", "optimizer.lr"], "low 0.1 must be below high 0.1"),
+    ({"parameters": {"optimizer.lr": {"uniform": ["0.01", 0.1]}}, "method": "tpe", "max_trials": 4}, 422,
+     ["body", "parameters", "optimizer.lr", "uniform", 0], "Input should be a valid number"),
     ({"parameters": {"model.layers.0.out_features": {"choice": [4, 0]}}}, 422,
      ["body", "parameters", "model.layers.0.out_features"], "model.layers.0.out_features = 0"),
     ({"parameters": {"model.layers.2.out_features": {"choice": [3, 5]}}}, 422,        # 5 outputs for 3 classes
