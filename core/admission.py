@@ -85,7 +85,8 @@ def new_job(req: JobRequest, dataset: Dataset, graph: Plan, owner_id: str, setti
             **columns: Any) -> Job:
     """The row of an admitted job, not yet added to a session; what predict needs is copied from
     the dataset, which may be deleted later."""
-    return Job(id=new_id(), owner_id=owner_id, dataset_id=dataset.id, request=req.model_dump(mode="json"),
+    request = req.model_dump(mode="json", include=set(JobRequest.model_fields))   # a subclass's extras have columns
+    return Job(id=new_id(), owner_id=owner_id, dataset_id=dataset.id, request=request,
                device=req.device, queue=queue_for(req.device), n_parameters=graph.n_parameters,
                max_attempts=settings.max_attempts, input_shape=list(dataset.input_shape), task=dataset.task,
                classes=dataset.classes, **columns)
