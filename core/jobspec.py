@@ -11,6 +11,23 @@ from engine import Model
 from engine.spec import Adam, LossSpec, ModelSpec, OptimizerSpec, TrainConfig
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+NAMED_UNIONS = ("loss", "optimizer", "schedule")   # fields that take a bare type name ("loss": "cross_entropy")
+
+
+def openapi_friendly(schema: dict[str, Any], named: tuple[str, ...] = NAMED_UNIONS) -> None:
+    """A model's JSON schema as client generators take it whole: a union property gets no object
+    default (a generator cannot build one; the description says what absent means), and the
+    properties in `named`, which accept a bare type name, say so."""
+    for name, prop in schema.get("properties", {}).items():
+        if "discriminator" not in prop:
+            continue
+        if isinstance(prop.get("default"), dict):
+            default = prop.pop("default")
+            prop["description"] = f"Absent: {{\"type\": \"{default['type']}\"}} with its defaults."
+        if name in named:
+            union = {k: prop.pop(k) for k in ("oneOf", "discriminator")}
+            names = sorted(union["discriminator"]["mapping"])
+            prop["anyOf"] = [{"type": "string", "enum": names, "description": "A type with its defaults."}, union]
 
 
 class JobRequest(TrainConfig):

@@ -15,7 +15,7 @@ from pydantic import (AllowInfNan, BeforeValidator, ConfigDict, Field, Strict, S
 
 from engine.spec import Spec
 
-from ..jobspec import JobRequest
+from ..jobspec import JobRequest, openapi_friendly
 
 MAX_PARAMETERS = 32              # dimensions of one search space
 Real = Annotated[float, Strict(), AllowInfNan(False)]   # "0.1" and NaN are refused, not coerced; ints pass
@@ -106,20 +106,30 @@ Pruning = Annotated[Union[NoPruning, AshaPruning, MedianPruning], Field(discrimi
 
 class JobTemplate(JobRequest):
     """A job request without its dataset_id: the sweep's dataset is given once, at the top."""
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=lambda schema: openapi_friendly(schema))
+
     dataset_id: None = Field(None, description="Leave out: the sweep's dataset_id is every trial's.")
 
 
+def _sweep_schema(schema: dict[str, Any]) -> None:
+    openapi_friendly(schema, named=("early_stopping",))
+    schema["examples"] = [SWEEP_EXAMPLE]
+
+
+SWEEP_EXAMPLE = {
+    "name": "lr and width",
+    "dataset_id": "3f1c2a9e-8d0b-4b8e-9c55-2f8e2a1b7c10",
+    "job": {"model": {"layers": [{"type": "linear", "out_features": 64}, {"type": "relu"},
+                                 {"type": "linear", "out_features": 3}]},
+            "loss": "cross_entropy", "optimizer": {"type": "adam", "lr": 0.01}, "epochs": 27},
+    "parameters": {"optimizer.lr": {"log_uniform": [1e-4, 1e-1]},
+                   "model.layers.0.out_features": {"choice": [32, 64, 128]}},
+    "method": "tpe", "metric": "val_loss", "max_trials": 27, "max_concurrent": 2,
+    "early_stopping": {"type": "asha", "min_resource": 1, "reduction_factor": 3}, "seed": 0}
+
+
 class SweepRequest(Spec):
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [{
-        "name": "lr and width",
-        "dataset_id": "3f1c2a9e-8d0b-4b8e-9c55-2f8e2a1b7c10",
-        "job": {"model": {"layers": [{"type": "linear", "out_features": 64}, {"type": "relu"},
-                                     {"type": "linear", "out_features": 3}]},
-                "loss": "cross_entropy", "optimizer": {"type": "adam", "lr": 0.01}, "epochs": 27},
-        "parameters": {"optimizer.lr": {"log_uniform": [1e-4, 1e-1]},
-                       "model.layers.0.out_features": {"choice": [32, 64, 128]}},
-        "method": "tpe", "metric": "val_loss", "max_trials": 27, "max_concurrent": 2,
-        "early_stopping": {"type": "asha", "min_resource": 1, "reduction_factor": 3}, "seed": 0}]})
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_sweep_schema)
 
     name: str = Field(min_length=1, max_length=200)
     dataset_id: str = Field(min_length=1, max_length=64)
