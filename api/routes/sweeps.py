@@ -47,7 +47,8 @@ def submit_sweep(req: SweepRequest, response: Response, session: SessionDep, own
         raise problem(e.status, e.loc, e.message, e.type)
     # as given, not with defaults: the scheduler writes points into the job as the user wrote it
     sweep = Sweep(owner_id=owner.id, name=req.name, dataset_id=dataset.id, status=SweepStatus.RUNNING,
-                  request=req.model_dump(mode="json", exclude_unset=True), max_trials=max_trials, max_concurrent=req.max_concurrent)
+                  request=req.model_dump(mode="json", exclude_unset=True), max_trials=max_trials,
+                  max_concurrent=req.max_concurrent)
     session.add(sweep)
     session.commit()
     scheduler.fill(settings, sweep.id)

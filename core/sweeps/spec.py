@@ -36,6 +36,9 @@ class SweepStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+FORMS = ("choice", "uniform", "log_uniform", "int_uniform")
+
+
 class Parameter(Spec):
     """One dimension of the search: exactly one of the four forms."""
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [
@@ -49,7 +52,7 @@ class Parameter(Spec):
 
     @model_validator(mode="after")
     def _one_form(self) -> "Parameter":
-        given = [name for name in ("choice", "uniform", "log_uniform", "int_uniform") if getattr(self, name) is not None]
+        given = [name for name in FORMS if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of choice, uniform, log_uniform, int_uniform"
                              + (f"; got {', '.join(given)}" if given else ""))
@@ -63,11 +66,6 @@ class Parameter(Spec):
             if self.log_uniform is not None and low <= 0:
                 raise ValueError(f"log_uniform: low {low} must be above 0 (the search is uniform in log space)")
         return self
-
-    @property
-    def kind(self) -> str:
-        return next(name for name in ("choice", "uniform", "log_uniform", "int_uniform")
-                    if getattr(self, name) is not None)
 
 
 class NoPruning(Spec):
@@ -140,9 +138,9 @@ class SweepRequest(Spec):
                     "With `*`, a choice replaces the elements whose value is one of its choices.")
     method: Literal["grid", "random", "tpe"] = "tpe"
     metric: str = Field("val_loss", description="A per-epoch metric: train_loss, val_loss, train_accuracy, "
-                                                "val_accuracy (classification), train_/val_mae, train_/val_r2 (regression).")
-    goal: Literal["minimize", "maximize"] | None = Field(None, description="Absent: the metric's own "
-                                                                          "(loss, mae: minimize; accuracy, r2: maximize).")
+                        "val_accuracy (classification), train_/val_mae, train_/val_r2 (regression).")
+    goal: Literal["minimize", "maximize"] | None = Field(
+        None, description="Absent: the metric's own (loss, mae: minimize; accuracy, r2: maximize).")
     max_trials: StrictInt | None = Field(None, ge=1, description="Absent for a grid: every point once.")
     max_concurrent: StrictInt = Field(2, ge=1, le=1000, description="Trials queued or running at once.")
     early_stopping: Pruning = NoPruning(type="none")

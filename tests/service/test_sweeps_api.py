@@ -109,7 +109,8 @@ def test_values_that_only_clash_together_are_found_in_the_grid(service_factory):
     detail = r.json()["detail"][0]
     assert detail["loc"] == ["body", "parameters"], detail
     assert ("the point model.layers.0.out_features = 500, model.layers.2.out_features = 500 makes an invalid "
-            "job: the model has 254,503 trainable parameters") in detail["msg"] and "the limit is 100,000" in detail["msg"]
+            "job: the model has 254,503 trainable parameters") in detail["msg"]
+    assert "the limit is 100,000" in detail["msg"]
 
 
 def test_trials_respect_the_keys_concurrency_limit_and_resume_when_it_frees(service_factory):
