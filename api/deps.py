@@ -22,6 +22,7 @@ T = TypeVar("T")
 
 JobId = Annotated[str, Path(pattern=ID_PATTERN, description="A job's id (a UUID).")]
 DatasetId = Annotated[str, Path(pattern=ID_PATTERN, description="A dataset's id (a UUID).")]
+SweepId = Annotated[str, Path(pattern=ID_PATTERN, description="A sweep's id (a UUID).")]
 
 
 async def get_app_settings(request: Request) -> Settings:

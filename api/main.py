@@ -17,7 +17,7 @@ from .gate import Gate
 from .malloc import return_large_buffers
 from .predict import ModelCache
 from .ratelimit import RateLimits
-from .routes import datasets, events, health, jobs, me, results
+from .routes import datasets, events, health, jobs, me, results, sweeps
 from .routes.events import StreamSlots
 
 VERSION = "0.1.0"
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[{"name": "datasets", "description": "Upload and manage training data."},
                       {"name": "jobs", "description": "Submit, follow and use training jobs."},
                       {"name": "keys", "description": "The API key a request acts for."},
+                      {"name": "sweeps", "description": "Hyperparameter searches: every trial is a job."},
                       {"name": "health", "description": "Probes for orchestrators."}],
         docs_url=None, redoc_url=None, generate_unique_id_function=operation_id,
     )
@@ -70,4 +71,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(results.router)
     app.include_router(events.router)
     app.include_router(me.router)
+    app.include_router(sweeps.router)
     return app

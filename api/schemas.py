@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from core.jobspec import JobRequest
+from core.jobspec import JobRequest, Label, openapi_friendly
 from core.lifecycle import JobStatus
 from core.tables import Dataset, Job, as_utc
 from core.workers import WAITING_FOR
@@ -15,9 +15,6 @@ LIST_LIMIT_MAX = 100  # the most items one page of a list returns
 MAX_TAGS = 20
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:=+/-]*$")]
-JobName = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
-# fields that take a bare type name for an object of defaults ("loss": "cross_entropy")
-_NAMED_UNIONS = ("loss", "optimizer", "schedule")
 _JOB_EXAMPLE = {
     "dataset_id": "paste-the-id-from-POST-/v1/datasets",
     "name": "blobs-mlp", "tags": ["walkthrough"],
@@ -94,24 +91,8 @@ class JobError(BaseModel):
     message: str
 
 
-def _generator_friendly(schema: dict[str, Any]) -> None:
-    """OpenAPI that client generators take whole: a union property gets no object default (a
-    generator cannot build one; the description says what absent means), and the properties
-    that accept a bare type name say so (`"loss": "cross_entropy"`)."""
-    for name, prop in schema.get("properties", {}).items():
-        if "discriminator" not in prop:
-            continue
-        if isinstance(prop.get("default"), dict):
-            default = prop.pop("default")
-            prop["description"] = f"Absent: {{\"type\": \"{default['type']}\"}} with its defaults."
-        if name in _NAMED_UNIONS:
-            union = {k: prop.pop(k) for k in ("oneOf", "discriminator")}
-            names = sorted(union["discriminator"]["mapping"])
-            prop["anyOf"] = [{"type": "string", "enum": names, "description": "A type with its defaults."}, union]
-
-
 def _job_schema(schema: dict[str, Any]) -> None:
-    _generator_friendly(schema)
+    openapi_friendly(schema)
     schema["examples"] = [_JOB_EXAMPLE]
 
 
@@ -119,7 +100,7 @@ class JobSubmit(JobRequest):
     """A training job, with an optional name and tags to find it by."""
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_job_schema)
 
-    name: JobName | None = Field(None, description="A label for lists and dashboards; need not be unique.")
+    name: Label | None = Field(None, description="A label for lists and dashboards; need not be unique.")
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS,
                             description="Up to 20 tags (letters, digits and _.:=+/-), to filter lists by.")
 
@@ -156,6 +137,7 @@ class JobPublic(BaseModel):
                                     "waits for (\"gpu worker\"); it fails as no_worker if none comes in time.")
     n_parameters: int
     request: dict[str, Any] = Field(description="The submitted job, with defaults filled in.")
+    sweep_id: str | None = Field(None, description="The sweep this job is a trial of.")
 
     @classmethod
     def from_row(cls, job: Job) -> "JobPublic":
@@ -176,7 +158,7 @@ def job_fields(job: Any) -> dict[str, Any]:
         "error": {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None,
         "waiting_for": WAITING_FOR.get(job.queue) if job.waiting_since is not None and job.status == "queued"
         else None,
-        "n_parameters": job.n_parameters, "request": request,
+        "n_parameters": job.n_parameters, "request": request, "sweep_id": job.sweep_id,
     }
 
 
@@ -217,12 +199,6 @@ class PredictResponse(BaseModel):
         None, description="Classification: per class, softmax of the logits (bce_with_logits: "
                           "[1 - sigmoid, sigmoid]).")
     classes: list[Any] | None = Field(None, description="Classification: the predicted original label per row.")
-
-
-def first_control_char(text: str) -> int | None:
-    """Where `text` holds a control character (NUL, a newline, DEL, ...), or None: names and labels
-    are printable text, and PostgreSQL refuses a NUL in a text column outright."""
-    return next((i for i, ch in enumerate(text) if ord(ch) < 32 or 127 <= ord(ch) < 160), None)
 
 
 def dataset_public(row: Dataset) -> DatasetPublic:

@@ -1,7 +1,8 @@
 """The Celery app configuration shared by the API (which sends by task name) and the worker.
 
-Embedded mode uses kombu's filesystem transport under CHAINRULE_DATA_DIR/broker: no server,
-and two instances with different data dirs never meet. Production uses Redis.
+Embedded mode uses kombu's filesystem transport under CHAINRULE_DATA_DIR/broker (with an atomic
+put, core.fs_transport): no server, and two instances with different data dirs never meet.
+Production uses Redis.
 A message only wakes a worker up: the job is its row, and a job whose worker died is recovered
 by the sweeper, not by broker redelivery (core.lifecycle's docstring has the plan).
 """
@@ -63,6 +64,8 @@ def _make_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False, worker_send_task_events=False,
         broker_pool_limit=10,
     )
+    if settings.embedded_broker:   # kombu's filesystem transport, with a put a poller cannot read half-written
+        app.conf.broker_transport = "core.fs_transport:Transport"
     return app
 
 

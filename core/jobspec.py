@@ -2,10 +2,10 @@
 re-read it and build its network with `build_model`, the one place a job becomes a Model."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 
 from engine import Model
 from engine.spec import Adam, LossSpec, ModelSpec, OptimizerSpec, TrainConfig
@@ -13,6 +13,41 @@ from engine.spec import Adam, LossSpec, ModelSpec, OptimizerSpec, TrainConfig
 from .tables import ID_PATTERN
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def first_control_char(text: str) -> int | None:
+    """Where `text` holds a control character (NUL, a newline, DEL, ...), or None: names and labels
+    are printable text, and PostgreSQL refuses a NUL in a text column outright."""
+    return next((i for i, ch in enumerate(text) if ord(ch) < 32 or 127 <= ord(ch) < 160), None)
+
+
+def _printable(text: str) -> str:
+    at = first_control_char(text)
+    if at is not None:
+        raise ValueError(f"holds a control character (code {ord(text[at])}) at position {at}; use printable text")
+    return text
+
+
+# a name a user gives a job or a sweep: for lists and dashboards, need not be unique
+Label = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True),
+                  AfterValidator(_printable)]
+NAMED_UNIONS = ("loss", "optimizer", "schedule")   # fields that take a bare type name ("loss": "cross_entropy")
+
+
+def openapi_friendly(schema: dict[str, Any], named: tuple[str, ...] = NAMED_UNIONS) -> None:
+    """A model's JSON schema as client generators take it whole: a union property gets no object
+    default (a generator cannot build one; the description says what absent means), and the
+    properties in `named`, which accept a bare type name, say so."""
+    for name, prop in schema.get("properties", {}).items():
+        if "discriminator" not in prop:
+            continue
+        if isinstance(prop.get("default"), dict):
+            default = prop.pop("default")
+            prop["description"] = f"Absent: {{\"type\": \"{default['type']}\"}} with its defaults."
+        if name in named:
+            union = {k: prop.pop(k) for k in ("oneOf", "discriminator")}
+            names = sorted(union["discriminator"]["mapping"])
+            prop["anyOf"] = [{"type": "string", "enum": names, "description": "A type with its defaults."}, union]
 
 
 class JobRequest(TrainConfig):

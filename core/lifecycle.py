@@ -6,6 +6,8 @@
                 ▼    requeue──────┤  lost worker, attempts left: resume from the checkpoint
             cancelled   fail_lost─┘  lost worker, no attempts left: failed (worker_lost)
 
+    reject ─▶ failed                 a sweep's trial whose drawn point does not admit: never sent
+
 The row is the job; a broker message is only a wake-up call carrying its id. Every move is
 one conditional UPDATE that re-checks the state it starts from, so two processes acting on
 one job at once never both win: the one whose UPDATE matches the row acts, the other sees
@@ -96,33 +98,48 @@ def lock_owner(session: Session, owner_id: str) -> None:
         session.execute(select(ApiKey.id).where(ApiKey.id == owner_id).with_for_update())
 
 
-def submit(session: Session, settings: Settings, job: Job) -> Job:
-    """Commit a new job as queued, then send it: the worker must find the row the message names.
-    Raises ConcurrencyLimit when its key already has settings.max_concurrent_jobs queued or running,
-    quota.StorageFull when it has filled its storage quota;
-    every job, whoever creates it (a submit, a sweep's trials), is counted under the same lock."""
-    session.commit()    # end the caller's reads: the lock must be the transaction's first statement
+def add_queued(session: Session, settings: Settings, job: Job) -> Job:
+    """Add a new job as queued to the session's transaction, under the lock on its key, if the key
+    may have one more: raises ConcurrencyLimit when it already has settings.max_concurrent_jobs
+    queued or running, quota.StorageFull when it has filled its storage quota, NoWorker when no
+    live worker takes the job's queue and waiting is off. Every job, whoever creates it (a submit,
+    a sweep's trials), is counted under the same lock. The caller commits, then dispatches; its
+    transaction must not have read before (the lock must be its first statement, or follow a write)."""
     lock_owner(session, job.owner_id)
     active = session.scalar(select(func.count()).select_from(Job).where(
         Job.owner_id == job.owner_id, Job.status.in_(ACTIVE)))
     if active >= settings.max_concurrent_jobs:
-        session.rollback()
         raise ConcurrencyLimit(active, settings.max_concurrent_jobs)
-    try:
-        quota.check(session, settings, job.owner_id)
-    except quota.StorageFull:
-        session.rollback()
-        raise
+    quota.check(session, settings, job.owner_id)
     if job.queue not in workers.live_queues(session, settings):
         if settings.worker_wait_s <= 0:
-            session.rollback()
             raise NoWorker(job.queue)
         job.waiting_since = utcnow()   # the sweeper clears it when a worker appears, or fails the job
     job.status = JobStatus.QUEUED
     session.add(job)
-    session.commit()
-    dispatch(settings, job.id, job.queue)
+    return job
+
+
+def submit(session: Session, settings: Settings, job: Job) -> Job:
+    """Commit a new job as queued (add_queued's checks, which may raise), then send it: the worker
+    must find the row the message names."""
+    session.commit()    # end the caller's reads: the lock must be the transaction's first statement
+    try:
+        add_queued(session, settings, job)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
     session.refresh(job)
+    dispatch(settings, job.id, job.queue)
+    return job
+
+
+def reject(session: Session, job: Job, code: str, message: str) -> Job:
+    """Add a job that can never run as failed, never queued nor sent; the caller commits it (with
+    the sweep trial it belongs to)."""
+    job.status, job.error_code, job.error_message, job.finished_at = JobStatus.FAILED, code, message, utcnow()
+    session.add(job)
     return job
 
 

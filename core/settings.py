@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = 4           # queued + running per key
     max_storage_bytes_per_key: int = 10 * 1024**3   # stored datasets and weights per key
     max_predict_rows: int = 10_000
+    max_sweep_trials: int = 500            # trials per sweep (a grid's points included)
+    max_active_sweeps: int = 4             # running sweeps per key; their trials count as its jobs
     max_inferred_classes: int = Field(50, ge=2, description="A target with more distinct values is not "
                                       "inferred as classes; task=classification takes it explicitly.")
 

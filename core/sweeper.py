@@ -15,7 +15,10 @@ Rules (one sweep):
      messages are harmless: the claim is atomic. A job waiting for a worker (rule d) is not sent
      again: its message waits in the broker for one;
   d) queued jobs whose queue no live worker consumes (core.workers) are marked waiting, unmarked
-     when one appears, and failed as no_worker after worker_wait_s.
+     when one appears, and failed as no_worker after worker_wait_s;
+  e) hyperparameter sweeps (core.sweeps): a running one with a free slot and trials left gets its
+     next trials, one whose trials have all ended is ended, and the still active trials of a
+     cancelled one are stopped (core.sweeps.scheduler.advance_all).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from .broker import QUEUES
 from .db import session_scope
 from .lifecycle import JobStatus
 from .settings import Settings
+from .sweeps import scheduler
 from .tables import Job, as_utc, utcnow
 
 log = logging.getLogger("chainrule.sweeper")
@@ -55,9 +59,11 @@ class SweepSummary:
     requeued: list[str] = field(default_factory=list)    # running jobs whose worker was lost, to retry
     failed: list[str] = field(default_factory=list)      # ran out of attempts, or waited for no worker
     cancelled: list[str] = field(default_factory=list)
+    trials_made: list[str] = field(default_factory=list)     # sweep trials made (their job ids)
+    trials_stopped: list[str] = field(default_factory=list)  # trials of cancelled sweeps stopped
 
     def __bool__(self) -> bool:
-        return any((self.sent, self.requeued, self.failed, self.cancelled))
+        return any(self.__dict__.values())
 
     def counts(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.__dict__.items() if v}
@@ -137,6 +143,8 @@ def sweep(settings: Settings) -> SweepSummary:
     _recover_stale_running(settings, summary)
     _watch_waiting(settings, summary)
     _dispatch_unsent(settings, summary)
+    for name, job_ids in scheduler.advance_all(settings).items():
+        getattr(summary, name).extend(job_ids)
     if summary:
         log.info("sweep: %s", summary.counts())
     return summary

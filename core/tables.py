@@ -108,6 +108,8 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     checkpoint_path: Mapped[str | None] = mapped_column(String(500), default=None)
     weights_path: Mapped[str | None] = mapped_column(String(500), default=None)
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True,
+                                                 default=None)  # set when the job is a sweep's trial
     artifact_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)   # its weights file (quota)
     # set while no live worker consumes the job's queue (core.workers); it fails after worker_wait_s
     waiting_since: Mapped[datetime | None] = mapped_column(default=None)
@@ -142,4 +144,46 @@ class JobMetric(Base):
     train_loss: Mapped[float | None] = mapped_column(Float)
     val_loss: Mapped[float | None] = mapped_column(Float)
     metrics: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Sweep(Base):
+    """A hyperparameter search: a job template, a parameter space, a method and a pruner.
+    Its trials are jobs (Job.sweep_id); the search state is in SweepTrial (core.sweeps)."""
+    __tablename__ = "sweeps"
+    __table_args__ = (Index("ix_sweeps_owner_created", "owner_id", "created_at"),
+                      Index("ix_sweeps_status", "status"))
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(16))            # core.sweeps.SweepStatus
+    request: Mapped[dict[str, Any]] = mapped_column()          # the validated submission (core.sweeps.SweepRequest)
+    max_trials: Mapped[int] = mapped_column(Integer)
+    max_concurrent: Mapped[int] = mapped_column(Integer)
+    trials_created: Mapped[int] = mapped_column(Integer, default=0)  # next trial's number
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    error_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class SweepTrial(Base):
+    """One trial of a sweep, as the search sees it: the point it was given (the user's values and
+    Optuna's encoding), Optuna's per-trial system attributes (grid id, ASHA rungs) and a summary
+    of the sweep metric so far (the curve itself is the job's job_metrics rows). Kept when its
+    job is deleted, so trial numbers never shift."""
+    __tablename__ = "sweep_trials"
+    sweep_id: Mapped[str] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), unique=True)
+    params: Mapped[dict[str, Any]] = mapped_column()           # {path: value} as the user wrote them
+    optuna_params: Mapped[dict[str, Any]] = mapped_column()    # {path: Optuna's value} (choices by index)
+    system_attrs: Mapped[dict[str, Any]] = mapped_column()
+    best_value: Mapped[float | None] = mapped_column(Float, default=None)   # the best finite metric value
+    best_epoch: Mapped[int | None] = mapped_column(Integer, default=None)   # its epoch (the earliest on ties)
+    last_epoch: Mapped[int | None] = mapped_column(Integer, default=None)   # the latest epoch reported
+    last_value: Mapped[float | None] = mapped_column(Float, default=None)   # its value (null: not finite)
+    pruned_epoch: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

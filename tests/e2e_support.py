@@ -326,6 +326,15 @@ class Stack:
         return self.spawn(name, "worker", "--queues", queues, "--device", device,
                           env={"CHAINRULE_WORKER_ALIVE_FILE": str(alive)})
 
+    def restart_api(self, sig: int = signal.SIGKILL) -> None:
+        """Stop the API with `sig` and start a new one (on a new port); the client follows it."""
+        stop_process(self.procs["api"], sig)
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self.start_api()
+        self.wait_api()
+
     def wait_api(self, timeout: float = 60, name: str = "api") -> None:
         def up():
             self.check_alive(name)

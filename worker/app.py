@@ -20,6 +20,7 @@ import torch
 from celery import signals
 
 from core import sweeper, workers
+from core.sweeps import scheduler
 from core.broker import TRAIN_TASK, celery_app
 from core.settings import get_settings
 
@@ -52,7 +53,12 @@ def train(job_id: str) -> str:
     if not isinstance(job_id, str):
         log.error("chainrule.train expects a job id string, got %r; dropping the message", job_id)
         return "invalid"
-    return runner.run_job(settings, job_id, worker_device())
+    status = runner.run_job(settings, job_id, worker_device())
+    try:   # a sweep's trial that ended frees a slot: its sweep makes the next one now, not at the next pass
+        scheduler.trial_ended(settings, job_id)
+    except Exception:
+        log.exception("job %s: could not advance its sweep; the sweeper will", job_id)
+    return status
 
 
 def _beat() -> None:

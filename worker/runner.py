@@ -18,12 +18,13 @@ from core.db import is_unavailable, retry_unavailable, session_scope
 from core.jobspec import JobRequest, build_model
 from core.lifecycle import Claim, JobStatus
 from core.settings import Settings
+from core.sweeps.study import PRUNED
 from core.tables import Dataset, Job, JobMetric
 from engine import checkpoint as ckpt_io, losses, optim
 from engine.train import FitResult, TrainingError, fit
 
-from . import devices
-from .callbacks import Heartbeat, JobCallbacks, json_safe
+from . import devices, trial
+from .callbacks import Heartbeat, json_safe
 from .outcome import weights_bytes
 
 log = logging.getLogger("chainrule.worker")
@@ -166,7 +167,7 @@ def _train(settings: Settings, claimed: Claim, device: torch.device, heartbeat: 
     if resume is not None:
         log.info("job %s: resuming from the checkpoint of epoch %d (step %d)", claimed.job_id, resume.epoch,
                  resume.step)
-    callbacks = JobCallbacks(settings, claimed, heartbeat)
+    callbacks = trial.callbacks_for(settings, claimed, heartbeat, job.sweep_id, request.epochs)
     try:
         result = fit(model, loss, optimizer, X, y, request.train_config(), task=dataset.task,
                      callbacks=callbacks, resume=resume, checkpoint_every=1)
@@ -178,6 +179,10 @@ def _train(settings: Settings, claimed: Claim, device: torch.device, heartbeat: 
         return "lost"
     summary = _summary(result, resumed_from, job)
     if result.status == "cancelled":
+        pruned = getattr(callbacks, "pruned", None)
+        if pruned is not None:                # stopped by the sweep's pruner at an epoch boundary
+            return _ended(settings, claimed, heartbeat, JobStatus.CANCELLED, result=summary, error_code=PRUNED,
+                          error_message=pruned)
         if heartbeat.cancel_requested:
             return _ended(settings, claimed, heartbeat, JobStatus.CANCELLED, result=summary)
         heartbeat.stop()                      # stopped by a worker shutdown, not by the user

@@ -10,16 +10,18 @@ from sqlalchemy import func, select
 
 from core import artifacts, quota
 from core.db import get_sessionmaker
+from core.jobspec import first_control_char
 from core.lifecycle import ACTIVE, lock_owner
 from core.settings import Settings
-from core.tables import Dataset, Job, new_id
+from core.sweeps import SweepStatus
+from core.tables import Dataset, Job, Sweep, new_id
 from engine import TASKS
 
 from ..deps import CurrentKey, DatasetId, SessionDep, SettingsDep, get_owned
 from ..errors import EVERY_OPERATION, error_responses, problem
 from ..strict_json import StrictJSONRoute
 from ..ingest import DatasetError, Limits, ParsedDataset, parse_dataset
-from ..schemas import LIST_LIMIT_MAX, DatasetList, DatasetPublic, dataset_public, first_control_char
+from ..schemas import LIST_LIMIT_MAX, DatasetList, DatasetPublic, dataset_public
 from ..upload import UploadError, receive_upload
 
 router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/datasets", tags=["datasets"],
@@ -148,6 +150,12 @@ def delete_dataset(dataset_id: DatasetId, session: SessionDep, owner: CurrentKey
     if active:
         raise problem(409, ["path", "dataset_id"], f"dataset {dataset_id!r} has {active} queued or running "
                       "job(s); cancel them or wait for them to finish", "conflict")
+    sweeps = session.scalar(select(func.count()).select_from(Sweep).where(
+        Sweep.dataset_id == dataset_id, Sweep.status == SweepStatus.RUNNING))
+    if sweeps:
+        raise problem(409, ["path", "dataset_id"], f"dataset {dataset_id!r} is the data of {sweeps} running "
+                      "sweep(s), which will make more trials on it; cancel them or wait for them to finish",
+                      "conflict")
     path = Path(row.path)
     session.delete(row)
     session.commit()

@@ -14,13 +14,12 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import bindparam, exists, func, select
 
 from core import artifacts, lifecycle
-from core.broker import queue_for
+from core.admission import Rejection, admit, new_job
 from core.db import get_engine
 from core.lifecycle import ACTIVE, JobStatus
 from core.quota import StorageFull
-from core.tables import Dataset, Job, JobTag
+from core.tables import ID_PATTERN, Dataset, Job, JobTag
 
-from ..admission import Rejection, admit
 from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
 from ..errors import EVERY_OPERATION, error_responses, problem
 from ..schemas import LIST_LIMIT_MAX, MAX_TAGS, JobList, JobPublic, JobSubmit, job_fields
@@ -46,10 +45,8 @@ def submit_job(req: JobSubmit, response: Response, session: SessionDep, owner: C
         graph = admit(req, dataset, settings)  # SpecError -> 422 via its handler
     except Rejection as e:
         raise problem(e.status, e.loc, e.message, e.type)
-    job = Job(owner_id=owner.id, dataset_id=dataset.id, request=req.request(), name=req.name, tags=req.tags,
-              job_tags=[JobTag(tag=t) for t in req.tags], device=req.device, queue=queue_for(req.device),
-              n_parameters=graph.n_parameters, max_attempts=settings.max_attempts,
-              input_shape=list(dataset.input_shape), task=dataset.task, classes=dataset.classes)
+    job = new_job(req, dataset, graph, owner.id, settings, name=req.name, tags=req.tags,
+                  job_tags=[JobTag(tag=t) for t in req.tags])
     try:
         lifecycle.submit(session, settings, job)
     except lifecycle.ConcurrencyLimit as e:
@@ -69,10 +66,11 @@ def list_jobs(session: SessionDep, owner: CurrentKey,
               name: Annotated[str | None, Query(max_length=200, description="Only jobs with this name.")] = None,
               tag: Annotated[list[str] | None, Query(max_length=MAX_TAGS, description=(
                   "Only jobs with this tag; repeat it for jobs that have every one of the tags."))] = None,
+              sweep: Annotated[str | None, Query(pattern=ID_PATTERN, description="Only this sweep's trials.")] = None,
               limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = 20,
               offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> JobList:
     where = [Job.owner_id == owner.id] + ([Job.status == status] if status else []) + \
-        ([Job.name == name.strip()] if name else [])
+        ([Job.name == name.strip()] if name else []) + ([Job.sweep_id == sweep] if sweep else [])
     where += [exists().where(JobTag.job_id == Job.id, JobTag.tag == t) for t in dict.fromkeys(tag or [])]
     total = session.scalar(select(func.count()).select_from(Job).where(*where))
     rows = session.scalars(select(Job).where(*where).order_by(Job.created_at.desc(), Job.id)

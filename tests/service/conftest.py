@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -145,3 +146,24 @@ def npz_bytes(**arrays) -> bytes:
 @pytest.fixture
 def iris(svc) -> dict[str, Any]:
     return svc.dataset(iris_like(), "iris.csv")
+
+
+def at_once(action: Callable[[], Any], n: int) -> None:
+    """`action` from n threads released together (processes racing on one row); re-raises the
+    first error any of them hit."""
+    barrier = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def one():
+        try:
+            barrier.wait()
+            action()
+        except BaseException as exc:
+            errors.append(exc)
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]

@@ -17,6 +17,8 @@ from core.settings import Settings
 from worker import runner
 from worker.callbacks import Heartbeat
 
+from conftest import at_once
+
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -67,16 +69,7 @@ def ago(seconds: float):
 
 
 def sweep_concurrently(settings: Settings, n: int = 4) -> None:
-    barrier = threading.Barrier(n)
-
-    def one():
-        barrier.wait()
-        sweeper.sweep(settings)
-    threads = [threading.Thread(target=one) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    at_once(lambda: sweeper.sweep(settings), n)
 
 
 def test_unsent_job_is_sent_once_even_by_concurrent_sweepers(world):

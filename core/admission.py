@@ -1,5 +1,6 @@
 """Admission of a job: every check of it against its dataset and the service limits that can be
-made before anything is queued. Nothing here writes; the route submits what passes.
+made before anything is queued. Nothing here writes; the caller (POST /v1/jobs, the sweep
+scheduler) submits what passes, as the row `new_job` makes.
 
 Each failure is a Rejection carrying the HTTP status, the body location it points at and a
 message that says what to change; a shape mismatch is engine.SpecError (its own handler).
@@ -9,11 +10,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from core.jobspec import JobRequest
-from core.settings import Settings
-from core.tables import Dataset
 from engine import Plan, SpecError, check_compatible, plan
 from engine.memory import estimate
+
+from .broker import queue_for
+from .jobspec import JobRequest
+from .settings import Settings
+from .tables import Dataset, Job, new_id
 
 SQUASHES = {"cross_entropy": "softmax", "bce_with_logits": "sigmoid"}  # what the loss applies itself
 
@@ -107,3 +110,14 @@ def admit(req: JobRequest, dataset: Dataset, settings: Settings) -> Plan:
     _check_limits(req, dataset, graph, settings)
     _check_memory(req, dataset, graph, settings)
     return graph
+
+
+def new_job(req: JobRequest, dataset: Dataset, graph: Plan, owner_id: str, settings: Settings,
+            **columns: Any) -> Job:
+    """The row of an admitted job, not yet added to a session; what predict needs is copied from
+    the dataset, which may be deleted later."""
+    request = req.model_dump(mode="json", include=set(JobRequest.model_fields))   # a subclass's extras have columns
+    return Job(id=new_id(), owner_id=owner_id, dataset_id=dataset.id, request=request,
+               device=req.device, queue=queue_for(req.device), n_parameters=graph.n_parameters,
+               max_attempts=settings.max_attempts, input_shape=list(dataset.input_shape), task=dataset.task,
+               classes=dataset.classes, **columns)
