@@ -11,11 +11,11 @@ from fastapi.routing import APIRoute
 
 from core.settings import Settings, get_settings
 
-from . import docs, errors
+from . import docs, errors, ui
 from .deps import KeyCache
 from .limits import BodyLimit
 from .predict import ModelCache
-from .routes import datasets, events, health, jobs, results
+from .routes import datasets, events, health, jobs, plots, results
 from .routes.events import StreamSlots
 
 VERSION = "0.1.0"
@@ -28,7 +28,8 @@ optimizer written out on raw tensors.
 `GET /v1/jobs/{id}` (or follow `GET /v1/jobs/{id}/events`, server-sent events) →
 `GET /v1/jobs/{id}/metrics` → `GET /v1/jobs/{id}/weights`
 (safetensors that load into `torch.nn.Sequential` with `strict=True`) or
-`POST /v1/jobs/{id}/predict`.
+`POST /v1/jobs/{id}/predict`. Pictures: `GET /v1/jobs/{id}/plots/loss.png` (and `metric`,
+`grad_norms`, `update_ratios`, `landscape`); the dashboard at `/ui`.
 
 **Auth**: `Authorization: Bearer <key>`; make a key with `chainrule keys create NAME`
 and paste it into *Authorize*. Another key's datasets and jobs are 404.
@@ -61,9 +62,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.event_slots = StreamSlots()
     errors.install(app)
     docs.install(app)
+    ui.install(app)
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(results.router)
     app.include_router(events.router)
+    app.include_router(plots.router)
     return app
