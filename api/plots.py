@@ -16,6 +16,7 @@ import threading
 from typing import Any, Sequence
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
@@ -127,10 +128,10 @@ def metric_figure(epochs: Sequence[dict[str, Any]], task: str | None) -> Figure:
     handles, labels = ax.get_legend_handles_labels()
     if any(n in present for n in right):
         twin = ax.twinx()
-        twin.set_prop_cycle(linestyle=["-.", (0, (1, 1))], color=["C2", "C3"], marker=["D", "v"])
-        for n in right:
-            if n in present:
-                twin.plot(x, column(epochs, n), markevery=max(1, len(x) // 12), markersize=4, label=n)
+        for i, n in enumerate(right):
+            if n in present:   # styles and colours after the left axis's two, so no two series look alike
+                twin.plot(x, column(epochs, n), linestyle=STYLES[2 + i], marker=MARKERS[2 + i], color=f"C{2 + i}",
+                          markevery=max(1, len(x) // 12), markersize=4, label=n)
         twin.set_ylabel("R²")
         more = twin.get_legend_handles_labels()
         handles, labels = handles + more[0], labels + more[1]
@@ -152,9 +153,10 @@ def grad_norm_figure(epochs: Sequence[dict[str, Any]]) -> Figure:
     lo, hi = float(positive.min()), float(positive.max())
     norm = LogNorm(vmin=lo, vmax=hi if hi > lo else lo * 10)
     masked = np.ma.masked_where(~np.isfinite(values) | (values <= 0), values)
-    image = ax.imshow(masked, aspect="auto", interpolation="nearest", norm=norm, cmap="viridis",
+    # zero or non-finite: light grey, not a colour of the scale
+    image = ax.imshow(masked, aspect="auto", interpolation="nearest", norm=norm,
+                      cmap=colormaps["viridis"].with_extremes(bad="0.85"),
                       extent=(x[0] - 0.5, x[-1] + 0.5, len(labels) - 0.5, -0.5))
-    image.cmap.set_bad("0.85")          # zero or non-finite: light grey, not a colour of the scale
     ax.set_yticks(range(len(labels)), labels)
     _epoch_ticks(ax)
     ax.set(xlabel="epoch", ylabel="layer (input at the top)", title="Gradient norm per layer")
