@@ -62,10 +62,11 @@ export class LineChart {
                 h("figcaption", {}, title, description ? h("span", {class: "hint"}, ` ${description}`) : null));
     parent.append(this.el);
     const scales = {x: {time: false}, y: log ? {distr: 3, log: 10} : {}};
-    const axes = [{label: xLabel, stroke: "#333"}, {label: yLabel, stroke: "#333", size: 60}];
+    const ticks = (u, splits) => splits.map((v) => (v === null || v === undefined ? "" : formatValue(v)));
+    const axes = [{label: xLabel, stroke: "#333"}, {label: yLabel, stroke: "#333", size: 64, values: ticks}];
     if (rightLabel) {
       scales.right = {};
-      axes.push({scale: "right", side: 1, label: rightLabel, stroke: "#333", grid: {show: false}, size: 60});
+      axes.push({scale: "right", side: 1, label: rightLabel, stroke: "#333", grid: {show: false}, size: 64, values: ticks});
     }
     this.plot = new window.uPlot({
       width: this.width(), height: HEIGHT, scales, axes,

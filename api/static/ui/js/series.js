@@ -60,11 +60,29 @@ export function layerName(layer) {
   return [layer.key, layer.type].filter((v) => v !== undefined && v !== null).join(" ");
 }
 
-// the network in one line: "linear 32 (he_normal) → relu → linear 3"
+// the network in one line: "linear 32 (he_normal) → relu → linear 3"; a repeated block once with
+// its count: "(linear 16 → sigmoid) × 8 → linear 3"
 export function modelSummary(request) {
   const layers = (request && request.model && request.model.layers) || [];
-  return layers.map((l) => [l.type, l.out_features ?? l.out_channels ?? "", l.init ? `(${l.init})` : ""]
-    .filter((v) => v !== "").join(" ")).join(" → ");
+  const names = layers.map((l) => [l.type, l.out_features ?? l.out_channels ?? "", l.init ? `(${l.init})` : ""]
+    .filter((v) => v !== "").join(" "));
+  return collapseRepeats(names).join(" → ");
+}
+
+function collapseRepeats(names) {
+  const out = [];
+  for (let i = 0; i < names.length;) {
+    let best = {size: 1, count: 1};
+    for (let size = 1; size <= 3; size++) {
+      let count = 1;
+      while (names.slice(i, i + size).join() === names.slice(i + count * size, i + (count + 1) * size).join()) count++;
+      if (count > 1 && count * size > best.count * best.size) best = {size, count};
+    }
+    const block = names.slice(i, i + best.size).join(" → ");
+    out.push(best.count > 1 ? `${best.size > 1 ? `(${block})` : block} × ${best.count}` : block);
+    i += best.size * best.count;
+  }
+  return out;
 }
 
 export function optimizerSummary(optimizer) {
