@@ -7,6 +7,7 @@ import {h} from "./dom.js";
 // Okabe & Ito's palette: distinguishable with the common colour-vision deficiencies
 export const PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999933"];
 export const DASHES = [[], [7, 4], [2, 3], [9, 3, 2, 3], [4, 4], [1, 5]];
+const INTEGER_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000];   // epochs, layers
 const SEVERITY_MARK = {error: "✕", warning: "▲", info: "●"};
 const HEIGHT = 260;
 
@@ -25,6 +26,8 @@ function markersPlugin(chart) {
     ctx.strokeStyle = "#444";
     ctx.fillStyle = "#222";
     ctx.font = `${Math.round(11 * devicePixelRatio)}px system-ui, sans-serif`;
+    ctx.textAlign = "left";
+    ctx.textBaseline = "alphabetic";
     for (const m of chart.markers) {
       const x = u.valToPos(m.x, "x", true);
       if (!Number.isFinite(x) || x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
@@ -54,7 +57,7 @@ function bandPlugin(band) {
 // new LineChart(parent, {name, title, xLabel, yLabel, log, series: [{label, scale}], band, rightLabel})
 export class LineChart {
   constructor(parent, {name, title, xLabel = "epoch", yLabel = "", log = false, series, band = null,
-                       rightLabel = null, description = ""}) {
+                       rightLabel = null, description = "", integerX = true}) {
     this.name = name;
     this.markers = [];
     this.labels = series.map((s) => s.label);
@@ -63,7 +66,8 @@ export class LineChart {
     parent.append(this.el);
     const scales = {x: {time: false}, y: log ? {distr: 3, log: 10} : {}};
     const ticks = (u, splits) => splits.map((v) => (v === null || v === undefined ? "" : formatValue(v)));
-    const axes = [{label: xLabel, stroke: "#333"}, {label: yLabel, stroke: "#333", size: 64, values: ticks}];
+    const axes = [{label: xLabel, stroke: "#333", ...(integerX ? {incrs: INTEGER_STEPS} : {})},
+                  {label: yLabel, stroke: "#333", size: 64, values: ticks}];
     if (rightLabel) {
       scales.right = {};
       axes.push({scale: "right", side: 1, label: rightLabel, stroke: "#333", grid: {show: false}, size: 64, values: ticks});

@@ -70,7 +70,7 @@ function draw(body, landscape) {
   fill(body, hessianPanel(landscape.hessian), grid);
   if (landscape.line) {
     const chart = new LineChart(grid, {name: "landscape_line", title: "Line from the initial to the final weights",
-                                       xLabel: "α", yLabel: "loss", series: [{label: "loss"}]});
+                                       xLabel: "α", yLabel: "loss", series: [{label: "loss"}], integerX: false});
     chart.setData(landscape.line.alphas, [landscape.line.losses]);
     chart.setMarkers([{x: 0, label: "initial", severity: "info"}, {x: 1, label: "final", severity: "info"}]);
     charts.push(chart);
