@@ -24,12 +24,15 @@ let current = null;   // {controller, cleanups}
 function newPage(name, params, query) {
   const controller = new AbortController(), cleanups = [];
   current = {controller, cleanups};
-  debug.page = name;
-  debug.ready = false;
+  Object.assign(debug, {page: name, ready: false, readyAt: null, drawnAt: null});
   return {
     ...params, query, signal: controller.signal,
     onLeave: (fn) => cleanups.push(fn),
-    ready: () => { debug.ready = true; debug.readyAt = performance.now(); },
+    // what it first loaded is on the page; drawnAt: the frame that paints it (ms since navigation)
+    ready: () => {
+      Object.assign(debug, {ready: true, readyAt: performance.now()});
+      requestAnimationFrame(() => { debug.drawnAt = performance.now(); });
+    },
   };
 }
 
