@@ -266,3 +266,23 @@ def _failing_job(served) -> str:
                         model={"layers": [{"type": "linear", "out_features": 1}]}, optimizer={"type": "sgd", "lr": 100})
     assert served.wait_job(job["id"], timeout=120, watch=("serve",))["status"] == "failed"
     return job["id"]
+
+
+def test_the_pages_event_stream_parser_reads_the_sse_format(page, served):
+    """The stream is read with fetch (EventSource cannot send the key), so the page parses
+    text/event-stream itself: events split across chunks, CRLF, comments, multi-line data, ids."""
+    page.goto(f"{served.api_url}/ui/")
+    wait_ready(page)
+    events = page.evaluate("""async () => {
+        const {eventParser} = await import('./js/sse.js');
+        const parse = eventParser(), out = [];
+        for (const chunk of [': ping\\r\\n\\r\\nid: status=running;epoch_row=3\\r\\nevent: ep', 'och\\r\\ndata: {"epoch"',
+                             ': 3}\\r\\n\\r\\nretry: 2000\\ndata: line one\\ndata: line two\\n', '\\nevent: status\\ndata:{}\\n']) {
+            out.push(...parse(chunk));
+        }
+        return out;
+    }""")
+    assert events == [
+        {"event": "epoch", "data": '{"epoch": 3}', "id": "status=running;epoch_row=3", "retry": None},
+        {"event": "message", "data": "line one\nline two", "id": "status=running;epoch_row=3", "retry": 2000},
+    ]   # the last event has no blank line after it yet: held back until one arrives

@@ -2,7 +2,7 @@
 // its own dash pattern as well as its colour, the legend names it and shows its value under the
 // cursor, so a chart reads without colour. Each chart reports what it holds to window.__chainrule
 // (points per series, marked epochs): the browser tests assert on that, not on pixels.
-import {h} from "./dom.js";
+import {h, num} from "./dom.js";
 
 // Okabe & Ito's palette: distinguishable with the common colour-vision deficiencies
 export const PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999933"];
@@ -54,18 +54,19 @@ function bandPlugin(band) {
   }]}};
 }
 
-// new LineChart(parent, {name, title, xLabel, yLabel, log, series: [{label, scale}], band, rightLabel})
+// new LineChart(parent, {name, title, xLabel, yLabel, log, series: [{label, scale}], band, rightLabel, range})
+// range: (u, min, max) => [lo, hi] for the y scale, when the data's own span would mislead
 export class LineChart {
   constructor(parent, {name, title, xLabel = "epoch", yLabel = "", log = false, series, band = null,
-                       rightLabel = null, description = "", integerX = true}) {
+                       rightLabel = null, description = "", integerX = true, range = null}) {
     this.name = name;
     this.markers = [];
     this.labels = series.map((s) => s.label);
     this.el = h("figure", {class: "chart", dataset: {chart: name}},
                 h("figcaption", {}, title, description ? h("span", {class: "hint"}, ` ${description}`) : null));
     parent.append(this.el);
-    const scales = {x: {time: false}, y: log ? {distr: 3, log: 10} : {}};
-    const ticks = (u, splits) => splits.map((v) => (v === null || v === undefined ? "" : formatValue(v)));
+    const scales = {x: {time: false}, y: log ? {distr: 3, log: 10} : range ? {range} : {}};
+    const ticks = (u, splits) => splits.map((v) => (v === null || v === undefined ? "" : num(v)));
     const axes = [{label: xLabel, stroke: "#333", ...(integerX ? {incrs: INTEGER_STEPS} : {})},
                   {label: yLabel, stroke: "#333", size: 64, values: ticks}];
     if (rightLabel) {
@@ -77,7 +78,7 @@ export class LineChart {
       series: [{label: xLabel}, ...series.map((s, i) => ({
         label: s.label, scale: s.scale || "y", width: 2, spanGaps: false, ...styleOf(i), ...(s.style || {}),
         points: {show: (u, si, i0, i1) => i1 - i0 < 60},
-        value: (u, v) => (v === null || v === undefined ? "–" : formatValue(v)),
+        value: (u, v) => (v === null || v === undefined ? "–" : num(v)),
       }))],
       cursor: {drag: {x: true, y: false}},
       legend: {live: true},
@@ -105,7 +106,8 @@ export class LineChart {
   report(n, ys = []) {
     const series = Object.fromEntries(this.labels.map((label, i) => [label, (ys[i] || []).filter((v) => v !== null && v !== undefined).length]));
     this.el.dataset.points = String(n);
-    debug.charts[this.name] = {points: n, series, markers: this.markers.map((m) => ({x: m.x, label: m.label}))};
+    const y = this.plot.scales.y;
+    debug.charts[this.name] = {points: n, series, y: [y.min, y.max], markers: this.markers.map((m) => ({x: m.x, label: m.label}))};
   }
 
   destroy() {
@@ -113,12 +115,6 @@ export class LineChart {
     this.plot.destroy();
     delete debug.charts[this.name];
   }
-}
-
-export function formatValue(v) {
-  if (typeof v !== "number" || !Number.isFinite(v)) return String(v);
-  if (v !== 0 && (Math.abs(v) < 1e-3 || Math.abs(v) >= 1e5)) return v.toExponential(3);
-  return Number(v.toPrecision(4)).toString();
 }
 
 // A log axis cannot show 0 or negatives: those become gaps.

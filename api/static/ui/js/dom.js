@@ -34,7 +34,9 @@ export function num(value, digits = 4) {
   if (value === undefined || value === null) return "–";
   if (typeof value !== "number") return String(value);
   if (!Number.isFinite(value)) return String(value);
-  if (value !== 0 && (Math.abs(value) < 1e-3 || Math.abs(value) >= 1e6)) return value.toExponential(2);
+  if (value !== 0 && (Math.abs(value) < 1e-3 || Math.abs(value) >= 1e5)) {
+    return Number(value.toExponential(digits - 1)).toExponential();    // 5e-4, 1.235e-5
+  }
   return Number(value.toPrecision(digits)).toString();
 }
 

@@ -1,8 +1,8 @@
 // A heat map on a canvas: rows x columns of values on a log (or linear) colour scale, a colour bar
 // with its numbers, and the value under the cursor in words. Viridis gets lighter monotonically, so
 // the scale also reads in grey. Used for gradient norms (layers x epochs) and the loss surface.
-import {debug, formatValue} from "./charts.js";
-import {h} from "./dom.js";
+import {debug} from "./charts.js";
+import {h, num} from "./dom.js";
 
 // viridis at 9 evenly spaced stops, dark (low) to light (high)
 const VIRIDIS = [[68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141],
@@ -92,7 +92,7 @@ export class Heatmap {
     ctx.textAlign = "center"; ctx.textBaseline = "top";
     const step = Math.max(1, Math.ceil(this.xs.length / Math.max(2, Math.floor(plot.width / 50))));
     for (let c = 0; c < this.xs.length; c += step) {
-      ctx.fillText(formatValue(this.xs[c]), plot.left + (c + 0.5) * cw, plot.top + plot.height + 4);
+      ctx.fillText(num(this.xs[c]), plot.left + (c + 0.5) * cw, plot.top + plot.height + 4);
     }
     ctx.fillText(this.xLabel, plot.left + plot.width / 2, plot.top + plot.height + 22);
   }
@@ -105,7 +105,7 @@ export class Heatmap {
     }
     ctx.fillStyle = "#222"; ctx.textAlign = "left"; ctx.textBaseline = "middle";
     for (const [t, v] of [[0, this.hi], [0.5, this.log ? Math.sqrt(this.lo * this.hi) : (this.lo + this.hi) / 2], [1, this.lo]]) {
-      ctx.fillText(formatValue(v), x + BAR + 4, plot.top + t * plot.height);
+      ctx.fillText(num(v), x + BAR + 4, plot.top + t * plot.height);
     }
   }
 
@@ -116,7 +116,7 @@ export class Heatmap {
     const c = Math.floor((px / box.width) * this.xs.length), r = Math.floor((py / box.height) * this.rows.length);
     if (px < 0 || py < 0 || c >= this.xs.length || r >= this.rows.length) { this.tip.hidden = true; return; }
     const v = this.values[r][c];
-    const text = `${this.yLabel}${this.rows[r]} · ${this.xLabel} ${formatValue(this.xs[c])}: ${this.valueLabel} ${v === null || v === undefined ? "–" : formatValue(v)}`;
+    const text = `${this.yLabel}${this.rows[r]} · ${this.xLabel} ${num(this.xs[c])}: ${this.valueLabel} ${v === null || v === undefined ? "–" : num(v)}`;
     this.tip.textContent = text;
     this.readout.textContent = text;
     Object.assign(this.tip.style, {left: `${event.clientX - rect.left + 12}px`, top: `${event.clientY - rect.top + 12}px`});

@@ -54,7 +54,8 @@ export class Health {
     if (fractionLabels.length) {
       this.fractions = new LineChart(this.grid, {
         name: "fractions", title: "Dead / saturated units per layer", yLabel: "fraction of units",
-        series: fractionLabels.map((label) => ({label}))});
+        series: fractionLabels.map((label) => ({label})),
+        range: (u, min, max) => [0, Math.min(1, Math.max(0.05, (max || 0) * 1.15))]});   // 0 stays at the bottom
     }
   }
 

@@ -5,7 +5,7 @@
 // A succeeded job without one gets a button that asks for it (POST), then the page polls its status.
 import {ApiError, request} from "../api.js";
 import * as capabilities from "../capabilities.js";
-import {LineChart, formatValue} from "../charts.js";
+import {LineChart} from "../charts.js";
 import {fill, h, notice, num, statusBadge} from "../dom.js";
 import {Heatmap} from "../heatmap.js";
 import {sleep} from "../sse.js";
@@ -87,7 +87,7 @@ function surfaceMap(grid, surface) {
   const map = new Heatmap(grid, {name: "landscape_surface", title: "Surface around the final weights (★)",
                                  xLabel: "direction 1", yLabel: "direction 2 = ", valueLabel: "loss", log, description: "",
                                  marker: (ctx, plot, self) => star(ctx, plot, self)});
-  map.setData(surface.xs, ys.map((y) => formatValue(y)), values);
+  map.setData(surface.xs, ys.map((y) => num(y)), values);
   map.origin = {col: nearest(surface.xs, 0), row: nearest(ys, 0)};
   map.draw();
   return map;
