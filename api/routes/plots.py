@@ -29,7 +29,8 @@ class PlotKind(str, Enum):
 
 
 _PLOT_DOC = {**NOT_FOUND,
-             200: {"content": {"image/png": {}}, "description": "A PNG of width x height pixels."},
+             200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+                   "description": "A PNG of width x height pixels."},
              409: {"description": "Nothing to draw yet: no finished epoch (or, for landscape, none computed)"},
              422: {"description": "An unknown kind, or a width / height outside the limits"}}
 
