@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from browser_support import launch  # noqa: E402
+from browser_support import launch, wait_until  # noqa: E402
 from e2e_support import Stack, blobs_csv  # noqa: E402
 
 MLP = [layer for _ in range(5) for layer in ({"type": "linear", "out_features": 32}, {"type": "relu"})] + \
@@ -58,8 +58,8 @@ def load(page, url: str) -> dict:
     """Navigate to url (a full load) and wait until its first data is painted."""
     page.goto("about:blank")
     page.goto(url)
-    page.wait_for_function("window.__chainrule && window.__chainrule.drawnAt !== null "
-                           "&& window.__chainrule.drawnAt !== undefined", timeout=120_000)
+    wait_until(page, "() => window.__chainrule !== undefined && typeof window.__chainrule.drawnAt === 'number'",
+               timeout_s=120)
     return page.evaluate(TIMING)
 
 

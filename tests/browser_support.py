@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from e2e_support import LOOPBACK, missing
+from e2e_support import LOOPBACK, missing, wait_for
 
 CHROMIUM = os.environ.get("CHAINRULE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -74,11 +74,20 @@ class Recorder:
         assert errors == [], errors
 
 
-def wait_ready(page, name: str | None = None, timeout_ms: float = 30_000) -> None:
+def wait_until(page, function: str, arg=None, timeout_s: float = 30.0):
+    """Poll a JavaScript function of `arg` until it returns something truthy; returns it.
+
+    Not Playwright's wait_for_function: it evaluates its predicate with eval() inside the page,
+    which the service's Content-Security-Policy (no 'unsafe-eval') refuses; page.evaluate is not
+    subject to it."""
+    return wait_for(lambda: page.evaluate(function, arg), timeout_s, 0.05, f"{function} ({arg!r})")
+
+
+def wait_ready(page, name: str | None = None, timeout_s: float = 30.0) -> None:
     """The page (`name`: that page, after an in-app navigation) drew what it first loaded: app.js
     sets window.__chainrule.page and .ready."""
-    page.wait_for_function("([name]) => window.__chainrule && window.__chainrule.ready === true && "
-                           "(name === null || window.__chainrule.page === name)", arg=[name], timeout=timeout_ms)
+    wait_until(page, "(name) => window.__chainrule !== undefined && window.__chainrule.ready === true && "
+                     "(name === null || window.__chainrule.page === name)", name, timeout_s)
 
 
 def state(page, expression: str):

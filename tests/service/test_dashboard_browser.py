@@ -12,7 +12,7 @@ import subprocess
 import httpx
 import pytest
 
-from browser_support import Recorder, goto, launch, shoot, sign_in, state, wait_ready
+from browser_support import Recorder, goto, launch, shoot, sign_in, state, wait_ready, wait_until
 from e2e_support import Stack, blobs_csv, chainrule_cmd, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -108,7 +108,7 @@ def test_the_jobs_list_shows_each_job_and_filters_by_tag_and_status(page, served
     shoot(page, "jobs")
     page.fill("#filter-tag", "sgd")
     page.press("#filter-tag", "Enter")
-    page.wait_for_function("document.querySelectorAll('#jobs-table tbody tr').length === 1")
+    wait_until(page, "() => document.querySelectorAll('#jobs-table tbody tr').length === 1")
     assert "blobs-sgd" in page.inner_text("#jobs-table") and "tag=sgd" in page.url
     page.select_option("#filter-status", "failed")
     page.wait_for_selector(".notice")
@@ -191,7 +191,7 @@ def test_a_failed_job_shows_its_error(page, served):
 def test_compare_overlays_two_jobs_with_their_hyperparameters(page, served):
     sign_in(page, served.api_url, served.key)
     goto(page, served.api_url, "#/jobs?tag=compare")
-    page.wait_for_function("document.querySelectorAll('#jobs-table tbody tr').length === 2")
+    wait_until(page, "() => document.querySelectorAll('#jobs-table tbody tr').length === 2")
     for job in ("adam", "sgd"):
         page.check(f"tr[data-job='{served.jobs[job]}'] input[type=checkbox]")
     page.click("#compare-selected")

@@ -73,12 +73,17 @@ export class Heatmap {
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, width, height);
     this.plotBox = plot;
-    const cw = plot.width / Math.max(this.xs.length, 1), rh = plot.height / Math.max(this.rows.length, 1);
-    this.values.forEach((row, r) => row.forEach((v, c) => {
-      const t = this.scale(v);
-      ctx.fillStyle = t === null ? MISSING : colour(t);
-      ctx.fillRect(plot.left + c * cw, plot.top + r * rh, Math.ceil(cw), Math.ceil(rh));
-    }));
+    const n = this.xs.length, cw = plot.width / Math.max(n, 1), rh = plot.height / Math.max(this.rows.length, 1);
+    // more columns than pixels (a long job): one pixel column shows the column at its centre, as an
+    // image scaled down does; hovering still reads each epoch's own value
+    const drawn = Math.min(n, Math.floor(plot.width)), dw = plot.width / Math.max(drawn, 1);
+    this.values.forEach((row, r) => {
+      for (let j = 0; j < drawn; j++) {
+        const t = this.scale(row[Math.floor(((j + 0.5) * n) / drawn)]);
+        ctx.fillStyle = t === null ? MISSING : colour(t);
+        ctx.fillRect(plot.left + j * dw, plot.top + r * rh, Math.ceil(dw), Math.ceil(rh));
+      }
+    });
     this.drawAxes(ctx, plot, cw, rh);
     this.drawBar(ctx, plot);
     if (this.marker) this.marker(ctx, plot, this);
