@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from browser_support import Recorder, goto, launch, shoot, sign_in, state, wait_ready, wait_until
-from e2e_support import Stack, blobs_csv, chainrule_cmd, wait_for
+from e2e_support import Stack, blobs_csv, chainrule_cmd, missing, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -54,8 +54,11 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package (the test extra)")
-    with sync_api.sync_playwright() as playwright:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("the playwright package", "the test extra: pip install -e '.[test]'")
+    with sync_playwright() as playwright:
         context = launch(playwright, tmp_path_factory.mktemp("chromium-profile"))
         recorder = Recorder().attach(context)
         context.recorder = recorder
