@@ -92,7 +92,7 @@ function jobRow(job, selected, onTick) {
 // the validation metric by task, else the validation loss
 function headline(job, m) {
   const name = HEADLINE[job.task] || (m.val_accuracy !== undefined ? "val_accuracy" : "val_r2");
-  if (typeof m[name] === "number") return `${name.replace("val_", "")} ${num(m[name])}`;
+  if (typeof m[name] === "number") return `${name === "val_r2" ? "R²" : "accuracy"} ${num(m[name])}`;
   return typeof m.val_loss === "number" ? `val loss ${num(m.val_loss)}` : "–";
 }
 
