@@ -11,13 +11,13 @@ from fastapi.routing import APIRoute
 
 from core.settings import Settings, get_settings
 
-from . import docs, errors
+from . import docs, errors, ui
 from .deps import KeyCache
 from .gate import Gate
 from .malloc import return_large_buffers
 from .predict import ModelCache
 from .ratelimit import RateLimits
-from .routes import datasets, events, health, jobs, me, results, sweeps
+from .routes import datasets, events, health, jobs, me, plots, results, sweeps
 from .routes.events import StreamSlots
 
 VERSION = "0.1.0"
@@ -30,7 +30,8 @@ optimizer written out on raw tensors.
 `GET /v1/jobs/{id}` (or follow `GET /v1/jobs/{id}/events`, server-sent events) →
 `GET /v1/jobs/{id}/metrics` → `GET /v1/jobs/{id}/weights`
 (safetensors that load into `torch.nn.Sequential` with `strict=True`) or
-`POST /v1/jobs/{id}/predict`.
+`POST /v1/jobs/{id}/predict`. Pictures: `GET /v1/jobs/{id}/plots/loss.png` (and `metric`,
+`grad_norms`, `update_ratios`, `landscape`); the dashboard at `/ui`.
 
 **Auth**: `Authorization: Bearer <key>`; make a key with `chainrule keys create NAME`
 and paste it into *Authorize*. Another key's datasets and jobs are 404.
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.event_slots = StreamSlots()
     errors.install(app)
     docs.install(app)
+    ui.install(app)
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
@@ -72,4 +74,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(me.router)
     app.include_router(sweeps.router)
+    app.include_router(plots.router)
     return app

@@ -25,6 +25,7 @@ from httpx_sse import SSEError, connect_sse
 from .client_config import resolve
 
 FINAL = ("succeeded", "failed", "cancelled")
+PLOT_KINDS = ("loss", "metric", "grad_norms", "update_ratios", "landscape")   # GET /v1/jobs/{id}/plots/{kind}.png
 RECONNECT_DELAY_S = 1.0
 
 
@@ -150,6 +151,14 @@ class Client:
         finally:
             partial.unlink(missing_ok=True)
         return path
+
+    def plot(self, job_id: str, kind: str = "loss", *, width: int | None = None,
+             height: int | None = None) -> bytes:
+        """A PNG of the job: kind loss | metric | grad_norms | update_ratios | landscape; width and
+        height in pixels (the server's default when None). In a notebook:
+        `IPython.display.Image(cr.plot(job_id, "grad_norms"))`."""
+        params = {k: v for k, v in {"width": width, "height": height}.items() if v is not None}
+        return self.request("GET", f"/v1/jobs/{job_id}/plots/{kind}.png", params=params).content
 
     def predict(self, job_id: str, inputs: list[Any]) -> dict[str, Any]:
         """Outputs for rows shaped like the dataset's samples (+ probabilities and classes)."""

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     rate_limit_per_key: str = "100/second"       # one window each: a Redis round trip per request apiece
     rate_limit_per_address: str = "200/second"
 
+    # GET /v1/jobs/{id}/plots/{kind}.png: width and height in pixels (query parameters) within
+    # these bounds, so a request's memory and drawing time stay bounded
+    plot_min_px: int = 200
+    plot_max_px: int = 2400
+
     # worker liveness: a running job whose heartbeat is older than heartbeat_timeout_s is retried
     # from its last checkpoint (up to max_attempts in all) or failed with a reason
     heartbeat_interval_s: float = 2.0

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Installs chainrule with its test dependencies into .venv and runs every test there: the engine's
-# proofs against PyTorch, the API, and end-to-end runs on SQLite + the embedded broker and on
-# PostgreSQL + Redis (started by the tests on 127.0.0.1 from Debian's packages, installed here when
-# missing and we are root; without them those tests skip locally and fail in CI).
+# proofs against PyTorch, the API, end-to-end runs on SQLite + the embedded broker and on
+# PostgreSQL + Redis (started by the tests on 127.0.0.1 from Debian's packages), and the dashboard
+# in Debian's Chromium (driven by Playwright; never `playwright install`, which downloads a browser).
+# The packages are installed here when missing and we are root; without them those tests skip
+# locally and fail in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-if { ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; } \
-   && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  apt_install redis-server postgresql
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+# fonts-dejavu-core: without any font, Chromium's text (and the screenshots) would be boxes
+[ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt_install "${missing[@]}"
   # Debian starts the packaged servers; the tests start their own on free loopback ports
   say "stopping the packaged PostgreSQL and Redis services (the tests start their own)"
   service postgresql stop >/dev/null 2>&1 || true; service redis-server stop >/dev/null 2>&1 || true

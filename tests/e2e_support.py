@@ -44,9 +44,10 @@ FAST_TIMINGS = {
 }
 
 
-def missing(what: str) -> None:
-    """No server binary: a skip on a developer machine, a failure in CI (CI must run everything)."""
-    message = f"{what} not found; install Debian's postgresql and redis-server packages"
+def missing(what: str, install: str = "Debian's postgresql and redis-server packages") -> None:
+    """No server binary (or browser): a skip on a developer machine, a failure in CI (CI must run
+    everything)."""
+    message = f"{what} not found; install {install}"
     if os.environ.get("CI"):
         pytest.fail(message + " (CI is set: these tests must run)")
     pytest.skip(message)

@@ -1,4 +1,4 @@
-"""`chainrule jobs submit|watch|list|show|cancel|delete|metrics|weights|predict`."""
+"""`chainrule jobs submit|watch|list|show|cancel|delete|metrics|weights|plot|predict`."""
 from __future__ import annotations
 
 import csv
@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..client import PLOT_KINDS
 from .common import AsJson, Key, Url, connect, console, fail, fields, print_json, table
 from .watch import VAL_METRICS, follow
 
@@ -138,6 +139,33 @@ def weights(job_id: JobId,
     with connect(url, key) as client:
         path = client.download_weights(job_id, output or Path(f"{job_id}.safetensors"))
     console.print(f"wrote {path} ({path.stat().st_size:,} bytes)", highlight=False)
+
+
+PlotKind = Enum("PlotKind", {kind: kind for kind in PLOT_KINDS}, type=str)
+
+
+@app.command()
+def plot(job_id: JobId,
+         output: Annotated[Optional[Path], typer.Option("-o", "--output", help=(
+             "The PNG to write. Default: JOB_ID-KIND.png here."))] = None,
+         kind: Annotated[Optional[PlotKind], typer.Option("--kind", "-k", help=(
+             "What to draw. Default: the output's name when it is a kind (-o grad_norms.png), else loss."),
+             show_default=False)] = None,
+         width: Annotated[Optional[int], typer.Option(help="Pixels (the server's default: 800).")] = None,
+         height: Annotated[Optional[int], typer.Option(help="Pixels (the server's default: 500).")] = None,
+         url: Url = None, key: Key = None) -> None:
+    """Save a plot of the job as PNG: loss, metric, grad_norms, update_ratios or landscape."""
+    if kind is None:
+        named = output.stem if output is not None else ""
+        kind = PlotKind(named) if named in PlotKind.__members__ else PlotKind.loss
+    path = output or Path(f"{job_id}-{kind.value}.png")
+    with connect(url, key) as client:
+        png = client.plot(job_id, kind.value, width=width, height=height)
+    try:
+        path.write_bytes(png)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}")
+    console.print(f"wrote {path} ({kind.value}, {len(png):,} bytes)", highlight=False)
 
 
 def read_inputs(path: Path) -> list[Any]:

@@ -2,47 +2,9 @@
 service itself, and nothing in them points at another host."""
 from __future__ import annotations
 
-import re
-from html.parser import HTMLParser
-from urllib.parse import urljoin, urlparse
-
 import pytest
 
-EXTERNAL = re.compile(r"""(?:https?:)?//[A-Za-z0-9.-]+""")
-
-
-class References(HTMLParser):
-    """Every URL a page makes the browser load: src and href attributes."""
-
-    def __init__(self):
-        super().__init__()
-        self.urls: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.urls += [value for name, value in attrs if name in ("src", "href") and value]
-
-
-def loaded_by(client, page: str) -> dict[str, str]:
-    """page and every asset it references (and their CSS url()s) -> content, all fetched."""
-    seen, todo = {}, [page]
-    while todo:
-        url = todo.pop()
-        if url in seen:
-            continue
-        r = client.get(url)
-        assert r.status_code == 200, f"{url} (referenced from {page}) answered {r.status_code}"
-        seen[url] = r.text if not r.headers["content-type"].startswith("image/") else ""
-        refs: list[str] = []
-        if r.headers["content-type"].startswith("text/html"):
-            parser = References()
-            parser.feed(r.text)
-            refs = parser.urls
-        elif r.headers["content-type"].startswith("text/css"):
-            refs = [u for u in re.findall(r"url\(['\"]?([^'\")]+)", r.text) if not u.startswith("data:")]
-        for ref in refs:
-            assert not urlparse(ref).netloc and not urlparse(ref).scheme, f"{url} loads {ref} from another host"
-            todo.append(urljoin(url, ref))
-    return seen
+from offline_support import EXTERNAL, loaded_by
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
