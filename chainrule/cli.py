@@ -26,7 +26,7 @@ from typing import Annotated, Optional, Sequence
 
 import typer
 
-from .commands import datasets, jobs, login
+from .commands import datasets, jobs, login, sweeps
 
 log = logging.getLogger("chainrule.cli")
 
@@ -37,6 +37,7 @@ keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (on the serve
 app.add_typer(keys_app, name="keys")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(sweeps.app, name="sweeps")
 app.command("login")(login.login)
 
 

@@ -25,6 +25,7 @@ from httpx_sse import SSEError, connect_sse
 from .client_config import resolve
 
 FINAL = ("succeeded", "failed", "cancelled")
+SWEEP_FINAL = FINAL
 PLOT_KINDS = ("loss", "metric", "grad_norms", "update_ratios", "landscape")   # GET /v1/jobs/{id}/plots/{kind}.png
 RECONNECT_DELAY_S = 1.0
 
@@ -38,10 +39,10 @@ class ApiError(Exception):
 
 
 class WaitTimeout(TimeoutError):
-    """wait() ran out of time; `job` is the job as last read."""
+    """wait() or wait_sweep() ran out of time; `job` is the job (or sweep) as last read."""
 
     def __init__(self, job: dict[str, Any], timeout: float):
-        super().__init__(f"job {job['id']} is still {job['status']} after {timeout:g} s")
+        super().__init__(f"{job['id']} is still {job['status']} after {timeout:g} s")
         self.job = job
 
 
@@ -121,10 +122,11 @@ class Client:
         return self._json("GET", f"/v1/jobs/{job_id}")
 
     def list(self, *, status: str | None = None, name: str | None = None, tag: str | list[str] | None = None,
-             limit: int = 20, offset: int = 0) -> dict[str, Any]:
-        """A page of jobs, newest first: {"items", "total", "limit", "offset"}; tags must all match."""
+             sweep: str | None = None, limit: int = 20, offset: int = 0) -> dict[str, Any]:
+        """A page of jobs, newest first: {"items", "total", "limit", "offset"}; tags must all match;
+        `sweep`: only that sweep's trials."""
         params = {"status": status, "name": name, "tag": [tag] if isinstance(tag, str) else tag,
-                  "limit": limit, "offset": offset}
+                  "sweep": sweep, "limit": limit, "offset": offset}
         return self._json("GET", "/v1/jobs", params={k: v for k, v in params.items() if v is not None})
 
     def metrics(self, job_id: str) -> list[dict[str, Any]]:
@@ -163,6 +165,38 @@ class Client:
     def predict(self, job_id: str, inputs: list[Any]) -> dict[str, Any]:
         """Outputs for rows shaped like the dataset's samples (+ probabilities and classes)."""
         return self._json("POST", f"/v1/jobs/{job_id}/predict", json={"inputs": inputs})
+
+    # ------------------------------------------------------------------ sweeps
+    def submit_sweep(self, sweep: dict[str, Any], *, dataset_id: str | None = None,
+                     name: str | None = None) -> dict[str, Any]:
+        """Submit a sweep body (job, parameters, method, metric, ...); the keywords override its fields.
+        Every trial is a job of this key (list them with list(sweep=id))."""
+        body = dict(sweep)
+        body.update({k: v for k, v in {"dataset_id": dataset_id, "name": name}.items() if v})
+        return self._json("POST", "/v1/sweeps", json=body)
+
+    def get_sweep(self, sweep_id: str) -> dict[str, Any]:
+        """Status, counts, every trial (parameters, status, epochs, best value) and the best trial."""
+        return self._json("GET", f"/v1/sweeps/{sweep_id}")
+
+    def list_sweeps(self, *, status: str | None = None, limit: int = 20, offset: int = 0) -> dict[str, Any]:
+        params = {"status": status, "limit": limit, "offset": offset}
+        return self._json("GET", "/v1/sweeps", params={k: v for k, v in params.items() if v is not None})
+
+    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/sweeps/{sweep_id}/cancel")
+
+    def delete_sweep(self, sweep_id: str) -> None:
+        self.request("DELETE", f"/v1/sweeps/{sweep_id}")
+
+    def wait_sweep(self, sweep_id: str, *, timeout: float | None = None, poll_s: float = 1.0) -> dict[str, Any]:
+        """Block until the sweep is final and return it; WaitTimeout after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (sweep := self.get_sweep(sweep_id))["status"] not in SWEEP_FINAL:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(sweep, timeout)
+            time.sleep(poll_s)
+        return sweep
 
     # ------------------------------------------------------------------ following a job
     def watch(self, job_id: str, *, last_event_id: str | None = None, read_timeout: float | None = None,

@@ -80,13 +80,14 @@ def list_(status: Annotated[Optional[Status], typer.Option(help="Only jobs in th
           name: Annotated[Optional[str], typer.Option(help="Only jobs with this name.")] = None,
           tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Only jobs with this tag (repeat: "
                                                             "all of them).")] = None,
+          sweep: Annotated[Optional[str], typer.Option(help="Only this sweep's trials.")] = None,
           limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
           offset: Annotated[int, typer.Option(min=0)] = 0,
           url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
     """This key's jobs, newest first."""
     with connect(url, key) as client:
-        page = client.list(status=status.value if status else None, name=name, tag=tag, limit=limit,
-                           offset=offset)
+        page = client.list(status=status.value if status else None, name=name, tag=tag, sweep=sweep,
+                           limit=limit, offset=offset)
     if as_json:
         return print_json(page)
     rows = [{**j, "epoch": f"{j['progress']['epoch']}/{j['progress']['epochs']}"} for j in page["items"]]

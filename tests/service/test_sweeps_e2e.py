@@ -9,7 +9,9 @@ rows make val_loss steady enough to rank trials by.
 from __future__ import annotations
 
 import io
+import json
 import signal
+import subprocess
 import time
 from datetime import datetime
 
@@ -17,7 +19,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits, load_wine
 
-from e2e_support import Stack, wait_for
+from e2e_support import Stack, chainrule_cmd, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -259,3 +261,27 @@ def test_a_sigkilled_worker_and_a_restarted_api_leave_a_sweep_that_completes(sta
     assert len(resumed) == 1, [j["attempts"] for j in jobs]
     assert resumed[0]["result"]["resumed_from_epoch"] >= 1 and resumed[0]["result"]["epochs_completed"] == 120
     assert max_overlap(done["trials"]) <= 2
+
+
+def test_the_cli_and_the_client_submit_and_follow_a_sweep(stack, wine):
+    """`chainrule sweeps submit --watch` draws the trials as a table and exits 0 when the sweep
+    succeeds; the Python client waits for one and lists its trials as jobs."""
+    sweep_file = stack.root / "sweep.json"
+    sweep_file.write_text(json.dumps(lr_grid(wine, name="cli grid", max_concurrent=2,
+                                             parameters={"optimizer.lr": {"choice": [0.003, 0.3]}})))
+    env = {**stack.env, "XDG_CONFIG_HOME": str(stack.root / "config")}
+    run = subprocess.run(chainrule_cmd() + ["sweeps", "submit", str(sweep_file), "--watch", "--url", stack.api_url,
+                                            "--key", stack.key], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "submitted sweep" in run.stdout and "succeeded" in run.stdout and "optimizer.lr" in run.stdout
+    sweep_id = run.stdout.split("submitted sweep ", 1)[1].split()[0]
+    with stack.client() as client:
+        sweep = client.wait_sweep(sweep_id, timeout=30)
+        assert sweep["status"] == "succeeded" and sweep["counts"]["succeeded"] == 2
+        assert f"{sweep['best_trial']['number']} *" in run.stdout            # the best trial is marked
+        trials = client.list(sweep=sweep_id)
+        assert trials["total"] == 2 and {j["id"] for j in trials["items"]} == {t["job_id"] for t in sweep["trials"]}
+        made = client.submit_sweep(lr_grid(wine, name="client grid"), dataset_id=wine)
+        assert made["status"] == "running" and made["name"] == "client grid"
+        assert client.cancel_sweep(made["id"])["status"] == "cancelled"
+        assert made["id"] in {s["id"] for s in client.list_sweeps()["items"]}
