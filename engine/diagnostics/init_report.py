@@ -70,8 +70,11 @@ def _read(model, stats: ActivationStats, grad_std: dict[str, Tensor]) -> dict[st
 
 
 def _ratio(last: float | None, first: float | None) -> float | None:
-    if last is None or first is None or not (math.isfinite(last) and math.isfinite(first)) or first <= 0:
+    """last / first; from a first std of 0 (zero weights), 0 when the last is 0 too, else infinite."""
+    if last is None or first is None or not (math.isfinite(last) and math.isfinite(first)):
         return None
+    if first <= 0:
+        return 0.0 if last <= 0 else math.inf
     return last / first
 
 

@@ -193,28 +193,33 @@ def non_finite(cfg, trace: Trace) -> list[Signal]:
 
 
 RuleFunction = Callable[[Any, Trace], list[Signal]]
+# the order findings of one epoch come in, and so which of several stop_on rules stops a run: the
+# run's state first (non-finite, diverged), then what explains it, layer by layer
 EPOCH_RULES: dict[str, RuleFunction] = {
-    "vanishing_gradient": vanishing_gradient, "exploding_gradient": exploding_gradient, "dead_relu": dead_relu,
-    "saturated_activation": saturated_activation, "update_ratio": update_ratio,
-    "loss_not_decreasing": loss_not_decreasing, "overfitting": overfitting, "divergence": divergence,
-    "non_finite": non_finite}
+    "non_finite": non_finite, "divergence": divergence, "exploding_gradient": exploding_gradient,
+    "vanishing_gradient": vanishing_gradient, "dead_relu": dead_relu, "saturated_activation": saturated_activation,
+    "update_ratio": update_ratio, "loss_not_decreasing": loss_not_decreasing, "overfitting": overfitting}
 
 
 def initial_signals(cfg, report: dict[str, Any]) -> list[Signal]:
     """poor_initialization, from the init report: the activation std across depth at step 0."""
     depth = report.get("depth")
     ratio = depth.get("activation_std_ratio") if depth else None
-    if not _finite(ratio) or 1 / cfg.threshold <= ratio <= cfg.threshold:
+    if ratio is None or math.isnan(ratio) or 1 / cfg.threshold <= ratio <= cfg.threshold:
         return []
     first, last = depth["first"], depth["last"]
     std_first = report["layers"][first["key"]]["output_std"]
     std_last = report["layers"][last["key"]]["output_std"]
-    way = "grows" if ratio > 1 else "shrinks"
-    return [Signal(last["key"], ratio, cfg.threshold if ratio > 1 else 1 / cfg.threshold,
-                   f"at step 0 the activation std {way} from {std_first:.3g} at {layer_label(**_kt(first))} to "
-                   f"{std_last:.3g} at {layer_label(**_kt(last))}, a factor of {ratio:.3g} across "
-                   f"{depth['hidden_layers']} hidden layers: a good initialization preserves variance across "
-                   "layers (Xavier, He), and this one does not", INIT_HINT)]
+    span = f"from {layer_label(**_kt(first))} to {layer_label(**_kt(last))}"
+    if std_first == 0 and std_last == 0:
+        what = (f"every hidden layer's output is constant at step 0 (std 0 {span}): with zero weights every "
+                "unit computes the same and gets the same gradient, so the units never become different")
+    else:
+        what = (f"at step 0 the activation std {'grows' if ratio > 1 else 'shrinks'} from {std_first:.3g} at "
+                f"{layer_label(**_kt(first))} to {std_last:.3g} at {layer_label(**_kt(last))}, a factor of "
+                f"{ratio:.3g} across {depth['hidden_layers']} hidden layers: a good initialization preserves "
+                "variance across layers (Xavier, He), and this one does not")
+    return [Signal(last["key"], ratio, cfg.threshold if ratio > 1 else 1 / cfg.threshold, what, INIT_HINT)]
 
 
 def _kt(entry: dict[str, str]) -> dict[str, str]:

@@ -130,6 +130,12 @@ def test_poor_initialization_with_std_1_on_wide_layers_and_not_with_he():
     assert "poor_initialization" not in codes(he) and 0.5 < he.init["depth"]["activation_std_ratio"] < 2
 
 
+def test_zero_weights_are_a_poor_initialization():
+    _, cb = train(mlp("relu", 3, init="zeros"), X_DIGITS, Y_DIGITS, {"type": "adam", "lr": 1e-3}, epochs=1)
+    (poor,) = [f for f in cb.findings if f["code"] == "poor_initialization"]
+    assert poor["value"] == 0.0 and "constant" in poor["message"]
+
+
 def test_saturated_tanh_with_large_weights():
     _, cb = train(mlp("tanh", 2, 256), X_DIGITS, Y_DIGITS, {"type": "adam", "lr": 1e-3},
                   prepare=gaussian_weights(1.0), epochs=1)
