@@ -94,7 +94,51 @@ class JobError(BaseModel):
     message: str
 
 
-def _generator_friendly(schema: dict[str, Any]) -> None:
+class FindingLayer(BaseModel):
+    key: str = Field(description="The layer's state_dict prefix: its index, or its name in a DAG.")
+    type: str
+
+
+class Finding(BaseModel):
+    """What a diagnostics rule found (docs/diagnostics.md lists the rules)."""
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": 7, "code": "divergence", "severity": "error", "epoch": 1, "step": 3, "layer": None,
+        "value": 1.4e6, "threshold": 10.0, "message": "the training loss is 1.89e+03, 1.4e+06 times the loss at "
+        "step 0 (1.3): training diverged; ...", "hint": "lower lr (10x smaller to start), add grad_clip_norm, "
+        "or use adam"}]})
+
+    id: int = Field(description="Increases in the order the job's findings were found.")
+    code: str = Field(description="The rule: vanishing_gradient, dead_relu, divergence, ...")
+    severity: Literal["info", "warning", "error"]
+    epoch: int = Field(description="The epoch it was found at; 0: at initialization, before any update.")
+    step: int
+    layer: FindingLayer | None = Field(description="The layer it is about; null for the whole run.")
+    value: float | None = Field(description="What was measured (null where there is no finite number).")
+    threshold: float | None = Field(description="The threshold it crossed.")
+    message: str = Field(description="What was measured, in the seed's terms.")
+    hint: str = Field(description="What usually fixes it.")
+
+
+class FindingCounts(BaseModel):
+    info: int = 0
+    warning: int = 0
+    error: int = 0
+
+
+class FindingsSummary(BaseModel):
+    counts: FindingCounts
+    latest: Finding | None
+
+
+class FindingList(BaseModel):
+    job_id: str
+    items: list[Finding]
+    total: int
+    limit: int
+    offset: int
+
+
+def generator_friendly(schema: dict[str, Any]) -> None:
     """OpenAPI that client generators take whole: a union property gets no object default (a
     generator cannot build one; the description says what absent means), and the properties
     that accept a bare type name say so (`"loss": "cross_entropy"`)."""
@@ -111,7 +155,7 @@ def _generator_friendly(schema: dict[str, Any]) -> None:
 
 
 def _job_schema(schema: dict[str, Any]) -> None:
-    _generator_friendly(schema)
+    generator_friendly(schema)
     schema["examples"] = [_JOB_EXAMPLE]
 
 
@@ -156,6 +200,11 @@ class JobPublic(BaseModel):
                                     "waits for (\"gpu worker\"); it fails as no_worker if none comes in time.")
     n_parameters: int
     request: dict[str, Any] = Field(description="The submitted job, with defaults filled in.")
+    findings: FindingsSummary = Field(description="The diagnostics rules' findings by severity, and the "
+                                      "latest; GET /v1/jobs/{id}/findings lists them.")
+    init_report: dict[str, Any] | None = Field(description="At step 0, before any update: per layer the "
+                                               "activation std and the gradient std, and their ratio across "
+                                               "depth (docs/diagnostics.md).")
 
     @classmethod
     def from_row(cls, job: Job) -> "JobPublic":
@@ -177,7 +226,11 @@ def job_fields(job: Any) -> dict[str, Any]:
         "waiting_for": WAITING_FOR.get(job.queue) if job.waiting_since is not None and job.status == "queued"
         else None,
         "n_parameters": job.n_parameters, "request": request,
+        "findings": job.findings_summary or NO_FINDINGS, "init_report": job.init_report,
     }
+
+
+NO_FINDINGS = {"counts": {"info": 0, "warning": 0, "error": 0}, "latest": None}
 
 
 class JobList(BaseModel):

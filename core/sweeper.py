@@ -15,7 +15,8 @@ Rules (one sweep):
      messages are harmless: the claim is atomic. A job waiting for a worker (rule d) is not sent
      again: its message waits in the broker for one;
   d) queued jobs whose queue no live worker consumes (core.workers) are marked waiting, unmarked
-     when one appears, and failed as no_worker after worker_wait_s.
+     when one appears, and failed as no_worker after worker_wait_s;
+  e) loss-landscape analyses: core.landscapes.sweep (sent again, or failed with the reason).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 
-from . import lifecycle, workers
+from . import landscapes, lifecycle, workers
 from .broker import QUEUES
 from .db import session_scope
 from .lifecycle import JobStatus
@@ -137,6 +138,7 @@ def sweep(settings: Settings) -> SweepSummary:
     _recover_stale_running(settings, summary)
     _watch_waiting(settings, summary)
     _dispatch_unsent(settings, summary)
+    landscapes.sweep(settings)
     if summary:
         log.info("sweep: %s", summary.counts())
     return summary

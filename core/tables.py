@@ -111,6 +111,10 @@ class Job(Base):
     artifact_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)   # its weights file (quota)
     # set while no live worker consumes the job's queue (core.workers); it fails after worker_wait_s
     waiting_since: Mapped[datetime | None] = mapped_column(default=None)
+    # engine.diagnostics: the initialization report at step 0, and {"counts": {severity: n}, "latest":
+    # finding} of job_findings, kept on the row so the status poll stays one SELECT
+    init_report: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    findings_summary: Mapped[dict[str, Any] | None] = mapped_column(default=None)
 
 
 class Worker(Base):
@@ -143,3 +147,45 @@ class JobMetric(Base):
     val_loss: Mapped[float | None] = mapped_column(Float)
     metrics: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobFinding(Base):
+    """One finding of a diagnostics rule (engine.diagnostics.findings); ids increase in the order found."""
+    __tablename__ = "job_findings"
+    __table_args__ = (Index("ix_job_findings_job_id_id", "job_id", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    epoch: Mapped[int] = mapped_column(Integer)                # 0: at initialization
+    step: Mapped[int] = mapped_column(Integer)
+    code: Mapped[str] = mapped_column(String(64))              # the rule
+    severity: Mapped[str] = mapped_column(String(16))          # info | warning | error
+    layer_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    layer_type: Mapped[str | None] = mapped_column(String(32), default=None)
+    value: Mapped[float | None] = mapped_column(Float, default=None)
+    threshold: Mapped[float | None] = mapped_column(Float, default=None)
+    message: Mapped[str] = mapped_column(Text)
+    hint: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Landscape(Base):
+    """The loss landscape analysis of a succeeded job (one per job; a new request replaces a finished one).
+    Its moves between statuses (core.lifecycle.JobStatus values) are core.landscapes'."""
+    __tablename__ = "landscapes"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    options: Mapped[dict[str, Any]] = mapped_column()          # points, grid, samples, ... as validated
+    queue: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    fraction: Mapped[float] = mapped_column(Float, default=0.0)
+    result: Mapped[dict[str, Any] | None] = mapped_column(default=None)   # line, surface, hessian
+    error_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    worker_host: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,4 +1,5 @@
-"""The Celery app and its one task, `chainrule.train(job_id)`.
+"""The Celery app and its tasks: `chainrule.train(job_id)`, and `chainrule.landscape(job_id)` (a trained
+job's loss landscape, worker/landscape.py).
 
 Start it with `chainrule worker` (pool solo: one training job per process), or
 `celery -A worker.app worker -P solo -Q cpu,auto`. The task is thin: it passes the id to
@@ -20,10 +21,10 @@ import torch
 from celery import signals
 
 from core import sweeper, workers
-from core.broker import TRAIN_TASK, celery_app
+from core.broker import LANDSCAPE_TASK, TRAIN_TASK, celery_app
 from core.settings import get_settings
 
-from . import devices, runner
+from . import devices, landscape, runner
 from .callbacks import SHUTDOWN
 from .options import ALIVE_FILE_ENV, QUEUES_ENV, THREADS_ENV, alive_file
 
@@ -53,6 +54,14 @@ def train(job_id: str) -> str:
         log.error("chainrule.train expects a job id string, got %r; dropping the message", job_id)
         return "invalid"
     return runner.run_job(settings, job_id, worker_device())
+
+
+@app.task(name=LANDSCAPE_TASK, acks_late=True, ignore_result=True)
+def compute_landscape(job_id: str) -> str:
+    if not isinstance(job_id, str):
+        log.error("chainrule.landscape expects a job id string, got %r; dropping the message", job_id)
+        return "invalid"
+    return landscape.run_landscape(settings, job_id, worker_device())
 
 
 def _beat() -> None:
