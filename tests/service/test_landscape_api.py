@@ -54,6 +54,8 @@ def test_a_landscape_is_queued_then_computed_on_a_worker(lab):
     r = post(lab, job["id"], **SMALL)
     assert r.status_code == 202 and r.headers["Location"] == f"/v1/jobs/{job['id']}/landscape"
     assert r.json()["status"] == "queued" and r.json()["result"] is None and r.json()["options"]["grid"] == 21
+    threading.Event().wait(0.5)                               # the API computes nothing: it waits for a worker
+    assert lab.client.get(f"/v1/jobs/{job['id']}/landscape", headers=lab.a).json()["status"] == "queued"
     assert run_landscape(lab.settings, job["id"], CPU) == "succeeded"
     body = lab.client.get(f"/v1/jobs/{job['id']}/landscape", headers=lab.a).json()
     assert body["status"] == "succeeded" and body["fraction"] == 1.0 and body["error"] is None
