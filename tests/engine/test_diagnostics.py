@@ -220,6 +220,19 @@ def test_a_lasting_condition_is_one_finding_and_a_resumed_run_finds_the_same(tmp
     assert resumed_cb.findings == [f for f in cb.findings if f["epoch"] > 3] and resumed_cb.init is None
 
 
+def test_diagnostics_do_not_change_what_is_trained():
+    """The init report's batchnorm statistics and dropout draws are put back: on and off train alike."""
+    spec = {"layers": [{"type": "linear", "out_features": 32}, {"type": "batchnorm"}, {"type": "relu"},
+                       {"type": "dropout", "p": 0.3}, {"type": "linear", "out_features": 10}]}
+    runs = [train(spec, X_DIGITS[:400], Y_DIGITS[:400], {"type": "adam", "lr": 1e-3}, epochs=2,
+                  diagnostics={"enabled": enabled}) for enabled in (True, False)]
+    (on, on_cb), (off, _) = runs
+    assert [h["train_loss"] for h in on.history] == [h["train_loss"] for h in off.history]
+    assert [h["val_loss"] for h in on.history] == [h["val_loss"] for h in off.history]
+    assert on_cb.init is not None and "findings" not in off.history[0]
+    assert set(off.history[0]["layers"]["2"]) == {"type", "dead_fraction"}     # gradient health only
+
+
 # ----------------------------------------------------------------------------- the numbers
 def test_the_init_report_of_a_20_layer_relu_mlp_he_keeps_variance_and_n01_does_not():
     g = torch.Generator().manual_seed(0)
