@@ -118,6 +118,11 @@ def update_ratio(cfg, trace: Trace) -> list[Signal]:
             out.append(Signal(key, ratio, cfg.high, f"{_label(trace, key)}: one update moved its weights by "
                               f"{ratio:.2g} of their norm (the usual is about 1e-3): lr is too big",
                               "lower lr; an update of about 1e-3 of the weights per step is the usual"))
+        elif ratio < cfg.low and not annealed and e["grad_norm"] == 0:
+            out.append(Signal(key, ratio, cfg.low, f"{_label(trace, key)}: no gradient reaches it (gradient norm "
+                              "0), so its weights did not move: learning stalls",
+                              "find what blocks the gradient after it: dead relus (dead_relu), which a lr too big "
+                              "usually causes, or saturated activations"))
         elif ratio < cfg.low and not annealed:
             out.append(Signal(key, ratio, cfg.low, f"{_label(trace, key)}: one update moved its weights by "
                               f"{ratio:.2g} of their norm (the usual is about 1e-3): learning stalls",

@@ -137,6 +137,7 @@ def test_a_backward_with_dx_scaled_by_1_01_fails_upstream_of_it():
     assert not report["passed"] and status == {"0": "failed", "2": "failed", "4": "passed"}
     assert report["input"]["status"] == "failed"
     assert report["layers"][1]["max_relative_error"] == pytest.approx(0.01 / 1.01, rel=1e-3)
+    assert report["layers"][2]["max_relative_error"] < 1e-7          # downstream of it: right
 
 
 def test_relu_at_zero_and_max_pool_ties_are_kinks_not_failures():
