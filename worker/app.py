@@ -48,20 +48,22 @@ def worker_device():
     return _device
 
 
+def _for_job(task: str, job_id, run) -> str:
+    """A task's body: the job id checked, then run(settings, job_id, device), which re-reads the rows."""
+    if not isinstance(job_id, str):
+        log.error("%s expects a job id string, got %r; dropping the message", task, job_id)
+        return "invalid"
+    return run(settings, job_id, worker_device())
+
+
 @app.task(name=TRAIN_TASK, acks_late=True, ignore_result=True)
 def train(job_id: str) -> str:
-    if not isinstance(job_id, str):
-        log.error("chainrule.train expects a job id string, got %r; dropping the message", job_id)
-        return "invalid"
-    return runner.run_job(settings, job_id, worker_device())
+    return _for_job(TRAIN_TASK, job_id, runner.run_job)
 
 
 @app.task(name=LANDSCAPE_TASK, acks_late=True, ignore_result=True)
 def compute_landscape(job_id: str) -> str:
-    if not isinstance(job_id, str):
-        log.error("chainrule.landscape expects a job id string, got %r; dropping the message", job_id)
-        return "invalid"
-    return landscape.run_landscape(settings, job_id, worker_device())
+    return _for_job(LANDSCAPE_TASK, job_id, landscape.run_landscape)
 
 
 def _beat() -> None:
