@@ -25,6 +25,7 @@ from httpx_sse import SSEError, connect_sse
 from .client_config import resolve
 
 FINAL = ("succeeded", "failed", "cancelled")
+PAGE = 100                      # the most items a list call returns
 RECONNECT_DELAY_S = 1.0
 
 
@@ -154,6 +155,35 @@ class Client:
     def predict(self, job_id: str, inputs: list[Any]) -> dict[str, Any]:
         """Outputs for rows shaped like the dataset's samples (+ probabilities and classes)."""
         return self._json("POST", f"/v1/jobs/{job_id}/predict", json={"inputs": inputs})
+
+    def findings(self, job_id: str, *, severity: str | None = None, code: str | None = None,
+                 after_id: int = 0) -> list[dict[str, Any]]:
+        """What the diagnostics rules found, in the order found (after_id: only later ones)."""
+        params, found = {k: v for k, v in {"severity": severity, "code": code}.items() if v}, []
+        while True:
+            page = self._json("GET", f"/v1/jobs/{job_id}/findings",
+                              params={**params, "after_id": after_id, "limit": PAGE})["items"]
+            found += page
+            if len(page) < PAGE:
+                return found
+            after_id = page[-1]["id"]
+
+    # ------------------------------------------------------------------ analyses
+    def gradcheck(self, model: dict[str, Any], loss: Any, *, input_shape: list[int] | None = None,
+                  dataset_id: str | None = None, **options: Any) -> dict[str, Any]:
+        """The engine's backward on this network against finite differences (batch_size, seed, ...)."""
+        body = {"model": model, "loss": loss, "input_shape": input_shape, "dataset_id": dataset_id, **options}
+        return self._json("POST", "/v1/gradcheck", json={k: v for k, v in body.items() if v is not None})
+
+    def request_landscape(self, job_id: str, **options: Any) -> dict[str, Any]:
+        """Queue a succeeded job's loss landscape (points, grid, samples, iterations, ...)."""
+        return self._json("POST", f"/v1/jobs/{job_id}/landscape", json=options)
+
+    def landscape(self, job_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/jobs/{job_id}/landscape")
+
+    def cancel_landscape(self, job_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/jobs/{job_id}/landscape/cancel")
 
     # ------------------------------------------------------------------ following a job
     def watch(self, job_id: str, *, last_event_id: str | None = None, read_timeout: float | None = None,
