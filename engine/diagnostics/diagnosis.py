@@ -13,13 +13,15 @@ run finds.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..spec.diagnostics import Diagnostics
-from ..train.errors import NonFiniteError
 from .findings import Finding, Signal
 from .rules import EPOCH_RULES, NON_FINITE_HINT, SEVERITY, initial_signals
 from .trace import Trace
+
+if TYPE_CHECKING:                       # engine.train imports this package: no import back at run time
+    from ..train.errors import NonFiniteError
 
 
 class Diagnosis:

@@ -1,4 +1,4 @@
-"""What a rule says: a Finding, JSON-ready, and DiagnosisStop for a rule the run was told to stop on.
+"""What a rule says: a Finding, JSON-ready (engine.train.DiagnosisStop carries one that stops a run).
 
 A finding's JSON form (the service adds `id`, increasing per job, in the order they were found):
 
@@ -16,8 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
-
-from ..train.errors import TrainingError
 
 SEVERITIES = ("info", "warning", "error")
 
@@ -63,11 +61,3 @@ class Finding:
         return cls(code, severity, epoch, step, layer, finite_or_none(signal.value),
                    finite_or_none(signal.threshold), signal.message, signal.hint)
 
-
-class DiagnosisStop(TrainingError):
-    """A finding of a rule named in diagnostics.stop_on: the run ends failed with the rule's code."""
-
-    def __init__(self, finding: Finding):
-        super().__init__(finding.message)
-        self.code = finding.code
-        self.finding = finding

@@ -4,7 +4,10 @@
     best    = _Best(...)           the monitored metric's best epoch; early stopping's patience
     batches = BatchPlan.of(...)    each epoch's batch bounds and the batch whose health is measured
     run     = _start_run(...)      fresh, or resumed from a Checkpoint: position, generators, history
-    _EpochLoop(...).epochs()       per epoch: should_stop, train_epoch, epoch_metrics, best, checkpoint
+    loop.watch.begin(...)          diagnostics (train/watch.py): the init report at step 0, or the rules
+                                   rebuilt from the resumed history
+    _EpochLoop(...).epochs()       per epoch: should_stop, train_epoch, epoch_metrics, findings, best,
+                                   on_epoch_end, on_findings (DiagnosisStop for a stop_on rule), checkpoint
 """
 from __future__ import annotations
 
@@ -241,8 +244,9 @@ def fit(model, loss, optimizer, X: Tensor, y: Tensor, config: TrainConfig | dict
     """Train `model` in place on (X, y); see the package docstring.
 
     X: (N, *model.input_shape); y: (N,) integer labels (classification) or (N,) / (N, k) floats
-    (regression). Raises ValueError for data / config that cannot work (before any step) and
-    NonFiniteError when the loss becomes NaN / inf. checkpoint_every: epochs between
+    (regression). Raises ValueError for data / config that cannot work (before any step),
+    NonFiniteError when the loss becomes NaN / inf, and DiagnosisStop when a rule named in
+    config.diagnostics.stop_on finds something. checkpoint_every: epochs between
     on_checkpoint calls (0: only when the run ends). `loss` is read for its spec: fit trains with
     losses.make(loss.spec, check_labels=False), as the labels are checked once, up front, here.
     """

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from .. import health
-from ..diagnostics import ActivationStats, Diagnosis, DiagnosisStop, Diagnostics, Finding, init_report
+from ..diagnostics import ActivationStats, Diagnosis, Diagnostics, Finding, init_report
 from .callbacks import Callbacks
-from .errors import NonFiniteError
+from .errors import DiagnosisStop, NonFiniteError
 
 
 class Watch:

@@ -3,14 +3,17 @@ healthy ones; the init report measures "initialization preserves variance across
 ends a run; findings survive a resume unchanged; the activation statistics are the right numbers."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from pydantic import ValidationError
 from sklearn.datasets import load_diabetes, load_digits, load_iris
 
-from engine import Callbacks, Model, NonFiniteError, fit, losses, optim
+from engine import Callbacks, DiagnosisStop, Model, NonFiniteError, fit, losses, optim
 from engine import checkpoint as ckpt_io
-from engine.diagnostics import ActivationStats, DiagnosisStop, init_report, saturated_fraction
+from engine.diagnostics import ActivationStats, init_report, saturated_fraction
 from engine.spec import TrainConfig
 
 
@@ -189,6 +192,12 @@ def test_thresholds_and_switches_are_the_jobs():
     _, off = train(spec, *data, {"type": "sgd", "lr": 100.0}, epochs=3, batch_size=4,
                    diagnostics={"enabled": False})
     assert off.findings == [] and off.init is None
+
+
+def test_the_package_imports_on_its_own():
+    """engine.train imports engine.diagnostics: the package must not need engine.train first."""
+    for module in ("engine.diagnostics", "engine.gradcheck", "engine.landscape"):
+        subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
 
 
 def test_unknown_rules_are_refused_naming_the_valid_ones():
