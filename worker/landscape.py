@@ -105,8 +105,11 @@ def compute(settings: Settings, job_id: str, attempt: int, device: torch.device)
         job, options = s.get(Job, job_id), s.get(Landscape, job_id).options
     request = JobRequest.model_validate(job.request)
     shape = tuple(int(d) for d in job.input_shape)
+    weights = artifacts.resolve(settings, job.weights_path or artifacts.weights_relpath(job_id))
+    if not weights.is_file():
+        raise JobFailed("weights_missing", f"the weights file of job {job_id} is missing from the store")
     final = Model.from_spec(request.model, shape, dtype=torch.float64, device=device)
-    final.load_state_dict(load_file(str(artifacts.resolve(settings, job.weights_path))), strict=True)
+    final.load_state_dict(load_file(str(weights)), strict=True)
     X, y = _rows(settings, job, request, options["samples"], options["seed"], device)
     initial, verified = _initial_state(request, shape, job)
     tick = Progress(settings, job_id, attempt, evaluations(options["points"], options["grid"], options["iterations"],

@@ -50,7 +50,9 @@ def iris(svc):
     return svc.dataset(iris_like(), "iris.csv")
 
 
-def test_lr_100_sgd_diverges_and_with_stop_on_the_job_fails_with_code_divergence(svc, iris):
+def test_lr_100_sgd_diverges_and_with_stop_on_the_job_fails_with_code_divergence(any_svc):
+    svc = any_svc                                        # SQLite, then PostgreSQL
+    iris = svc.dataset(iris_like(), "iris.csv")
     job = trained(svc, iris["id"], **LR_100)
     assert job["status"] == "succeeded"                 # it still runs to the end without stop_on
     found = findings(svc, job["id"])

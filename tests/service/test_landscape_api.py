@@ -27,7 +27,10 @@ SMALL = {"points": 25, "grid": 21, "samples": 4096, "iterations": 60, "trace_sam
 
 @pytest.fixture
 def lab(service_factory):
-    svc = service_factory(heartbeat_interval_s=0.05, cancel_poll_interval_s=0.05)
+    return blobs_lab(service_factory(heartbeat_interval_s=0.05, cancel_poll_interval_s=0.05))
+
+
+def blobs_lab(svc):
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 4)) * 2
     y = rng.integers(0, 3, 160)
@@ -49,7 +52,14 @@ def post(svc, job_id, headers=None, **options):
     return svc.client.post(f"/v1/jobs/{job_id}/landscape", headers=headers or svc.a, json=options or None)
 
 
-def test_a_landscape_is_queued_then_computed_on_a_worker(lab):
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_lab(request, service_factory):
+    database = {} if request.param == "sqlite" else {"database_url": request.getfixturevalue("pg_server").create_database()}
+    return blobs_lab(service_factory(heartbeat_interval_s=0.05, cancel_poll_interval_s=0.05, **database))
+
+
+def test_a_landscape_is_queued_then_computed_on_a_worker(any_lab):
+    lab = any_lab
     job = trained_job(lab)
     r = post(lab, job["id"], **SMALL)
     assert r.status_code == 202 and r.headers["Location"] == f"/v1/jobs/{job['id']}/landscape"
