@@ -76,12 +76,22 @@ def test_lr_100_sgd_diverges_and_with_stop_on_the_job_fails_with_code_divergence
     ("tanh on unscaled inputs", mlp("tanh", 1, 64), {"epochs": 1}, {"scale": 30.0}, "saturated_activation"),
     ("sgd lr 1e-7", mlp("relu", 1), {"optimizer": {"type": "sgd", "lr": 1e-7}, "epochs": 7},
      {}, "loss_not_decreasing"),
+    ("relu on inputs scaled by 1e4", mlp("relu", 2), {"optimizer": {"type": "sgd", "lr": 1e-9}, "epochs": 1},
+     {"scale": 1e4}, "exploding_gradient"),
+    ("wide net on 30 noisy rows", mlp("relu", 2, 256, out=2), {"epochs": 25, "batch_size": 16,
+                                                               "validation_split": 0.5}, "noise", "overfitting"),
     ("relu lr 100", mlp("relu", 1, 8), LR_100, "iris", "dead_relu"),
     ("relu lr 100", mlp("relu", 1, 8), LR_100, "iris", "update_ratio"),
 ])
 def test_each_rule_fires_through_the_api_on_a_network_built_to_show_it(svc, name, spec, overrides, data, code):
-    dataset = svc.dataset(iris_like(), "iris.csv") if data == "iris" else \
-        svc.dataset(blobs_npz(**data), "blobs.npz")
+    if data == "iris":
+        dataset = svc.dataset(iris_like(), "iris.csv")
+    elif data == "noise":                    # labels that have nothing to do with the inputs
+        rng = np.random.default_rng(0)
+        dataset = svc.dataset(npz_bytes(X=rng.normal(size=(60, 20)).astype(np.float32), y=rng.integers(0, 2, 60)),
+                              "noise.npz")
+    else:
+        dataset = svc.dataset(blobs_npz(**data), "blobs.npz")
     job = trained(svc, dataset["id"], model=spec, **{"batch_size": 32, **overrides})
     assert job["status"] == "succeeded", job["error"]
     assert code in {f["code"] for f in findings(svc, job["id"])}
