@@ -12,7 +12,8 @@ Event kinds and their `data` (JSON):
 - `epoch`: one finished epoch's metrics, as an entry of GET /v1/jobs/{id}/metrics, in order. An
   epoch trained again after a resume from a checkpoint is sent again.
 - `progress`: {"epoch", "epochs", "step", "total_steps", "fraction"} when it changes.
-- `finding` (the diagnostics issue adds it as a source here).
+- `finding`: one finding of the diagnostics rules, as an item of GET /v1/jobs/{id}/findings, in the
+  order found (by id). A finding of an epoch trained again after a resume is sent again.
 Comments (`: ping ...`) keep idle connections open through proxies.
 
 The stream reads what the worker already writes (the job row, its job_metrics rows) every
@@ -29,9 +30,10 @@ from typing import Any, Callable
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection, Row
 
+from core import findings as stored_findings
 from core.db import get_engine
 from core.lifecycle import FINAL
-from core.tables import Job, JobMetric
+from core.tables import JOB_ROW, Job, JobFinding, JobMetric
 
 from .schemas import job_fields, metrics_entry
 
@@ -70,11 +72,29 @@ _METRICS_AFTER = (select(JobMetric.__table__).where(JobMetric.job_id == bindpara
                   .order_by(JobMetric.id))
 
 
+def _row_after(cursor: Cursor, key: str) -> int:
+    """The last row id sent for a source; an unreadable one starts it from the beginning."""
+    value = cursor.get(key, "")
+    return int(value) if value.isdigit() and len(value) < 19 else 0
+
+
 def epochs(read: Read, cursor: Cursor) -> list[Event]:
     """Epoch rows not sent yet, by row id: the order they were written in."""
-    after = int(cursor.get("epoch_row", "0") or 0)
+    after = _row_after(cursor, "epoch_row")
     rows = read.conn.execute(_METRICS_AFTER, {"job_id": read.job.id, "after": after})
     return [Event("epoch", metrics_entry(row), "epoch_row", str(row.id)) for row in rows]
+
+
+_FINDINGS_AFTER = (select(JobFinding.__table__).where(JobFinding.job_id == bindparam("job_id"),
+                                                      JobFinding.id > bindparam("after"))
+                   .order_by(JobFinding.id))
+
+
+def findings(read: Read, cursor: Cursor) -> list[Event]:
+    """Findings not sent yet, by row id: the order they were found in."""
+    after = _row_after(cursor, "finding_row")
+    rows = read.conn.execute(_FINDINGS_AFTER, {"job_id": read.job.id, "after": after})
+    return [Event("finding", stored_findings.public(row), "finding_row", str(row.id)) for row in rows]
 
 
 def progress(read: Read, cursor: Cursor) -> list[Event]:
@@ -90,7 +110,8 @@ def final_status(read: Read, cursor: Cursor) -> list[Event]:
     return [status_event(read)]
 
 
-SOURCES: tuple[Callable[[Read, Cursor], list[Event]], ...] = (active_status, epochs, progress, final_status)
+SOURCES: tuple[Callable[[Read, Cursor], list[Event]], ...] = (active_status, epochs, findings, progress,
+                                                               final_status)
 
 
 def parse_cursor(last_event_id: str | None) -> Cursor:
@@ -107,16 +128,13 @@ def format_cursor(cursor: Cursor) -> str:
     return ";".join(f"{k}={v}" for k, v in cursor.items())
 
 
-_JOB_BY_ID = select(Job.__table__).where(Job.__table__.c.id == bindparam("job_id"))
-
-
 def poll(database_url: str, job_id: str, cursor: Cursor) -> tuple[list[tuple[Event, str]], bool]:
     """Events since `cursor` (advanced in place), each with its id; and whether the stream is over
     (a final status sent, or the job deleted)."""
     with get_engine(database_url).connect() as conn:
         if conn.dialect.name != "sqlite":   # reads only: no transaction round trips
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        job = conn.execute(_JOB_BY_ID, {"job_id": job_id}).first()
+        job = conn.execute(JOB_ROW, {"job_id": job_id}).first()
         if job is None:
             return [], True
         read, out = Read(conn, job), []

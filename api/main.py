@@ -17,8 +17,9 @@ from .gate import Gate
 from .malloc import return_large_buffers
 from .predict import ModelCache
 from .ratelimit import RateLimits
-from .routes import datasets, events, health, jobs, me, plots, results, sweeps
+from .routes import datasets, events, gradcheck, health, jobs, landscape, me, plots, results, sweeps
 from .routes.events import StreamSlots
+from .routes.gradcheck import GradcheckSlots
 
 VERSION = "0.1.0"
 DESCRIPTION = """
@@ -54,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Training as a service: a hand-written training engine behind a REST API.",
         openapi_tags=[{"name": "datasets", "description": "Upload and manage training data."},
                       {"name": "jobs", "description": "Submit, follow and use training jobs."},
+                      {"name": "analyses", "description": "Check a network's backward; see a trained "
+                                                          "network's loss landscape and curvature."},
                       {"name": "keys", "description": "The API key a request acts for."},
                       {"name": "sweeps", "description": "Hyperparameter searches: every trial is a job."},
                       {"name": "health", "description": "Probes for orchestrators."}],
@@ -64,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.key_cache = KeyCache()
     app.state.model_cache = ModelCache()
     app.state.event_slots = StreamSlots()
+    app.state.gradcheck_slots = GradcheckSlots(settings.gradcheck_concurrency)
     errors.install(app)
     docs.install(app)
     ui.install(app)
@@ -75,4 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(me.router)
     app.include_router(sweeps.router)
     app.include_router(plots.router)
+    app.include_router(gradcheck.router)
+    app.include_router(landscape.router)
     return app

@@ -91,6 +91,50 @@ class JobError(BaseModel):
     message: str
 
 
+class FindingLayer(BaseModel):
+    key: str = Field(description="The layer's state_dict prefix: its index, or its name in a DAG.")
+    type: str
+
+
+class Finding(BaseModel):
+    """What a diagnostics rule found (docs/diagnostics.md lists the rules)."""
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": 7, "code": "divergence", "severity": "error", "epoch": 1, "step": 3, "layer": None,
+        "value": 1.4e6, "threshold": 10.0, "message": "the training loss is 1.89e+03, 1.4e+06 times the loss at "
+        "step 0 (1.3): training diverged; ...", "hint": "lower lr (10x smaller to start), add grad_clip_norm, "
+        "or use adam"}]})
+
+    id: int = Field(description="Increases in the order the job's findings were found.")
+    code: str = Field(description="The rule: vanishing_gradient, dead_relu, divergence, ...")
+    severity: Literal["info", "warning", "error"]
+    epoch: int = Field(description="The epoch it was found at; 0: at initialization, before any update.")
+    step: int
+    layer: FindingLayer | None = Field(description="The layer it is about; null for the whole run.")
+    value: float | None = Field(description="What was measured (null where there is no finite number).")
+    threshold: float | None = Field(description="The threshold it crossed.")
+    message: str = Field(description="What was measured, in the seed's terms.")
+    hint: str = Field(description="What usually fixes it.")
+
+
+class FindingCounts(BaseModel):
+    info: int = 0
+    warning: int = 0
+    error: int = 0
+
+
+class FindingsSummary(BaseModel):
+    counts: FindingCounts
+    latest: Finding | None
+
+
+class FindingList(BaseModel):
+    job_id: str
+    items: list[Finding]
+    total: int
+    limit: int
+    offset: int
+
+
 def _job_schema(schema: dict[str, Any]) -> None:
     openapi_friendly(schema)
     schema["examples"] = [_JOB_EXAMPLE]
@@ -138,6 +182,13 @@ class JobPublic(BaseModel):
     n_parameters: int
     request: dict[str, Any] = Field(description="The submitted job, with defaults filled in.")
     sweep_id: str | None = Field(None, description="The sweep this job is a trial of.")
+    landscape: JobStatus | None = Field(None, description="The status of the job's loss landscape "
+                                        "(GET /v1/jobs/{id}/landscape); null when none was asked for.")
+    findings: FindingsSummary = Field(description="The diagnostics rules' findings by severity, and the "
+                                      "latest; GET /v1/jobs/{id}/findings lists them.")
+    init_report: dict[str, Any] | None = Field(description="At step 0, before any update: per layer the "
+                                               "activation std and the gradient std, and their ratio across "
+                                               "depth (docs/diagnostics.md).")
 
     @classmethod
     def from_row(cls, job: Job) -> "JobPublic":
@@ -159,7 +210,12 @@ def job_fields(job: Any) -> dict[str, Any]:
         "waiting_for": WAITING_FOR.get(job.queue) if job.waiting_since is not None and job.status == "queued"
         else None,
         "n_parameters": job.n_parameters, "request": request, "sweep_id": job.sweep_id,
+        "landscape": getattr(job, "landscape_status", None),
+        "findings": job.findings_summary or NO_FINDINGS, "init_report": job.init_report,
     }
+
+
+NO_FINDINGS = {"counts": {"info": 0, "warning": 0, "error": 0}, "latest": None}
 
 
 class JobList(BaseModel):

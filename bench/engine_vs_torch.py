@@ -4,6 +4,7 @@
     python bench/engine_vs_torch.py --device cuda --json results.json
     python bench/engine_vs_torch.py --quick          # a few steps, for smoke runs
     python bench/engine_vs_torch.py --tricks         # each engine speed trick on and off (~1 min)
+    python bench/engine_vs_torch.py --diagnostics    # fit with engine.diagnostics on and off (~1 min)
 
 Both sides train the same network from the same initial weights on the same synthetic
 batches with cross-entropy + Adam (lr 1e-3). The engine side is `engine.train.TrainStep`,
@@ -288,9 +289,10 @@ def table(results: list[Result], peak: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def _engine_tricks():
-    """bench/engine_tricks.py, the --tricks section (bench/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("engine_tricks", Path(__file__).with_name("engine_tricks.py"))
+def _section(name: str):
+    """bench/<name>.py, a section of this benchmark (bench/ is not a package): engine_tricks (--tricks),
+    diagnostics_overhead (--diagnostics)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -306,6 +308,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--threads", type=int, help="torch intra-op threads for both sides (default: torch's)")
     ap.add_argument("--tricks", action="store_true", help="instead: time each engine speed trick with and "
                                                           "without it (bench/engine_tricks.py)")
+    ap.add_argument("--diagnostics", action="store_true", help="instead: time fit on the MNIST MLP with "
+                    "engine.diagnostics on and off (bench/diagnostics_overhead.py)")
     args = ap.parse_args(argv)
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -321,7 +325,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.tricks:
-        return {"tricks": _engine_tricks().run(cases, args.quick, args.json, args.rounds)}
+        return {"tricks": _section("engine_tricks").run(cases, args.quick, args.json, args.rounds)}
+    if args.diagnostics:
+        out = {"diagnostics": _section("diagnostics_overhead").run(args.quick, args.rounds)}
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=2))
+        return out
     rounds = args.rounds or (1 if args.quick else 21)
     round_s, warmup_s = (0.05, 0.02) if args.quick else (0.3, 1.0)
     dev = torch.device(device)

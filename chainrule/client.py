@@ -27,6 +27,7 @@ from .client_config import resolve
 FINAL = ("succeeded", "failed", "cancelled")
 SWEEP_FINAL = FINAL
 PLOT_KINDS = ("loss", "metric", "grad_norms", "update_ratios", "landscape")   # GET /v1/jobs/{id}/plots/{kind}.png
+PAGE = 100                      # the most items a list call returns
 RECONNECT_DELAY_S = 1.0
 
 
@@ -166,6 +167,35 @@ class Client:
         """Outputs for rows shaped like the dataset's samples (+ probabilities and classes)."""
         return self._json("POST", f"/v1/jobs/{job_id}/predict", json={"inputs": inputs})
 
+    def findings(self, job_id: str, *, severity: str | None = None, code: str | None = None,
+                 after_id: int = 0) -> list[dict[str, Any]]:
+        """What the diagnostics rules found, in the order found (after_id: only later ones)."""
+        params, found = {k: v for k, v in {"severity": severity, "code": code}.items() if v}, []
+        while True:
+            page = self._json("GET", f"/v1/jobs/{job_id}/findings",
+                              params={**params, "after_id": after_id, "limit": PAGE})["items"]
+            found += page
+            if len(page) < PAGE:
+                return found
+            after_id = page[-1]["id"]
+
+    # ------------------------------------------------------------------ analyses
+    def gradcheck(self, model: dict[str, Any], loss: Any, *, input_shape: list[int] | None = None,
+                  dataset_id: str | None = None, **options: Any) -> dict[str, Any]:
+        """The engine's backward on this network against finite differences (batch_size, seed, ...)."""
+        body = {"model": model, "loss": loss, "input_shape": input_shape, "dataset_id": dataset_id, **options}
+        return self._json("POST", "/v1/gradcheck", json={k: v for k, v in body.items() if v is not None})
+
+    def request_landscape(self, job_id: str, **options: Any) -> dict[str, Any]:
+        """Queue a succeeded job's loss landscape (points, grid, samples, iterations, ...)."""
+        return self._json("POST", f"/v1/jobs/{job_id}/landscape", json=options)
+
+    def landscape(self, job_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/jobs/{job_id}/landscape")
+
+    def cancel_landscape(self, job_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/jobs/{job_id}/landscape/cancel")
+
     # ------------------------------------------------------------------ sweeps
     def submit_sweep(self, sweep: dict[str, Any], *, dataset_id: str | None = None,
                      name: str | None = None) -> dict[str, Any]:
@@ -197,7 +227,6 @@ class Client:
                 raise WaitTimeout(sweep, timeout)
             time.sleep(poll_s)
         return sweep
-
     # ------------------------------------------------------------------ following a job
     def watch(self, job_id: str, *, last_event_id: str | None = None, read_timeout: float | None = None,
               reconnect_for: float = 60.0) -> Iterator[Event]:

@@ -14,6 +14,7 @@ from kombu import Queue
 from .settings import Settings
 
 TRAIN_TASK = "chainrule.train"
+LANDSCAPE_TASK = "chainrule.landscape"   # a job's loss landscape (core.landscapes), on the job's queue
 QUEUES = ("cpu", "gpu", "auto")  # `auto` is consumed by every worker: whichever is free takes it
 
 
@@ -69,8 +70,7 @@ def _make_app(settings: Settings) -> Celery:
     return app
 
 
-def send(settings: Settings, job_id: str, queue: str) -> None:
-    """Put a wake-up message for a committed job on `queue`; raises if the broker is unreachable.
-    Call core.lifecycle.dispatch, which records the send, rather than this."""
-    celery_app(settings).send_task(TRAIN_TASK, args=[job_id], queue=queue, routing_key=queue,
-                                   retry=False)
+def send(settings: Settings, job_id: str, queue: str, task: str = TRAIN_TASK) -> None:
+    """Put a wake-up message for a committed job (or its landscape) on `queue`; raises if the broker is
+    unreachable. Call core.lifecycle.dispatch (core.landscapes.dispatch), which records the send."""
+    celery_app(settings).send_task(task, args=[job_id], queue=queue, routing_key=queue, retry=False)

@@ -47,7 +47,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from . import artifacts, quota, workers
-from .broker import send
+from .broker import TRAIN_TASK, send
 from .db import session_scope
 from .settings import Settings
 from .tables import ApiKey, Job, as_utc, utcnow
@@ -167,23 +167,29 @@ def dispatch(settings: Settings, job_id: str, queue: str, *, sent_at: datetime |
     `sent_at` is the send time this caller last saw (None: never sent). The compare-and-set
     on it makes exactly one of several concurrent dispatchers send; the others return False.
     """
+    return send_once(settings, Job.id, job_id, queue, TRAIN_TASK, sent_at)
+
+
+def send_once(settings: Settings, key: Any, row_id: str, queue: str, task: str, sent_at: datetime | None) -> bool:
+    """dispatch's compare-and-set and send, for any table with status and sent_at whose primary key
+    column is `key` (jobs; core.landscapes' analyses)."""
     if _Breaker.open(settings.broker_url):
         return False
-    now = utcnow()
-    previous = Job.sent_at.is_(None) if sent_at is None else (Job.sent_at == sent_at)
+    table, now = key.class_, utcnow()
+    previous = table.sent_at.is_(None) if sent_at is None else (table.sent_at == sent_at)
     with session_scope(settings.database_url) as s:
-        won = s.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED, previous)
+        won = s.execute(update(table).where(key == row_id, table.status == JobStatus.QUEUED, previous)
                         .values(sent_at=now)).rowcount
     if not won:
         return False
     try:
-        send(settings, job_id, queue)
-    except Exception as exc:  # broker down: the job stays queued, unsent, for the sweeper
+        send(settings, row_id, queue, task)
+    except Exception as exc:  # broker down: the row stays queued, unsent, for the sweeper
         _Breaker.trip(settings.broker_url)
-        log.warning("could not send job %s to queue %s (%s: %s); the sweeper will resend it",
-                    job_id, queue, type(exc).__name__, exc)
+        log.warning("could not send %s %s to queue %s (%s: %s); the sweeper will resend it",
+                    task, row_id, queue, type(exc).__name__, exc)
         with session_scope(settings.database_url) as s:
-            s.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.sent_at == now)
+            s.execute(update(table).where(key == row_id, table.status == JobStatus.QUEUED, table.sent_at == now)
                       .values(sent_at=None))
         return False
     _Breaker.reset(settings.broker_url)

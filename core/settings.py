@@ -98,6 +98,23 @@ class Settings(BaseSettings):
     # these bounds, so a request's memory and drawing time stay bounded
     plot_min_px: int = 200
     plot_max_px: int = 2400
+    # POST /v1/gradcheck runs in the API process, synchronously, in float64, bounded by these: the
+    # network's parameters, the batch, the coordinates checked per tensor, the batch's activations
+    # (engine.memory's estimate) and the wall time (estimated from one forward before it starts)
+    gradcheck_max_parameters: int = 100_000
+    gradcheck_max_batch_size: int = 64
+    gradcheck_max_coordinates: int = 256
+    gradcheck_max_memory_bytes: int = 256 * 1024**2
+    gradcheck_time_limit_s: float = 10.0
+    gradcheck_concurrency: int = Field(2, ge=1, description="Checks running at once per API process (429 past it).")
+    # POST /v1/jobs/{id}/landscape runs on a worker, bounded by these: points on the line, points per
+    # side of the surface, training rows evaluated, power iterations per eigenvalue, Hutchinson vectors
+    landscape_max_points: int = 201
+    landscape_max_grid: int = 51
+    landscape_max_samples: int = 4096
+    hessian_max_iterations: int = 500
+    hessian_max_trace_samples: int = 500
+    max_active_landscapes_per_key: int = 2   # queued + running per key
 
     # worker liveness: a running job whose heartbeat is older than heartbeat_timeout_s is retried
     # from its last checkpoint (up to max_attempts in all) or failed with a reason

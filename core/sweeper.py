@@ -18,7 +18,8 @@ Rules (one sweep):
      when one appears, and failed as no_worker after worker_wait_s;
   e) hyperparameter sweeps (core.sweeps): a running one with a free slot and trials left gets its
      next trials, one whose trials have all ended is ended, and the still active trials of a
-     cancelled one are stopped (core.sweeps.scheduler.advance_all).
+     cancelled one are stopped (core.sweeps.scheduler.advance_all);
+  f) loss-landscape analyses: core.landscapes.sweep (sent again, or failed with the reason).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 
-from . import lifecycle, workers
+from . import landscapes, lifecycle, workers
 from .broker import QUEUES
 from .db import session_scope
 from .lifecycle import JobStatus
@@ -145,6 +146,7 @@ def sweep(settings: Settings) -> SweepSummary:
     _dispatch_unsent(settings, summary)
     for name, job_ids in scheduler.advance_all(settings).items():
         getattr(summary, name).extend(job_ids)
+    landscapes.sweep(settings)
     if summary:
         log.info("sweep: %s", summary.counts())
     return summary

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint, false)
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+                        UniqueConstraint, bindparam, false, select)
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
 
 
 def utcnow() -> datetime:
@@ -113,6 +113,10 @@ class Job(Base):
     artifact_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)   # its weights file (quota)
     # set while no live worker consumes the job's queue (core.workers); it fails after worker_wait_s
     waiting_since: Mapped[datetime | None] = mapped_column(default=None)
+    # engine.diagnostics: the initialization report at step 0, and {"counts": {severity: n}, "latest":
+    # finding} of job_findings, kept on the row so the status poll stays one SELECT
+    init_report: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    findings_summary: Mapped[dict[str, Any] | None] = mapped_column(default=None)
 
 
 class Worker(Base):
@@ -187,3 +191,51 @@ class SweepTrial(Base):
     last_value: Mapped[float | None] = mapped_column(Float, default=None)   # its value (null: not finite)
     pruned_epoch: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+class JobFinding(Base):
+    """One finding of a diagnostics rule (engine.diagnostics.findings); ids increase in the order found."""
+    __tablename__ = "job_findings"
+    __table_args__ = (Index("ix_job_findings_job_id_id", "job_id", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    epoch: Mapped[int] = mapped_column(Integer)                # 0: at initialization
+    step: Mapped[int] = mapped_column(Integer)
+    code: Mapped[str] = mapped_column(String(64))              # the rule
+    severity: Mapped[str] = mapped_column(String(16))          # info | warning | error
+    layer_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    layer_type: Mapped[str | None] = mapped_column(String(32), default=None)
+    value: Mapped[float | None] = mapped_column(Float, default=None)
+    threshold: Mapped[float | None] = mapped_column(Float, default=None)
+    message: Mapped[str] = mapped_column(Text)
+    hint: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Landscape(Base):
+    """The loss landscape analysis of a succeeded job (one per job; a new request replaces a finished one).
+    Its moves between statuses (core.lifecycle.JobStatus values) are core.landscapes'."""
+    __tablename__ = "landscapes"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    options: Mapped[dict[str, Any]] = mapped_column()          # points, grid, samples, ... as validated
+    queue: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    fraction: Mapped[float] = mapped_column(Float, default=0.0)
+    result: Mapped[dict[str, Any] | None] = mapped_column(default=None)   # line, surface, hessian
+    error_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    worker_host: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+# the status of a job's landscape (null: none asked for), read with the job in the same SELECT: a
+# primary-key subquery, so a page can tell whether there is one to fetch without a 404
+LANDSCAPE_STATUS = select(Landscape.status).where(Landscape.job_id == Job.id).scalar_subquery()
+Job.landscape_status = column_property(LANDSCAPE_STATUS)
+# one job's row as the hot reads take it (the status poll, the events stream): Core, no ORM objects
+JOB_ROW = select(Job.__table__, LANDSCAPE_STATUS.label("landscape_status")).where(Job.id == bindparam("job_id"))

@@ -50,6 +50,7 @@ class Checkpoint:
     base_lr: float | None = None                                 # the lr the schedule scales
     status: str = "running"
     meta: dict[str, Any] = field(default_factory=dict)           # free for the caller (job id, ...)
+    init_report: dict[str, Any] | None = None                    # engine.diagnostics' report at step 0
 
 
 def _cpu(t: Tensor) -> Tensor:
@@ -65,7 +66,7 @@ def save(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     info = {"version": VERSION, "epoch": ckpt.epoch, "step": ckpt.step,
             "early_stopping": ckpt.early_stopping, "has_best": ckpt.best_state is not None,
             "history": ckpt.history, "config": ckpt.config, "base_lr": ckpt.base_lr,
-            "status": ckpt.status, "meta": ckpt.meta}
+            "status": ckpt.status, "meta": ckpt.meta, "init_report": ckpt.init_report}
     metadata = {FORMAT: json.dumps(info, allow_nan=True)}
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -106,4 +107,5 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpo
         rng=groups["rng"], early_stopping=info.get("early_stopping") or {},
         best_state=groups["best_state"] if info.get("has_best") else None,
         history=info.get("history") or [], config=info.get("config") or {},
-        base_lr=info.get("base_lr"), status=info.get("status", "running"), meta=info.get("meta") or {})
+        base_lr=info.get("base_lr"), status=info.get("status", "running"), meta=info.get("meta") or {},
+        init_report=info.get("init_report"))

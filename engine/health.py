@@ -12,7 +12,9 @@ For every layer with parameters:
 For every relu layer (from its output on that batch, seen by `OutputStats`):
     dead_fraction fraction of units (features, or channel x position) that are 0 for
                   every sample of the batch
-Each entry also has "type" (the layer's spec type). Output, JSON-ready, in layer order:
+An observer may add other statistics of a layer's output (engine.diagnostics.ActivationStats:
+mean, std, saturated fraction), merged into that layer's entry. Each entry also has "type"
+(the layer's spec type). Output, JSON-ready, in layer order:
     {"0": {"type": "linear", "grad_norm": .., "weight_norm": .., "update_ratio": ..},
      "1": {"type": "relu", "dead_fraction": ..}, ...}
 """
@@ -58,6 +60,7 @@ class OutputStats:
 
     def __init__(self) -> None:
         self.dead_fraction: dict[str, Tensor] = {}
+        self.stats: dict[str, dict[str, Tensor]] = {}   # more statistics per layer, for subclasses
 
     def __call__(self, key: str, layer, output: Tensor) -> None:
         if layer.kind == "relu":
@@ -80,8 +83,9 @@ def layer_health(model, grads_before: Tensor, params_before: Tensor, outputs: Ou
         vals += [torch.linalg.vector_norm(grads_before[start:end]), torch.linalg.vector_norm(w_after[start:end]),
                  torch.linalg.vector_norm(delta[start:end]), torch.linalg.vector_norm(params_before[start:end])]
     dead = list(outputs.dead_fraction.items())
-    numbers = torch.stack([v.to(torch.float64) for v in vals] + [f for _, f in dead]).tolist() \
-        if vals or dead else []
+    more = [(key, name, v) for key, named in outputs.stats.items() for name, v in named.items()]
+    numbers = torch.stack([v.to(torch.float64) for v in vals] + [f for _, f in dead]
+                          + [v.to(torch.float64) for _, _, v in more]).tolist() if vals or dead or more else []
     by_key: dict[str, dict[str, Any]] = {}
     for i, (key, kind, _, _) in enumerate(spans):
         grad_norm, weight_norm, update_norm, weight_norm_before = numbers[4 * i:4 * i + 4]
@@ -89,4 +93,7 @@ def layer_health(model, grads_before: Tensor, params_before: Tensor, outputs: Ou
                        "update_ratio": update_norm / weight_norm_before if weight_norm_before > 0 else 0.0}
     for (key, _), frac in zip(dead, numbers[4 * len(spans):]):
         by_key[key] = {"type": "relu", "dead_fraction": frac}
+    types = dict(zip(model.keys, (layer.spec.type for layer in model.layers)))
+    for (key, name, _), value in zip(more, numbers[4 * len(spans) + len(dead):]):
+        by_key.setdefault(key, {"type": types[key]})[name] = value
     return {key: by_key[key] for key in model.keys if key in by_key}

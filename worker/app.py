@@ -1,4 +1,5 @@
-"""The Celery app and its one task, `chainrule.train(job_id)`.
+"""The Celery app and its tasks: `chainrule.train(job_id)`, and `chainrule.landscape(job_id)` (a trained
+job's loss landscape, worker/landscape.py).
 
 Start it with `chainrule worker` (pool solo: one training job per process), or
 `celery -A worker.app worker -P solo -Q cpu,auto`. The task is thin: it passes the id to
@@ -20,11 +21,11 @@ import torch
 from celery import signals
 
 from core import sweeper, workers
+from core.broker import LANDSCAPE_TASK, TRAIN_TASK, celery_app
 from core.sweeps import scheduler
-from core.broker import TRAIN_TASK, celery_app
 from core.settings import get_settings
 
-from . import devices, runner
+from . import devices, landscape, runner
 from .callbacks import SHUTDOWN
 from .options import ALIVE_FILE_ENV, QUEUES_ENV, THREADS_ENV, alive_file
 
@@ -48,17 +49,27 @@ def worker_device():
     return _device
 
 
+def _for_job(task: str, job_id, run) -> str:
+    """A task's body: the job id checked, then run(settings, job_id, device), which re-reads the rows."""
+    if not isinstance(job_id, str):
+        log.error("%s expects a job id string, got %r; dropping the message", task, job_id)
+        return "invalid"
+    return run(settings, job_id, worker_device())
+
+
 @app.task(name=TRAIN_TASK, acks_late=True, ignore_result=True)
 def train(job_id: str) -> str:
-    if not isinstance(job_id, str):
-        log.error("chainrule.train expects a job id string, got %r; dropping the message", job_id)
-        return "invalid"
-    status = runner.run_job(settings, job_id, worker_device())
+    status = _for_job(TRAIN_TASK, job_id, runner.run_job)
     try:   # a sweep's trial that ended frees a slot: its sweep makes the next one now, not at the next pass
         scheduler.trial_ended(settings, job_id)
     except Exception:
         log.exception("job %s: could not advance its sweep; the sweeper will", job_id)
     return status
+
+
+@app.task(name=LANDSCAPE_TASK, acks_late=True, ignore_result=True)
+def compute_landscape(job_id: str) -> str:
+    return _for_job(LANDSCAPE_TASK, job_id, landscape.run_landscape)
 
 
 def _beat() -> None:

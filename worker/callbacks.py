@@ -1,5 +1,5 @@
-"""What a running job tells the database: heartbeat, progress, metrics, checkpoints; and
-what the database tells it: cancel.
+"""What a running job tells the database: heartbeat, progress, metrics, findings, the init report,
+checkpoints; and what the database tells it: cancel.
 
 Every write is fenced (core.lifecycle.fenced: id, status running, this attempt): a worker the
 sweeper gave up on (its job requeued and claimed by another) can no longer touch the row,
@@ -8,15 +8,15 @@ and notices at its next heartbeat that the job is not its own any more.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from typing import Any
 
 from sqlalchemy import delete, update
 
-from core import artifacts, lifecycle
+from core import artifacts, findings as stored_findings, lifecycle
 from core.db import session_scope
+from core.jsonsafe import json_safe
 from core.lifecycle import Claim, fenced
 from core.settings import Settings
 from core.tables import Job, JobMetric
@@ -32,19 +32,6 @@ CHECKPOINT_MIN_INTERVAL_S = 1.0
 # set from Celery's worker_shutting_down signal: the running fit stops at its next step and
 # the job goes back to the queue, to resume from its last checkpoint on another worker
 SHUTDOWN = threading.Event()
-
-
-def json_safe(value: Any) -> Any:
-    """NaN / inf become null: PostgreSQL's JSON refuses them and so do browsers."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # a 0-d tensor slipped through
-        return json_safe(value.item())
-    return value
 
 
 class Heartbeat(threading.Thread):
@@ -128,6 +115,18 @@ class JobCallbacks(Callbacks):
             s.execute(delete(JobMetric).where(JobMetric.job_id == self.job_id, JobMetric.epoch == epoch))
             s.add(JobMetric(job_id=self.job_id, epoch=epoch, train_loss=m.get("train_loss"),
                             val_loss=m.get("val_loss"), metrics=m))
+
+    def on_init_report(self, report: dict[str, Any]) -> None:
+        with session_scope(self.settings.database_url) as s:
+            won = s.execute(update(Job).where(*fenced(self.job_id, self.attempt))
+                            .values(init_report=json_safe(report))).rowcount
+        if not won:
+            self.heartbeat.lost = True
+
+    def on_findings(self, findings: list[dict[str, Any]]) -> None:
+        with session_scope(self.settings.database_url) as s:
+            if not stored_findings.record(s, self.job_id, json_safe(findings), fenced(self.job_id, self.attempt)):
+                self.heartbeat.lost = True
 
     def on_checkpoint(self, checkpoint: ckpt_io.Checkpoint) -> None:
         # fit only checkpoints a cancel at an epoch boundary, which resumes exactly: keep it, since

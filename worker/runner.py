@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from sqlalchemy import delete
 
-from core import artifacts, lifecycle
+from core import artifacts, findings as stored_findings, lifecycle
 from core.db import is_unavailable, retry_unavailable, session_scope
 from core.jobspec import JobRequest, build_model
 from core.lifecycle import Claim, JobStatus
@@ -141,10 +141,12 @@ def _load_resume(settings: Settings, job_id: str, device: torch.device) -> ckpt_
     return ckpt
 
 
-def _forget_epochs_after(settings: Settings, job_id: str, epoch: int) -> None:
-    """Epochs after the resume point are trained again: drop the rows a lost attempt wrote for them."""
+def _forget_epochs_after(settings: Settings, job_id: str, epoch: int | None) -> None:
+    """Epochs after the resume point (None: a fresh start, which takes a new init report too) are
+    trained again: drop the metrics and findings a lost attempt wrote for them."""
     with session_scope(settings.database_url) as s:
-        s.execute(delete(JobMetric).where(JobMetric.job_id == job_id, JobMetric.epoch > epoch))
+        s.execute(delete(JobMetric).where(JobMetric.job_id == job_id, JobMetric.epoch > (epoch or 0)))
+        stored_findings.forget(s, job_id, epoch)
 
 
 def _train(settings: Settings, claimed: Claim, device: torch.device, heartbeat: Heartbeat) -> str:
@@ -163,7 +165,7 @@ def _train(settings: Settings, claimed: Claim, device: torch.device, heartbeat: 
         raise JobFailed("invalid_job", f"cannot build the network: {exc}") from None
     resume = _load_resume(settings, claimed.job_id, device)
     resumed_from = resume.epoch if resume is not None else None
-    _forget_epochs_after(settings, claimed.job_id, resumed_from or 0)
+    _forget_epochs_after(settings, claimed.job_id, resumed_from)
     if resume is not None:
         log.info("job %s: resuming from the checkpoint of epoch %d (step %d)", claimed.job_id, resume.epoch,
                  resume.step)

@@ -76,7 +76,7 @@ async def job_events(settings: Settings, job_id: str, cursor: events.Cursor) -> 
 
 _EVENTS_DOC = {
     200: {"description": "`text/event-stream` until the job's final status: events `status`, `epoch`, "
-                         "`progress` (and `finding`), each with an `id` to resume from (the module "
+                         "`progress` and `finding`, each with an `id` to resume from (the module "
                          "docstring of api/events.py gives the format).",
           "content": {"text/event-stream": {"schema": {"type": "string"}, "example": (
               'id: status=running;epoch_row=7;progress=3/120\nevent: epoch\n'
@@ -89,7 +89,7 @@ _EVENTS_DOC = {
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse, responses=_EVENTS_DOC,
-            summary="Follow a job: progress, epochs and status as server-sent events")
+            summary="Follow a job: progress, epochs, findings and status as server-sent events")
 async def stream_events(job_id: str, request: Request, owner: CurrentKey, settings: SettingsDep,
                         last_event_id: Annotated[str | None, Header(
                             alias="Last-Event-ID", max_length=500,

@@ -11,14 +11,14 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import bindparam, exists, func, select
+from sqlalchemy import exists, func, select
 
 from core import artifacts, lifecycle
 from core.admission import Rejection, admit, new_job
 from core.db import get_engine
 from core.lifecycle import ACTIVE, JobStatus
 from core.quota import StorageFull
-from core.tables import ID_PATTERN, Dataset, Job, JobTag
+from core.tables import ID_PATTERN, JOB_ROW, Dataset, Job, JobTag
 
 from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
 from ..errors import EVERY_OPERATION, error_responses, problem
@@ -100,10 +100,7 @@ def _read_job(url: str, job_id: str, autocommit: bool = False):
     with get_engine(url).connect() as conn:
         if autocommit:
             conn.execution_options(isolation_level="AUTOCOMMIT")
-        return conn.execute(_JOB_BY_ID, {"job_id": job_id}).first()
-
-
-_JOB_BY_ID = select(Job.__table__).where(Job.__table__.c.id == bindparam("job_id"))
+        return conn.execute(JOB_ROW, {"job_id": job_id}).first()
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=NOT_FOUND,

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.settings import Settings
-from core.tables import Job, JobMetric
+from core.lifecycle import JobStatus
+from core.tables import Job, JobMetric, Landscape
 
 from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
 from ..errors import EVERY_OPERATION, error_responses, problem
@@ -51,16 +51,16 @@ def get_plot(job_id: JobId, kind: PlotKind, session: SessionDep, owner: CurrentK
     job = get_owned(session, owner, Job, job_id, "job")
     from .. import plots   # matplotlib loads on the first plot, not at every API start (about 1 s)
     try:
-        figure = _figure(plots, kind, session, settings, job)
+        figure = _figure(plots, kind, session, job)
     except plots.NothingToDraw as e:
         raise problem(409, ["path", "kind"], f"job {job.id!r} ({job.status}) has no {kind.value} plot yet: {e}")
     return Response(plots.render(figure, width, height), media_type="image/png",
                     headers={"Cache-Control": "no-store"})
 
 
-def _figure(plots, kind: PlotKind, session: Session, settings: Settings, job: Job):
+def _figure(plots, kind: PlotKind, session: Session, job: Job):
     if kind is PlotKind.landscape:
-        return plots.landscape_figure(landscape_of(session, settings, job))
+        return plots.landscape_figure(landscape_of(session, job))
     rows = session.scalars(select(JobMetric).where(JobMetric.job_id == job.id).order_by(JobMetric.epoch))
     epochs = [metrics_entry(r) for r in rows]
     if kind is PlotKind.loss:
@@ -72,9 +72,8 @@ def _figure(plots, kind: PlotKind, session: Session, settings: Settings, job: Jo
     return plots.update_ratio_figure(epochs)
 
 
-def landscape_of(session: Session, settings: Settings, job: Job) -> dict[str, Any] | None:
-    """The job's computed loss landscape ({line, surface, hessian}, as GET /v1/jobs/{id}/landscape
-    returns it), or None while there is none. The landscape is the diagnostics issue's (issue 6):
-    until it is merged no job has one, so this plot is a 409; merging it means returning its
-    stored result here."""
-    return None
+def landscape_of(session: Session, job: Job) -> dict[str, Any] | None:
+    """The result of the job's loss landscape ({line, surface, hessian}, the `result` of GET
+    /v1/jobs/{id}/landscape), or None until one has succeeded."""
+    row = session.get(Landscape, job.id)
+    return row.result if row is not None and row.status == JobStatus.SUCCEEDED else None

@@ -2,21 +2,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from core import artifacts
+from core import artifacts, findings
 from core.lifecycle import JobStatus
 from core.settings import Settings
-from core.tables import Job, JobMetric
+from core.tables import Job, JobFinding, JobMetric
+from engine.diagnostics import RULES
 
 from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
 from ..errors import EVERY_OPERATION, error_responses, problem
 from ..strict_json import StrictJSONRoute
 from ..predict import InputError, inputs_to_array, predict
-from ..schemas import MetricsPublic, PredictRequest, PredictResponse, metrics_entry
+from ..schemas import LIST_LIMIT_MAX, FindingList, MetricsPublic, PredictRequest, PredictResponse, metrics_entry
 from .jobs import NOT_FOUND
 
 router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/jobs", tags=["jobs"],
@@ -40,6 +42,25 @@ def get_metrics(job_id: JobId, session: SessionDep, owner: CurrentKey) -> Metric
     job = get_owned(session, owner, Job, job_id, "job")
     rows = session.scalars(select(JobMetric).where(JobMetric.job_id == job.id).order_by(JobMetric.epoch))
     return MetricsPublic(job_id=job.id, epochs=[metrics_entry(r) for r in rows])
+
+
+@router.get("/{job_id}/findings", response_model=FindingList, responses=NOT_FOUND,
+            summary="What the diagnostics rules found, in the order found")
+def list_findings(job_id: JobId, session: SessionDep, owner: CurrentKey,
+                  severity: Annotated[Literal["info", "warning", "error"] | None,
+                                      Query(description="Only findings of this severity.")] = None,
+                  code: Annotated[Literal[RULES] | None, Query(description="Only this rule's findings.")] = None,
+                  after_id: Annotated[int, Query(ge=0, le=2**62, description="Only findings with a larger id "
+                                                 "(to poll for new ones).")] = 0,
+                  limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = LIST_LIMIT_MAX,
+                  offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> FindingList:
+    job = get_owned(session, owner, Job, job_id, "job")
+    where = [JobFinding.job_id == job.id, JobFinding.id > after_id] + \
+        ([JobFinding.severity == severity] if severity else []) + ([JobFinding.code == code] if code else [])
+    total = session.scalar(select(func.count()).select_from(JobFinding).where(*where))
+    rows = session.scalars(select(JobFinding).where(*where).order_by(JobFinding.id).limit(limit).offset(offset))
+    return FindingList(job_id=job.id, items=[findings.public(r) for r in rows], total=total, limit=limit,
+                       offset=offset)
 
 
 @router.get("/{job_id}/weights", responses={**NOT_FOUND, **NOT_SUCCEEDED, 200: {

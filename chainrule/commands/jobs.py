@@ -1,4 +1,4 @@
-"""`chainrule jobs submit|watch|list|show|cancel|delete|metrics|weights|plot|predict`."""
+"""`chainrule jobs submit|watch|list|show|cancel|delete|metrics|findings|weights|plot|predict`."""
 from __future__ import annotations
 
 import csv
@@ -129,6 +129,27 @@ def metrics(job_id: JobId, url: Url = None, key: Key = None, as_json: AsJson = F
     shown = ["epoch", "train_loss", "val_loss"] + [m for m in VAL_METRICS if any(m in e for e in epochs)] + \
         [m for m in ("lr", "epoch_time_s") if any(m in e for e in epochs)]
     table(epochs, [(m, m) for m in shown], title=f"job {job_id}: {len(epochs)} epoch(s)")
+
+
+class Severity(str, Enum):
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+@app.command()
+def findings(job_id: JobId, severity: Annotated[Optional[Severity], typer.Option(help="Only this severity.")] = None,
+             code: Annotated[Optional[str], typer.Option(help="Only this rule (dead_relu, divergence, ...).")] = None,
+             url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
+    """What the diagnostics rules found, in order, with what usually fixes it (docs/diagnostics.md)."""
+    with connect(url, key) as client:
+        found = client.findings(job_id, severity=severity.value if severity else None, code=code)
+    if as_json:
+        return print_json(found)
+    rows = [{**f, "layer": f"{f['layer']['key']} ({f['layer']['type']})" if f["layer"] else None} for f in found]
+    table(rows, [("epoch", "epoch"), ("severity", "severity"), ("code", "rule"), ("layer", "layer"),
+                 ("message", "what was measured"), ("hint", "what usually fixes it")],
+          title=f"job {job_id}: {len(found)} finding(s)")
 
 
 @app.command()

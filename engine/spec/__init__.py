@@ -11,6 +11,7 @@ Structural rules of the graph (names, inputs, merges, softmax placement) are che
 here; shape rules need the input shape and live in `engine.model.plan`.
 """
 from .base import Spec
+from .diagnostics import RULES, Diagnostics, Rules
 from .layers import (INPUT, MERGE_TYPES, GELU, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Flatten,
                      InitName, LayerBase, LayerNorm, LayerSpec, LeakyReLU, Linear, MaxPool2d, ModelSpec, Pad2,
                      ReLU, Sigmoid, Size2, Softmax, Tanh, pair)
@@ -23,4 +24,4 @@ __all__ = ["Spec", "INPUT", "MERGE_TYPES", "InitName", "Size2", "Pad2", "pair", 
            "Sigmoid", "Tanh", "GELU", "Softmax", "Add", "Concat", "LayerSpec", "ModelSpec",
            "CrossEntropyLoss", "MSELoss", "L1Loss", "HuberLoss", "BCEWithLogitsLoss", "LossSpec", "SGD",
            "RMSprop", "Adam", "AdamW", "OptimizerSpec", "ScheduleBase", "ConstantLR", "StepLR",
-           "ExponentialLR", "CosineAnnealingLR", "ScheduleSpec", "EarlyStopping", "TrainConfig"]
+           "ExponentialLR", "CosineAnnealingLR", "ScheduleSpec", "EarlyStopping", "TrainConfig", "Diagnostics", "Rules", "RULES"]

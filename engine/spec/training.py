@@ -6,6 +6,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BeforeValidator, Field, model_validator
 
 from .base import Real, Spec, type_from_str
+from .diagnostics import Diagnostics
 
 
 # ----------------------------------------------------------------------------- losses
@@ -146,3 +147,6 @@ class TrainConfig(Spec):
     grad_clip_norm: Real | None = Field(None, gt=0, description="Global-norm gradient clipping.")
     schedule: ScheduleSpec = ConstantLR(type="constant")
     early_stopping: EarlyStopping | None = None
+    diagnostics: Diagnostics = Field(default_factory=Diagnostics, description=(
+        "Rules that watch the run and report findings (docs/diagnostics.md); their thresholds, and "
+        "which of them stop the run."))

@@ -17,10 +17,11 @@ reports and returns), errors (why a run stops).
 """
 from ..data import check_compatible
 from .callbacks import Callbacks, FitResult, Progress
-from .errors import NonFiniteError, TrainingError, find_nonfinite_layer
+from .errors import DiagnosisStop, NonFiniteError, TrainingError, find_nonfinite_layer
 from .fit import fit
 from .metrics import evaluate
 from .step import TrainStep
 
 __all__ = ["fit", "TrainStep", "Callbacks", "Progress", "FitResult", "TrainingError", "NonFiniteError",
+           "DiagnosisStop",
            "check_compatible", "evaluate", "find_nonfinite_layer"]

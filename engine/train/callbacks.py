@@ -20,7 +20,8 @@ class Callbacks:
     """Hooks the worker overrides; every method is a no-op here.
 
     on_step runs after every optimizer step and should_stop before every step: both must be
-    cheap (throttle inside). on_checkpoint runs every `checkpoint_every` epochs, when the run
+    cheap (throttle inside). A finding of a rule named in diagnostics.stop_on ends fit with
+    DiagnosisStop (a TrainingError) after on_findings has seen it. on_checkpoint runs every `checkpoint_every` epochs, when the run
     ends at an epoch end, and once more when it is cancelled at an epoch boundary
     (a cancel mid-epoch leaves the last epoch's checkpoint as the resume point).
     """
@@ -36,6 +37,15 @@ class Callbacks:
 
     def on_checkpoint(self, checkpoint: Checkpoint) -> None:
         pass
+
+    def on_init_report(self, report: dict[str, Any]) -> None:
+        """The initialization report (engine.diagnostics.init_report), once, before the first step of a
+        fresh run; its findings are in report["findings"] and are also passed to on_findings."""
+
+    def on_findings(self, findings: list[dict[str, Any]]) -> None:
+        """New findings (engine.diagnostics.findings, JSON form): after the init report, after each
+        on_epoch_end (they are also in that epoch's metrics["findings"]), and when the loss turns
+        non-finite, just before fit raises NonFiniteError."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Why a run stops early: TrainingError, and NonFiniteError with the layer it points at."""
+"""Why a run stops early: TrainingError, NonFiniteError with the layer it points at, DiagnosisStop."""
 from __future__ import annotations
 
 import torch
@@ -35,6 +35,16 @@ class NonFiniteError(TrainingError):
 
     def located(self, step: int, epoch: int) -> "NonFiniteError":
         return self.describe(self.value, step, epoch, self.layer_key, self.layer_kind, self.found_in)
+
+
+class DiagnosisStop(TrainingError):
+    """A finding of a rule named in diagnostics.stop_on (engine.diagnostics): the run ends failed with
+    the rule's code as its code and the finding's message."""
+
+    def __init__(self, finding):
+        super().__init__(finding.message)
+        self.code = finding.code
+        self.finding = finding
 
 
 def find_nonfinite_layer(model) -> tuple[str | None, str | None, str | None]:

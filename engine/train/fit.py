@@ -4,7 +4,10 @@
     best    = _Best(...)           the monitored metric's best epoch; early stopping's patience
     batches = BatchPlan.of(...)    each epoch's batch bounds and the batch whose health is measured
     run     = _start_run(...)      fresh, or resumed from a Checkpoint: position, generators, history
-    _EpochLoop(...).epochs()       per epoch: should_stop, train_epoch, epoch_metrics, best, checkpoint
+    loop.watch.begin(...)          diagnostics (train/watch.py): the init report at step 0, or the rules
+                                   rebuilt from the resumed history
+    _EpochLoop(...).epochs()       per epoch: should_stop, train_epoch, epoch_metrics, findings, best,
+                                   on_epoch_end, on_findings (DiagnosisStop for a stop_on rule), checkpoint
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from ..checkpoint import Checkpoint
 from ..spec import EarlyStopping, TrainConfig
 from .callbacks import Callbacks, FitResult, Progress
 from .errors import NonFiniteError
+from .watch import Watch
 from .metrics import Meter, evaluate
 from .rows import BatchPlan, Rows, epoch_batches, split_rows
 from .step import TrainStep
@@ -100,6 +104,7 @@ class _Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     epoch: int = 0                  # epochs completed
     step: int = 0                   # optimizer steps taken
+    init_report: dict[str, Any] | None = None   # engine.diagnostics' report at step 0
 
     def checkpoint(self, model, optimizer, status: str) -> Checkpoint:
         weights = self.best.weights
@@ -110,7 +115,7 @@ class _Run:
             early_stopping=self.best.as_dict(),
             best_state=None if weights is None else {k: v.clone() for k, v in weights.items()},
             history=[dict(h) for h in self.history], config=self.config.model_dump(mode="json"),
-            base_lr=self.base_lr, status=status)
+            base_lr=self.base_lr, status=status, init_report=self.init_report)
 
 
 def _start_run(model, optimizer, config: TrainConfig, best: _Best, resume: Checkpoint | None) -> _Run:
@@ -134,6 +139,7 @@ def _start_run(model, optimizer, config: TrainConfig, best: _Best, resume: Check
         model.generator.set_state(resume.rng["dropout"].cpu())
     best.resume(resume.early_stopping, resume.best_state, model.device)
     run.history, run.epoch, run.step = [dict(h) for h in resume.history], resume.epoch, resume.step
+    run.init_report = resume.init_report
     return run
 
 
@@ -149,6 +155,7 @@ class _EpochLoop:
         self.model, self.loss, self.optimizer, self.rows, self.batches, self.run = \
             model, loss, optimizer, rows, batches, run
         self.callbacks, self.task, self.config = callbacks, task, run.config
+        self.watch = Watch(self.config.diagnostics, callbacks)
         self.total_steps = self.config.epochs * len(batches.bounds)
         self.schedule = schedules.make(self.config.schedule, run.base_lr, self.total_steps)
         self.train_step = TrainStep(model, loss, optimizer, self.config.grad_clip_norm)
@@ -168,10 +175,12 @@ class _EpochLoop:
             if trained is None:            # cancelled mid-epoch: no checkpoint, its weights resume inexactly
                 return "cancelled"
             metrics = self.epoch_metrics(epoch, *trained, started)
+            findings = self.watch.judge(metrics)
             run.history.append(metrics)
             run.epoch = epoch
             stop = run.best.update(metrics, self.model)
             callbacks.on_epoch_end(metrics)
+            self.watch.report(findings)    # DiagnosisStop: a rule in diagnostics.stop_on ends the run
             ending = stop or epoch == self.config.epochs
             if report and (ending or (checkpoint_every and epoch % checkpoint_every == 0)):
                 status = ("early_stopped" if stop else "completed") if ending else "running"
@@ -198,7 +207,9 @@ class _EpochLoop:
                 else:
                     self.train_step(xb, yb)
             except NonFiniteError as e:
-                raise e.located(run.step + 1, epoch) from None
+                located = e.located(run.step + 1, epoch)
+                self.watch.non_finite(located)
+                raise located from None
             run.step += 1
             meter.add(self.train_step.output, yb, self.train_step.value)
             if report:
@@ -210,7 +221,7 @@ class _EpochLoop:
     def measured_step(self, xb: Tensor, yb: Tensor) -> dict[str, Any]:
         """A training step whose health is measured (engine.health): outputs observed in the forward,
         gradients and weights copied before the update."""
-        outputs = health.OutputStats()
+        outputs = self.watch.observer()
         self.train_step.forward_backward(xb, yb, observe=outputs)
         grads, params = self.model.flat_grads.clone(), self.model.flat_params.clone()
         self.train_step.apply()
@@ -233,8 +244,9 @@ def fit(model, loss, optimizer, X: Tensor, y: Tensor, config: TrainConfig | dict
     """Train `model` in place on (X, y); see the package docstring.
 
     X: (N, *model.input_shape); y: (N,) integer labels (classification) or (N,) / (N, k) floats
-    (regression). Raises ValueError for data / config that cannot work (before any step) and
-    NonFiniteError when the loss becomes NaN / inf. checkpoint_every: epochs between
+    (regression). Raises ValueError for data / config that cannot work (before any step),
+    NonFiniteError when the loss becomes NaN / inf, and DiagnosisStop when a rule named in
+    config.diagnostics.stop_on finds something. checkpoint_every: epochs between
     on_checkpoint calls (0: only when the run ends). `loss` is read for its spec: fit trains with
     losses.make(loss.spec, check_labels=False), as the labels are checked once, up front, here.
     """
@@ -247,6 +259,7 @@ def fit(model, loss, optimizer, X: Tensor, y: Tensor, config: TrainConfig | dict
     run = _start_run(model, optimizer, config, best, resume)
     unchecked = losses.make(loss.spec, check_labels=False)   # no per-batch host sync to check labels
     loop = _EpochLoop(model, unchecked, optimizer, rows, batches, run, callbacks, task)
+    loop.watch.begin(model, unchecked, rows, config.batch_size, run)
     status = loop.epochs(checkpoint_every)
     best.restore(model, run.history[-1]["epoch"] if run.history else None)
     return FitResult(status=status, epochs_completed=len(run.history), steps=run.step, history=run.history,

@@ -304,7 +304,7 @@ def test_regression_metrics_match_sklearn():
     r = fit(model, loss, opt, X, y, config, task="regression")
     h = r.history[-1]
     assert set(h) == {"epoch", "train_loss", "train_mae", "train_r2", "val_loss", "val_mae", "val_r2", "lr",
-                      "epoch_time_s", "steps", "layers"}
+                      "epoch_time_s", "steps", "layers", "findings"}
     _, val_idx = split_indices(150, 0.2, 3)
     assert val_idx.numel() == 30
     pred = model.predict(X[val_idx])[:, 0].numpy()

@@ -170,9 +170,7 @@ def test_a_vanishing_gradient_shows_in_the_heatmap(page, served):
 
 
 def test_findings_of_a_bad_network_are_listed_and_marked_on_the_curves(page, served):
-    """The diagnostics issue's findings (issue 6): listed, and marked on the loss curve at their epochs."""
-    if not _has(served, "findings"):
-        pytest.skip("this server has no GET /v1/jobs/{id}/findings yet (the diagnostics issue, 6)")
+    """The diagnostics rules' findings: listed, and marked on the loss curve at their epochs."""
     sign_in(page, served.api_url, served.key)
     goto(page, served.api_url, f"#/jobs/{served.jobs['sigmoid']}")
     page.wait_for_selector("#findings-table tr.finding")
@@ -180,6 +178,10 @@ def test_findings_of_a_bad_network_are_listed_and_marked_on_the_curves(page, ser
     assert "vanishing_gradient" in codes
     assert "vanishing_gradient" in {m["label"] for m in state(page, "charts.loss.markers")}
     shoot(page, "job-findings")
+    counts = served.http.get(f"/v1/jobs/{served.jobs['sigmoid']}").json()["findings"]["counts"]
+    goto(page, served.api_url, "#/jobs")                      # the list says how many, by severity
+    listed = page.inner_text(f"tr[data-job='{served.jobs['sigmoid']}'] .finding-count")
+    assert f"{counts['warning']} warning" in listed and counts["warning"] >= 1
 
 
 def test_a_failed_job_shows_its_error(page, served):
@@ -217,20 +219,19 @@ def test_the_datasets_page_lists_shape_task_classes_and_size(page, served):
 
 
 def test_the_landscape_page(page, served):
-    """Without the diagnostics issue's landscape route the page says so; with it, the line, the
-    surface and the Hessian's verdict are drawn."""
+    """A succeeded job without a landscape offers to compute one; then the line, the surface and the
+    Hessian's verdict are drawn, and the PNG plot draws the same."""
     sign_in(page, served.api_url, served.key)
     goto(page, served.api_url, f"#/jobs/{served.jobs['adam']}/landscape")
-    if not _has(served, "landscape"):
-        assert "does not compute loss landscapes" in page.inner_text("main")
-        shoot(page, "landscape")
-        return
     page.click("#compute-landscape")
     page.wait_for_selector("#hessian-verdict", timeout=120_000)
     assert page.inner_text("#hessian-verdict") in ("minimum", "saddle")
     assert state(page, "charts.landscape_line.points") >= 25
     assert state(page, "heatmaps.landscape_surface.cols") >= 21
     shoot(page, "landscape")
+    png = httpx.get(f"{served.api_url}/v1/jobs/{served.jobs['adam']}/plots/landscape.png",
+                    headers={"Authorization": f"Bearer {served.key}"}, timeout=60)
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")     # the same landscape, drawn
 
 
 def test_chainrule_jobs_plot_writes_the_png(served, tmp_path):
@@ -252,11 +253,6 @@ def _cli(served, env, *args, check=True):
                           capture_output=True, text=True, timeout=120)
     assert not check or proc.returncode == 0, proc.stderr
     return proc
-
-
-def _has(served, what: str) -> bool:
-    paths = httpx.get(f"{served.api_url}/openapi.json", timeout=30).json()["paths"]
-    return any(p.startswith("/v1/jobs/{") and p.endswith(f"}}/{what}") for p in paths)
 
 
 def _failing_job(served) -> str:

@@ -3,7 +3,6 @@
 // them. A queued or running job is followed through its events stream (GET /v1/jobs/{id}/events):
 // each finished epoch extends the curves, progress and status update in place.
 import {download, request} from "../api.js";
-import * as capabilities from "../capabilities.js";
 import {LineChart} from "../charts.js";
 import {duration, fill, h, jobDuration, notice, num, statusBadge, when} from "../dom.js";
 import {
@@ -17,9 +16,10 @@ const ACTIVE = new Set(["queued", "running"]);
 
 export async function render(main, page) {
   const id = encodeURIComponent(page.id), signal = page.signal;
-  const [job, metrics, hasFindings] = await Promise.all([
-    request(`jobs/${id}`, {signal}), request(`jobs/${id}/metrics`, {signal}), capabilities.has("findings")]);
-  const findings = hasFindings ? listOf(await request(`jobs/${id}/findings`, {signal})) : null;
+  const [job, metrics, found] = await Promise.all([
+    request(`jobs/${id}`, {signal}), request(`jobs/${id}/metrics`, {signal}),
+    request(`jobs/${id}/findings?limit=100`, {signal})]);
+  const findings = found.items;
   const view = new JobView(main, job, metrics.epochs, findings, page);
   page.onLeave(() => view.destroy());
   page.ready();
@@ -28,11 +28,6 @@ export async function render(main, page) {
                      onTrouble: (e) => view.say(`Live updates interrupted (${e.message}); reconnecting…`)})
       .catch((e) => view.say(`Live updates stopped: ${e.message}`));
   }
-}
-
-// GET /v1/jobs/{id}/findings: a list, or {items: [...]} / {findings: [...]}
-function listOf(body) {
-  return Array.isArray(body) ? body : body.items || body.findings || [];
 }
 
 class JobView {

@@ -66,7 +66,7 @@ function filterForm(q) {
 function jobsTable(list, selected, onTick) {
   if (!list.items.length) return notice("No jobs match. Submit one with `chainrule jobs submit` or POST /v1/jobs.");
   const rows = list.items.map((job) => jobRow(job, selected, onTick));
-  return table(["", "name", "status", "progress", "loss", "validation", "duration", "tags", "created"], rows,
+  return table(["", "name", "status", "progress", "loss", "validation", "findings", "duration", "tags", "created"], rows,
                {class: "jobs", id: "jobs-table"});
 }
 
@@ -84,9 +84,20 @@ function jobRow(job, selected, onTick) {
       h("div", {class: "hint"}, `epoch ${p.epoch} / ${p.epochs}`)),
     h("td", {class: "num"}, num(m.train_loss)),
     h("td", {class: "num"}, metric),
+    h("td", {}, findingCounts(job.findings)),
     h("td", {class: "num"}, duration(jobDuration(job))),
     h("td", {}, (job.tags || []).map((t) => h("a", {class: "tag", href: `#/jobs?tag=${encodeURIComponent(t)}`}, t))),
     h("td", {}, when(job.created_at)));
+}
+
+// "2 errors, 1 warning" from the diagnostics rules' counts (the latest finding's message on hover)
+function findingCounts(findings) {
+  if (!findings) return "–";
+  const said = ["error", "warning", "info"].filter((s) => findings.counts[s])
+    .map((s) => `${findings.counts[s]} ${s}${findings.counts[s] > 1 ? "s" : ""}`);
+  if (!said.length) return "none";
+  return h("span", {class: `finding-count ${findings.counts.error ? "error" : "warning"}`,
+                    title: findings.latest ? findings.latest.message : ""}, said.join(", "));
 }
 
 // the validation metric by task, else the validation loss

@@ -1,10 +1,9 @@
-// A job's loss landscape (the diagnostics release: GET /v1/jobs/{id}/landscape):
+// A job's loss landscape (GET /v1/jobs/{id}/landscape: its status, then its `result`):
 //   line: {alphas, losses}      the loss from the initial (α=0) to the final (α=1) weights
 //   surface: {xs, ys, losses}   losses[i][j] at (xs[j], ys[i]) around the final weights (the origin)
 //   hessian: {max_eigenvalue, min_eigenvalue, trace, verdict, iterations, residual, ...}
 // A succeeded job without one gets a button that asks for it (POST), then the page polls its status.
 import {ApiError, request} from "../api.js";
-import * as capabilities from "../capabilities.js";
 import {LineChart} from "../charts.js";
 import {fill, h, notice, num, statusBadge} from "../dom.js";
 import {Heatmap} from "../heatmap.js";
@@ -19,16 +18,15 @@ export async function render(main, page) {
   const job = await request(`jobs/${id}`, {signal: page.signal});
   const body = h("div");
   fill(main, h("h1", {}, "Loss landscape: ", h("a", {href: `#/jobs/${id}`}, job.name || job.id), " ", statusBadge(job.status)), body);
-  if (!(await capabilities.has("landscape"))) {
-    fill(body, notice("This server does not compute loss landscapes (its API has no GET /v1/jobs/{id}/landscape)."));
-    return page.ready();
-  }
   const charts = [];
   page.onLeave(() => charts.forEach((c) => c.destroy()));
   for (let first = true; !page.signal.aborted; first = false) {
-    const landscape = await fetchLandscape(id, page.signal);
-    if (landscape && (landscape.line || landscape.surface)) {
-      charts.push(...draw(body, landscape));
+    // the job says whether it has one (null: none asked for), so none is fetched that is not there
+    const current = first ? job : await request(`jobs/${id}`, {signal: page.signal});
+    const landscape = current.landscape ? await fetchLandscape(id, page.signal) : null;
+    const result = landscape && landscape.result;
+    if (result && (result.line || result.surface)) {
+      charts.push(...draw(body, result));
       return page.ready();
     }
     const status = landscape ? landscape.status : null;
