@@ -2,7 +2,7 @@
 
 Server side (configured by CHAINRULE_* environment variables, core.settings):
     chainrule serve --host 127.0.0.1 --port 8000 [--workers 1]   embedded: migrations, API, worker(s)
-    chainrule api --host 0.0.0.0 --port 8000 [--workers 1]       API + sweeper (no migrations)
+    chainrule api --host 0.0.0.0 --port 8000 [--workers 1]       API + reconciler (no migrations)
     chainrule worker [--queues cpu,auto] [--device auto|cpu|cuda] [--concurrency 1]
     chainrule migrate                                            Alembic upgrade to head
     chainrule keys create NAME                                   prints the new key as the last line
@@ -135,7 +135,7 @@ def api(host: Host = "127.0.0.1", port: Port = 8000,
             "HTTP server processes sharing the port. One process serves status polls on about one core "
             "(the GIL); use about one per core."))] = 1,
         access_log: AccessLog = False) -> None:
-    """The HTTP API and a sweeper thread (run `chainrule migrate` first)."""
+    """The HTTP API and a reconciler thread (run `chainrule migrate` first)."""
     from .server import serve_http
 
     serve_http(_settings(), host, port, workers=workers, access_log=access_log)

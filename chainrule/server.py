@@ -1,11 +1,11 @@
 """The HTTP side of `chainrule serve` and `chainrule api`: the app factory and uvicorn, with the
-sweeper (core.sweeper) in a thread beside it."""
+reconciler (core.reconciler) in a thread beside it."""
 from __future__ import annotations
 
 import threading
 import time
 
-from core import sweeper
+from core import reconciler
 
 from .supervisor import die_with_parent, stop_on_signals
 
@@ -33,7 +33,7 @@ def api_app(settings=None):
 
 def serve_http(settings, host: str, port: int, *, workers: int = 1, access_log: bool = False,
                 on_started=None) -> None:
-    """uvicorn with a sweeper thread beside it; returns after SIGINT/SIGTERM. One process serves in
+    """uvicorn with a reconciler thread beside it; returns after SIGINT/SIGTERM. One process serves in
     this (main) thread; with workers > 1 this process supervises that many uvicorn processes
     (restarting any that dies) which share the listening socket."""
     import uvicorn
@@ -42,7 +42,7 @@ def serve_http(settings, host: str, port: int, *, workers: int = 1, access_log: 
     # rounds (status polls, 50 keep-alive clients: p99 130-170 ms vs 37-39 ms, p90 alike)
     options = dict(host=host, port=port, log_level="info", lifespan="on", access_log=access_log,
                    timeout_graceful_shutdown=10, loop="asyncio")
-    _, sweeper_stop = sweeper.start_thread(settings)
+    _, reconciler_stop = reconciler.start_thread(settings)
     try:
         if workers > 1:
             from uvicorn.supervisors import Multiprocess
@@ -62,7 +62,7 @@ def serve_http(settings, host: str, port: int, *, workers: int = 1, access_log: 
         stop_on_signals(stop)   # uvicorn re-raises the signal it caught into these after shutdown
         server.run()
     finally:
-        sweeper_stop.set()
+        reconciler_stop.set()
 
 
 def tcp_socket(sock):

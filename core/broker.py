@@ -4,7 +4,7 @@ Embedded mode uses kombu's filesystem transport under CHAINRULE_DATA_DIR/broker 
 put, core.fs_transport): no server, and two instances with different data dirs never meet.
 Production uses Redis.
 A message only wakes a worker up: the job is its row, and a job whose worker died is recovered
-by the sweeper, not by broker redelivery (core.lifecycle's docstring has the plan).
+by the reconciler, not by broker redelivery (core.lifecycle's docstring has the plan).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def queue_for(device: str) -> str:
 
 def _broker_options(settings: Settings) -> dict:
     if not settings.embedded_broker:
-        # fail fast when Redis is down: the job row is committed and the sweeper resends it
+        # fail fast when Redis is down: the job row is committed and the reconciler resends it
         return {"visibility_timeout": 12 * 3600, "socket_connect_timeout": 2, "socket_timeout": 10,
                 "max_retries": 0}
     root = settings.broker_dir

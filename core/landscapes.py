@@ -3,7 +3,7 @@ core.lifecycle does for jobs, on the `landscapes` table (one row per job).
 
     request ─▶ queued ──claim──▶ running ──finish──▶ succeeded | failed | cancelled
                  │                  │
-          cancel ▼                  └── stale heartbeat (the sweeper): failed, worker_lost
+          cancel ▼                  └── stale heartbeat (the reconciler): failed, worker_lost
              cancelled
 
 The row is the analysis; a broker message (LANDSCAPE_TASK with the job id, on the job's queue) only
@@ -11,8 +11,8 @@ wakes a worker. Every move is one conditional UPDATE that re-checks the state it
 running analysis's writes are fenced on (job id, running, attempt); `attempts` counts every start
 of every request of the job, so a worker given up on can never write into a later request's run.
 An analysis whose worker died is failed with the reason, not retried: it is a few minutes of
-worker time that its user can ask for again, where a training job is hours. The sweeper
-(core.sweeper) calls `sweep`: a queued analysis never sent, or sent long ago, is sent again; one no
+worker time that its user can ask for again, where a training job is hours. The reconciler
+(core.reconciler) calls `sweep`: a queued analysis never sent, or sent long ago, is sent again; one no
 live worker can take fails after worker_wait_s; a running one with a stale heartbeat fails.
 """
 from __future__ import annotations
@@ -119,8 +119,8 @@ def cancel(settings: Settings, job_id: str) -> None:
                   .values(cancel_requested=True))
 
 
-def sweep(settings: Settings) -> list[str]:
-    """One pass of the sweeper's rules for analyses; the job ids of those it moved or sent."""
+def reconcile(settings: Settings) -> list[str]:
+    """One pass of the reconciler's rules for analyses; the job ids of those it moved or sent."""
     now = utcnow()
     stale = now - timedelta(seconds=settings.heartbeat_timeout_s)
     moved: list[str] = []

@@ -15,12 +15,12 @@ rowcount 0. A running job's writes are fenced on (id, running, attempt): a worke
 was taken from it can no longer touch the row, and learns so at its next heartbeat.
 
 `dispatch` is the one way a job reaches the broker (after submit, release and requeue, and
-for the sweeper's resends). It claims the send by a compare-and-set on `sent_at`, sends, and
+for the reconciler's resends). It claims the send by a compare-and-set on `sent_at`, sends, and
 on a broker error puts `sent_at` back, so the next sweep retries at once.
 
 ## The plan for a worker that dies mid-task
 The database lease is the one recovery mechanism. A running job's worker refreshes
-`heartbeat_at` every `heartbeat_interval_s`; the sweeper (core.sweeper, a thread in every API
+`heartbeat_at` every `heartbeat_interval_s`; the reconciler (core.reconciler, a thread in every API
 and worker process) finds a running job whose heartbeat is older than `heartbeat_timeout_s`
 and `recover_lost` requeues it from its last checkpoint (attempts < max_attempts) or fails it
 as `worker_lost` with the host, the last heartbeat and the attempts in its message. This
@@ -30,7 +30,7 @@ Celery's redelivery is not part of the plan. `task_acks_late` stays on for anoth
 with early acks a solo worker busy with a long job would already hold the next message,
 prefetched, which then waits behind that job while other workers idle. The unacked message
 of a worker that died comes back from Redis only after the visibility timeout (hours), long
-after the sweeper has dealt with the job, and its claim is then a no-op.
+after the reconciler has dealt with the job, and its claim is then a no-op.
 `task_reject_on_worker_lost` is off: it concerns prefork children, and our workers are solo.
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ class JobStatus(StrEnum):
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 FINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-BROKER_BACKOFF_S = 10.0    # after a failed send, this process leaves sends to the sweeper this long
+BROKER_BACKOFF_S = 10.0    # after a failed send, this process leaves sends to the reconciler this long
 
 
 # ----------------------------------------------------------------------------- submit and dispatch
@@ -114,7 +114,7 @@ def add_queued(session: Session, settings: Settings, job: Job) -> Job:
     if job.queue not in workers.live_queues(session, settings):
         if settings.worker_wait_s <= 0:
             raise NoWorker(job.queue)
-        job.waiting_since = utcnow()   # the sweeper clears it when a worker appears, or fails the job
+        job.waiting_since = utcnow()   # the reconciler clears it when a worker appears, or fails the job
     job.status = JobStatus.QUEUED
     session.add(job)
     return job
@@ -145,7 +145,7 @@ def reject(session: Session, job: Job, code: str, message: str) -> Job:
 
 class _Breaker:
     """Per process: after a broker error, sends are skipped for BROKER_BACKOFF_S (the jobs stay
-    queued and unsent; the sweeper sends them), so requests do not each wait out the timeout."""
+    queued and unsent; the reconciler sends them), so requests do not each wait out the timeout."""
     down_until: dict[str, float] = {}
 
     @classmethod
@@ -184,9 +184,9 @@ def send_once(settings: Settings, key: Any, row_id: str, queue: str, task: str, 
         return False
     try:
         send(settings, row_id, queue, task)
-    except Exception as exc:  # broker down: the row stays queued, unsent, for the sweeper
+    except Exception as exc:  # broker down: the row stays queued, unsent, for the reconciler
         _Breaker.trip(settings.broker_url)
-        log.warning("could not send %s %s to queue %s (%s: %s); the sweeper will resend it",
+        log.warning("could not send %s %s to queue %s (%s: %s); the reconciler will resend it",
                     task, row_id, queue, type(exc).__name__, exc)
         with session_scope(settings.database_url) as s:
             s.execute(update(table).where(key == row_id, table.status == JobStatus.QUEUED, table.sent_at == now)
@@ -251,7 +251,7 @@ def claim(settings: Settings, job_id: str, device_label: Callable[[str], str | N
 
 def beat(settings: Settings, claim_: Claim, progress: dict[str, Any] | None = None) -> bool | None:
     """Refresh the heartbeat (and write `progress`): the job's cancel flag, or None when the job
-    is no longer this attempt's (requeued by the sweeper, or ended)."""
+    is no longer this attempt's (requeued by the reconciler, or ended)."""
     values: dict[str, Any] = {"heartbeat_at": utcnow(), **(progress or {})}
     with session_scope(settings.database_url) as s:
         row = s.execute(update(Job).where(*fenced(claim_.job_id, claim_.attempt)).values(**values)
@@ -344,9 +344,9 @@ def _requeue_values(job: Job, beat_at: datetime | None, now: datetime) -> dict[s
 
 
 def recover_lost(settings: Settings, job: Job, stale: Any) -> JobStatus | None:
-    """A running job whose heartbeat is stale (`stale`: the SQL condition the sweeper found it by):
+    """A running job whose heartbeat is stale (`stale`: the SQL condition the reconciler found it by):
     cancelled if a cancel was requested, else requeued while attempts are left, else failed as
-    worker_lost. None when the worker came back or another sweeper acted first."""
+    worker_lost. None when the worker came back or another reconciler acted first."""
     now, beat_at = utcnow(), as_utc(job.heartbeat_at)
     if job.cancel_requested:
         values: dict[str, Any] = {"status": JobStatus.CANCELLED, "finished_at": now}

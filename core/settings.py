@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     max_attempts: int = 3
     progress_interval_s: float = 1.0       # progress rows are written at most this often
     cancel_poll_interval_s: float = 0.5
-    sweep_interval_s: float = 5.0          # the sweeper (core.sweeper) in every API and worker process
+    reconcile_interval_s: float = 5.0          # the reconciler (core.reconciler) in every API and worker process
     resend_after_s: float = 10.0           # a queued job not picked up after this is sent again
     max_resend_interval_s: float = 60.0    # ...growing with its wait up to this (a database back up is
                                            # noticed within it, whatever the job's age)

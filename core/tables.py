@@ -120,7 +120,7 @@ class Job(Base):
 
 
 class Worker(Base):
-    """A live worker process, written by its sweeper thread every sweep (core.workers)."""
+    """A live worker process, written by its reconciler thread every pass (core.workers)."""
     __tablename__ = "workers"
     id: Mapped[str] = mapped_column(String(200), primary_key=True)   # host:pid
     host: Mapped[str] = mapped_column(String(200))

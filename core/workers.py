@@ -1,14 +1,14 @@
-"""Which workers are alive, and what they consume: a row per worker process, written by its sweeper
-thread every sweep and deleted when it stops.
+"""Which workers are alive, and what they consume: a row per worker process, written by its reconciler
+thread every pass and deleted when it stops.
 
 Why rows and not Celery's own inspection (`inspect().active_queues()`): a solo-pool worker answers
 broadcasts only between jobs, so one busy with a long job would look absent; the embedded
 filesystem transport has no broadcast at all; and the rows are read in the same database
 transaction as everything else a submit checks. A worker is live while its row was seen within
-`live_within_s`; its sweeper thread keeps beating through a long job.
+`live_within_s`; its reconciler thread keeps beating through a long job.
 
 A queued job whose queue no live worker consumes is marked `waiting_since` (shown as waiting_for:
-"gpu worker"); the sweeper clears the mark when such a worker appears, and fails the job as
+"gpu worker"); the reconciler clears the mark when such a worker appears, and fails the job as
 `no_worker` once it has waited worker_wait_s. With worker_wait_s = 0 the submit is refused.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ WAITING_FOR = {"gpu": "gpu worker", "cpu": "cpu worker", "auto": "worker"}
 
 
 def live_within_s(settings: Settings) -> float:
-    return max(settings.heartbeat_timeout_s, 3 * settings.sweep_interval_s)
+    return max(settings.heartbeat_timeout_s, 3 * settings.reconcile_interval_s)
 
 
 def this_worker_id() -> str:

@@ -37,7 +37,7 @@ FAST_TIMINGS = {
     "CHAINRULE_HEARTBEAT_TIMEOUT_S": "3",
     "CHAINRULE_CANCEL_POLL_INTERVAL_S": "0.2",
     "CHAINRULE_PROGRESS_INTERVAL_S": "0.2",
-    "CHAINRULE_SWEEP_INTERVAL_S": "0.5",
+    "CHAINRULE_RECONCILE_INTERVAL_S": "0.5",
     "CHAINRULE_RESEND_AFTER_S": "5",
     "CHAINRULE_BROKER_POLL_INTERVAL_S": "0.05",
     "CHAINRULE_WORKER_THREADS": "1",   # 2 cores shared by pytest, the API and workers
@@ -343,7 +343,7 @@ class Stack:
         wait_for(up, timeout, 0.1, "the API to answer /healthz")
 
     def wait_worker(self, name: str = "worker", timeout: float = 60) -> None:
-        """Ready = its sweeper thread (started on Celery's worker_ready) has touched the alive file."""
+        """Ready = its reconciler thread (started on Celery's worker_ready) has touched the alive file."""
         def ready():
             self.check_alive(name)
             return (self.root / f"{name}.alive").exists()
@@ -428,7 +428,7 @@ class Stack:
     # -- teardown
     def close(self) -> None:
         # workers are SIGKILLed: a warm Celery shutdown costs 2-5 s of polling per stack, and the
-        # graceful paths have their own tests (serve's shutdown, the sweeper after a SIGKILL)
+        # graceful paths have their own tests (serve's shutdown, the reconciler after a SIGKILL)
         for name, proc in self.procs.items():
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

@@ -6,8 +6,8 @@ Start it with `chainrule worker` (pool solo: one training job per process), or
 worker.runner, which re-reads the row and claims it atomically.
 
 Per process, beside the consumer:
-  - the sweeper thread (core.sweeper), started when the worker is ready; it also
-    touches ALIVE_FILE every sweep for the container healthcheck;
+  - the reconciler thread (core.reconciler), started when the worker is ready; it also
+    touches ALIVE_FILE every pass for the container healthcheck;
   - a shutdown flag: on SIGTERM / SIGINT Celery starts a warm shutdown and we make the
     running fit stop at its next step and hand its job back to the queue.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from celery import signals
 
-from core import sweeper, workers
+from core import reconciler, workers
 from core.broker import LANDSCAPE_TASK, TRAIN_TASK, celery_app
 from core.sweeps import scheduler
 from core.settings import get_settings
@@ -38,7 +38,7 @@ if os.environ.get(THREADS_ENV):
     # cores are many times slower with more threads than cores (OpenMP barriers spin on busy CPUs)
     torch.set_num_threads(max(1, int(os.environ[THREADS_ENV])))
 _device = None
-_sweeper = None
+_reconciler = None
 
 
 def worker_device():
@@ -63,7 +63,7 @@ def train(job_id: str) -> str:
     try:   # a sweep's trial that ended frees a slot: its sweep makes the next one now, not at the next pass
         scheduler.trial_ended(settings, job_id)
     except Exception:
-        log.exception("job %s: could not advance its sweep; the sweeper will", job_id)
+        log.exception("job %s: could not advance its sweep; the reconciler will", job_id)
     return status
 
 
@@ -82,12 +82,12 @@ def _beat() -> None:
 
 
 @signals.worker_ready.connect
-def _start_sweeper(**_) -> None:
-    global _sweeper
+def _start_reconciler(**_) -> None:
+    global _reconciler
     log.info("worker ready: training on %s, sweeping every %.1f s",
-             devices.describe(worker_device()), settings.sweep_interval_s)
-    if _sweeper is None:
-        _sweeper = sweeper.start_thread(settings, on_tick=_beat)
+             devices.describe(worker_device()), settings.reconcile_interval_s)
+    if _reconciler is None:
+        _reconciler = reconciler.start_thread(settings, on_tick=_beat)
 
 
 @signals.worker_shutting_down.connect
@@ -97,9 +97,9 @@ def _on_shutting_down(sig=None, how=None, **_) -> None:
 
 
 @signals.worker_shutdown.connect
-def _stop_sweeper(**_) -> None:
-    if _sweeper is not None:
-        _sweeper[1].set()
+def _stop_reconciler(**_) -> None:
+    if _reconciler is not None:
+        _reconciler[1].set()
         try:
             workers.forget(settings)
         except Exception as exc:  # noqa: BLE001 - the row then ages out of the registry

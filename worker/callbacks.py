@@ -2,7 +2,7 @@
 checkpoints; and what the database tells it: cancel.
 
 Every write is fenced (core.lifecycle.fenced: id, status running, this attempt): a worker the
-sweeper gave up on (its job requeued and claimed by another) can no longer touch the row,
+reconciler gave up on (its job requeued and claimed by another) can no longer touch the row,
 and notices at its next heartbeat that the job is not its own any more.
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ class Heartbeat(threading.Thread):
         while not self._stop_event.wait(self.interval):
             try:
                 self.beat()
-            except Exception as exc:  # database hiccup: keep beating; the sweeper allows heartbeat_timeout_s
+            except Exception as exc:  # database hiccup: keep beating; the reconciler allows heartbeat_timeout_s
                 log.warning("job %s: heartbeat failed: %s: %s", self.job_id, type(exc).__name__, exc)
             if self.lost:
                 return
@@ -137,7 +137,7 @@ class JobCallbacks(Callbacks):
         if checkpoint.status == "running" and self._checkpoint_saved_at is not None \
                 and now - self._checkpoint_saved_at < CHECKPOINT_MIN_INTERVAL_S:
             return
-        # the fenced UPDATE first: a worker the sweeper gave up on must not overwrite the file
+        # the fenced UPDATE first: a worker the reconciler gave up on must not overwrite the file
         # the job's next attempt resumes from (the resume checks the file exists, not the column)
         with session_scope(self.settings.database_url) as s:
             won = s.execute(update(Job).where(*fenced(self.job_id, self.attempt))

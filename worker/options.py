@@ -5,7 +5,7 @@ from pathlib import Path
 
 DEVICE_ENV = "CHAINRULE_WORKER_DEVICE"        # auto | cpu | cuda
 THREADS_ENV = "CHAINRULE_WORKER_THREADS"      # torch intra-op threads per worker process
-ALIVE_FILE_ENV = "CHAINRULE_WORKER_ALIVE_FILE"  # touched every sweep, for the container healthcheck
+ALIVE_FILE_ENV = "CHAINRULE_WORKER_ALIVE_FILE"  # touched every reconciler pass, for the container healthcheck
 QUEUES_ENV = "CHAINRULE_WORKER_QUEUES"        # the broker queues it consumes, comma-separated
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 

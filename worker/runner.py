@@ -60,7 +60,7 @@ def run_job(settings: Settings, job_id: str, worker_device: torch.device) -> str
 
     The claim waits for an unreachable database (up to database_patience_s) while this worker holds
     the message: a worker that cannot reach the database must not take message after message that
-    it cannot act on. After that the error ends the task; the job is still queued, and the sweeper
+    it cannot act on. After that the error ends the task; the job is still queued, and the reconciler
     sends it again within max_resend_interval_s."""
     claimed = retry_unavailable(lambda: claim(settings, job_id, worker_device), f"job {job_id}: claim",
                                 settings.database_patience_s)

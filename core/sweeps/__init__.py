@@ -4,7 +4,7 @@ method and a pruner; every trial is a job, trained by the ordinary workers.
     POST /v1/sweeps ─▶ sweep row (running) ─▶ scheduler.fill ─▶ trial jobs (core.lifecycle.submit)
                                                    ▲                   │ worker, each epoch
                a trial ended (worker) ─────────────┤                   ▼
-               core.sweeper's pass (any process) ──┘        pruning.report ─▶ stop here? (cancelled, pruned)
+               core.reconciler's pass (any process) ──┘        pruning.report ─▶ stop here? (cancelled, pruned)
 
 Modules: spec (the request, validated), space (parameters as Optuna distributions, a point
 written into the job by dotted path), study (Optuna's samplers and pruners on a study rebuilt in

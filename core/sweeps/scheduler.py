@@ -3,7 +3,7 @@ once, and ends the sweep when its last trial has ended.
 
 It has no process of its own. `fill` runs wherever something may have freed a slot: in the API
 right after the sweep is committed, in the worker right after a trial's job reached its final
-status, and in core.sweeper's pass (every API and worker process), which also covers what ends
+status, and in core.reconciler's pass (every API and worker process), which also covers what ends
 outside a worker (a queued trial cancelled, a lost worker's trial failed) and any process that
 died between two steps. Any number of them may act on one sweep at once: each new trial is made
 under the sweep row's lock, taken by a conditional UPDATE on it (a row lock on PostgreSQL, the
@@ -36,7 +36,7 @@ from .spec import SweepRequest, SweepStatus
 
 log = logging.getLogger("chainrule.sweeps")
 
-BATCH = 100   # sweeps looked at per sweeper pass
+BATCH = 100   # sweeps looked at per reconciler pass
 
 
 def fill(settings: Settings, sweep_id: str) -> list[str]:
@@ -80,7 +80,7 @@ def _next_trial(settings: Settings, sweep_id: str) -> str | None:
             try:
                 lifecycle.add_queued(s, settings, job)
             except (lifecycle.ConcurrencyLimit, lifecycle.NoWorker, StorageFull) as exc:
-                log.info("sweep %s: no trial now (%s); the sweeper tries again", sweep_id, exc)
+                log.info("sweep %s: no trial now (%s); the reconciler tries again", sweep_id, exc)
                 s.rollback()
                 return None
         s.add(SweepTrial(sweep_id=sweep_id, number=sweep.trials_created, job_id=job.id, params=point.params,
@@ -170,7 +170,7 @@ def trial_ended(settings: Settings, job_id: str) -> None:
 
 
 def advance_all(settings: Settings) -> dict[str, list[str]]:
-    """The sweeper's pass: fill running sweeps that have a free slot and trials left or are done;
+    """The reconciler's pass: fill running sweeps that have a free slot and trials left or are done;
     stop the trials of cancelled sweeps that are still active (a cancel cut short)."""
     active = select(func.count()).select_from(Job).where(Job.sweep_id == Sweep.id, Job.status.in_(ACTIVE)) \
         .scalar_subquery()

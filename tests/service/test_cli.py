@@ -53,7 +53,7 @@ def test_worker_device_cuda_without_a_gpu_fails_clearly(tmp_path):
 
 def test_the_worker_side_never_imports_fastapi_or_the_api():
     """DESIGN.md's dependency direction: worker/ imports engine/ and chainrule/, never api/."""
-    code = ("import sys, chainrule.cli, core.sweeper, worker.app, worker.runner; "
+    code = ("import sys, chainrule.cli, core.reconciler, worker.app, worker.runner; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'api', 'starlette', 'uvicorn')); "
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -1,7 +1,7 @@
 """End to end through HTTP with real `chainrule api` and `chainrule worker` processes.
 
 Data: a generated 3-class set (Gaussian blobs, tests/e2e_support.blobs_csv). Timings are the
-short FAST_TIMINGS of e2e_support (heartbeat timeout 3 s, sweeper every 0.5 s).
+short FAST_TIMINGS of e2e_support (heartbeat timeout 3 s, reconciler every 0.5 s).
 """
 from __future__ import annotations
 
@@ -182,7 +182,7 @@ def test_killed_worker_out_of_attempts_fails_worker_lost(stack_factory):
     stack.procs["worker"].send_signal(signal.SIGKILL)
     stack.procs["worker"].wait()
     t0 = time.monotonic()
-    done = stack.wait_job(job["id"], timeout=20, watch=("api",))   # the API's sweeper decides
+    done = stack.wait_job(job["id"], timeout=20, watch=("api",))   # the API's reconciler decides
     assert done["status"] == "failed", done
     took = time.monotonic() - t0
     print(f"\n[measured] SIGKILLed worker's job failed worker_lost {took:.2f} s after the kill "
@@ -207,9 +207,9 @@ def test_non_finite_loss_fails_naming_step_and_layer(stack_factory):
     assert stack.http.get(f"/v1/jobs/{job['id']}/weights").status_code == 409
 
 
-def test_sweeper_sends_a_job_the_broker_never_got(stack_factory):
+def test_reconciler_sends_a_job_the_broker_never_got(stack_factory):
     """A broker outage at submit time: the row is committed, sent_at stays NULL. Simulated by
-    inserting the row directly; the sweeper must send it and a worker must run it."""
+    inserting the row directly; the reconciler must send it and a worker must run it."""
     from core.jobspec import JobRequest
     from core.tables import ApiKey, Job, utcnow
     from core.broker import send

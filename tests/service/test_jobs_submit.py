@@ -42,7 +42,7 @@ def test_job_is_committed_queued_and_sent_to_the_broker(svc, iris):
     assert JobPublic.model_validate(polled.json()).created_at.tzinfo is not None
 
 
-def test_broker_down_still_answers_202_and_leaves_the_job_for_the_sweeper(service_factory):
+def test_broker_down_still_answers_202_and_leaves_the_job_for_the_reconciler(service_factory):
     svc = service_factory(broker_url="redis://127.0.0.1:1/0")
     ds = svc.dataset(csv_bytes(["a", "b", "c", "d", "t"], [[1, 2, 3, 4, i % 3] for i in range(12)]))
     r = svc.submit(ds["id"])

@@ -142,7 +142,7 @@ def test_a_lost_worker_fails_it_and_an_unsent_one_is_sent_again(lab):
     with lab.session() as s:
         s.execute(update(Landscape).values(heartbeat_at=utcnow() - timedelta(seconds=60)))
         s.commit()
-    assert landscapes.sweep(lab.settings) == [job["id"]]
+    assert landscapes.reconcile(lab.settings) == [job["id"]]
     body = lab.client.get(f"/v1/jobs/{job['id']}/landscape", headers=lab.a).json()
     assert body["status"] == "failed" and body["error"]["code"] == "worker_lost"
     assert landscapes.finish(lab.settings, job["id"], 1, "succeeded") is False      # the lost one cannot write
@@ -151,7 +151,7 @@ def test_a_lost_worker_fails_it_and_an_unsent_one_is_sent_again(lab):
     with lab.session() as s:
         s.execute(update(Landscape).values(sent_at=None, created_at=utcnow() - timedelta(seconds=10)))
         s.commit()
-    assert landscapes.sweep(lab.settings) == [job["id"]]
+    assert landscapes.reconcile(lab.settings) == [job["id"]]
     with lab.session() as s:
         assert s.get(Landscape, job["id"]).sent_at is not None
 

@@ -1,4 +1,4 @@
-"""The job lifecycle's moves and the sweeper's rules (the worker's claim, fencing, recovery), in process against a real SQLite database
+"""The job lifecycle's moves and the reconciler's rules (the worker's claim, fencing, recovery), in process against a real SQLite database
 made by the migrations and the real embedded broker (messages are files we can count)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 import torch
 
-from core import lifecycle, sweeper, workers
+from core import lifecycle, reconciler, workers
 from core.db import get_engine, get_sessionmaker, upgrade
 from core.keys import create_key
 from core.lifecycle import JobStatus
@@ -28,7 +28,7 @@ def world(tmp_path):
     upgrade(settings.database_url)
     Session = get_sessionmaker(settings.database_url)
     with Session() as s:
-        owner, _ = create_key(s, "sweeper-test", settings)
+        owner, _ = create_key(s, "reconciler-test", settings)
     workers.beat(settings, ["cpu", "auto"], "cpu")     # a live cpu worker: jobs wait for no one
 
     class World:
@@ -69,10 +69,10 @@ def ago(seconds: float):
 
 
 def sweep_concurrently(settings: Settings, n: int = 4) -> None:
-    at_once(lambda: sweeper.sweep(settings), n)
+    at_once(lambda: reconciler.reconcile(settings), n)
 
 
-def test_unsent_job_is_sent_once_even_by_concurrent_sweepers(world):
+def test_unsent_job_is_sent_once_even_by_concurrent_reconcilers(world):
     unsent = world.add(created_at=ago(5), sent_at=None)
     just_made = world.add(created_at=ago(0.2), sent_at=None)  # the API is about to send it itself
     sweep_concurrently(world.settings)
@@ -84,17 +84,18 @@ def test_unsent_job_is_sent_once_even_by_concurrent_sweepers(world):
 def test_resend_backs_off_with_the_time_already_waited(world):
     young = world.add(created_at=ago(15), sent_at=ago(11))   # waited 4 s before its send: resend after 10
     old = world.add(created_at=ago(50), sent_at=ago(11))     # waited 39 s: resend after 39 s, not yet
-    sweeper.sweep(world.settings)
-    assert world.messages() == [young]
-    assert sweeper.resend_interval(world.settings, ago(50), ago(11)) == pytest.approx(39, abs=1)
-    assert sweeper.resend_interval(world.settings, ago(10**6), ago(0)) == world.settings.max_resend_interval_s
+    before = world.get(old).sent_at
+    reconciler.reconcile(world.settings)
+    assert world.messages() == [young] and world.get(old).sent_at == before   # not sent again yet
+    assert reconciler.resend_interval(world.settings, ago(50), ago(11)) == pytest.approx(39, abs=1)
+    assert reconciler.resend_interval(world.settings, ago(10**6), ago(0)) == world.settings.max_resend_interval_s
 
 
 def test_a_job_of_any_age_is_resent_within_the_cap(world):
     """A job queued for two hours whose message was lost (consumed by a worker that could not reach
     the database) is sent again max_resend_interval_s after its last send, not an hour later."""
     old = world.add(created_at=ago(7200), sent_at=ago(world.settings.max_resend_interval_s + 1))
-    sweeper.sweep(world.settings)
+    reconciler.reconcile(world.settings)
     assert world.messages() == [old]
 
 
@@ -107,14 +108,14 @@ def test_stale_running_job_is_requeued_with_a_note_and_sent(world):
     assert job.status == "queued" and job.attempts == 1 and job.error_code is None
     assert "box-1" in job.result["note"]
     assert job.result["retries"][0]["attempt"] == 1 and job.result["retries"][0]["epoch"] == 4
-    assert world.messages() == [stale]                    # sent once, by one of the four sweepers
+    assert world.messages() == [stale]                    # sent once, by one of the four reconcilers
     assert world.get(fresh).status == "running"
 
 
 def test_stale_job_out_of_attempts_fails_worker_lost(world):
     job_id = world.add(status="running", attempts=3, max_attempts=3, heartbeat_at=ago(60),
                        started_at=ago(100), worker_host="gpu-box-7")
-    summary = sweeper.sweep(world.settings)
+    summary = reconciler.reconcile(world.settings)
     assert summary.failed == [job_id]
     job = world.get(job_id)
     assert job.status == "failed" and job.error_code == "worker_lost" and job.finished_at is not None
@@ -126,7 +127,7 @@ def test_stale_job_out_of_attempts_fails_worker_lost(world):
 def test_cancel_requests_are_honoured_for_lost_and_queued_jobs(world):
     lost = world.add(status="running", attempts=1, heartbeat_at=ago(60), cancel_requested=True)
     queued = world.add(status="queued", cancel_requested=True, created_at=ago(5))
-    sweeper.sweep(world.settings)
+    reconciler.reconcile(world.settings)
     assert world.get(lost).status == "cancelled"
     assert world.get(queued).status == "cancelled"
     assert world.messages() == []
@@ -159,7 +160,7 @@ def test_cuda_job_is_not_claimed_by_a_cpu_worker(world):
     assert world.get(job_id).status == "queued"
 
 
-def test_a_worker_the_sweeper_gave_up_on_cannot_touch_the_job(world):
+def test_a_worker_the_reconciler_gave_up_on_cannot_touch_the_job(world):
     job_id = world.add()
     claim = runner.claim(world.settings, job_id, torch.device("cpu"))
     hb = Heartbeat(world.settings, claim)
@@ -168,7 +169,7 @@ def test_a_worker_the_sweeper_gave_up_on_cannot_touch_the_job(world):
     with get_sessionmaker(world.settings.database_url)() as s:   # the heartbeat goes stale
         s.get(Job, job_id).heartbeat_at = ago(60)
         s.commit()
-    sweeper.sweep(world.settings)
+    reconciler.reconcile(world.settings)
     assert world.get(job_id).status == "queued"
     second = runner.claim(world.settings, job_id, torch.device("cpu"))
     assert second.attempt == 2

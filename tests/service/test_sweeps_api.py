@@ -120,7 +120,7 @@ def test_trials_respect_the_keys_concurrency_limit_and_resume_when_it_frees(serv
     sweep = svc.client.post("/v1/sweeps", headers=svc.a, json=body(ds["id"])).json()
     assert sweep["counts"]["made"] == 1           # one slot left for the sweep's max_concurrent of 2
     svc.client.post(f"/v1/jobs/{other['id']}/cancel", headers=svc.a)
-    scheduler.advance_all(svc.settings)           # what the sweeper's pass does
+    scheduler.advance_all(svc.settings)           # what the reconciler's pass does
     assert len(trial_jobs(svc, sweep["id"], "queued")) == 2
 
 

@@ -234,7 +234,7 @@ def test_cancel_stops_every_trial_within_seconds(stack, wine):
     print(f"\n[measured] every trial of the sweep stopped {took:.2f} s after POST /cancel")
     assert took < 3.0
     assert len(jobs) == 2 and all(j["status"] == "cancelled" and j["error"] is None for j in jobs)
-    time.sleep(1.0)             # two sweeper passes: no trial is made after a cancel
+    time.sleep(1.0)             # two reconciler passes: no trial is made after a cancel
     final = stack.http.get(f"/v1/sweeps/{sweep['id']}").json()
     assert final["status"] == "cancelled" and final["counts"]["made"] == 2 and final["counts"]["cancelled"] == 2
 

@@ -12,7 +12,7 @@ from conftest import iris_like
 
 
 def test_a_cuda_job_without_a_gpu_worker_waits_visibly_then_fails_as_no_worker(service_factory):
-    from core import sweeper, workers
+    from core import reconciler, workers
 
     svc = service_factory(worker_wait_s=1.0)
     workers.beat(svc.settings, ["cpu", "auto"], "cpu")          # a CPU worker is alive; no GPU worker
@@ -21,7 +21,7 @@ def test_a_cuda_job_without_a_gpu_worker_waits_visibly_then_fails_as_no_worker(s
     cuda = svc.submit(ds["id"], device="cuda").json()
     assert cpu["waiting_for"] is None and cuda["waiting_for"] == "gpu worker"
     time.sleep(1.2)
-    sweeper.sweep(svc.settings)
+    reconciler.reconcile(svc.settings)
     job = svc.client.get(f"/v1/jobs/{cuda['id']}", headers=svc.a).json()
     assert job["status"] == "failed" and job["error"]["code"] == "no_worker"
     assert "gpu queue" in job["error"]["message"] and "--device cuda" in job["error"]["message"]
@@ -29,14 +29,14 @@ def test_a_cuda_job_without_a_gpu_worker_waits_visibly_then_fails_as_no_worker(s
 
 
 def test_a_gpu_worker_that_appears_takes_the_waiting_job(service_factory):
-    from core import sweeper, workers
+    from core import reconciler, workers
 
     svc = service_factory()
     ds = svc.dataset(iris_like(), "iris.csv")
     job = svc.submit(ds["id"], device="cuda").json()
     assert job["waiting_for"] == "gpu worker"
     workers.beat(svc.settings, ["gpu", "auto"], "cuda")
-    sweeper.sweep(svc.settings)
+    reconciler.reconcile(svc.settings)
     assert svc.client.get(f"/v1/jobs/{job['id']}", headers=svc.a).json()["waiting_for"] is None
 
 

@@ -1,11 +1,12 @@
-"""The sweeper: no job is left stuck, whatever dies.
+"""The reconciler: no job is left stuck, whatever dies. It brings the rows back in line with the
+world (dead workers, lost messages, absent GPU workers, sweeps with free slots).
 
-Every worker process and every API process runs `run_forever` in a daemon thread, so a sweep
-happens every `sweep_interval_s` as long as any of them is alive. It only finds jobs; each
-move is a core.lifecycle transition that re-checks the state it acts on, so several sweepers
+Every worker process and every API process runs `run_forever` in a daemon thread, so a pass
+happens every `reconcile_interval_s` as long as any of them is alive. It only finds jobs; each
+move is a core.lifecycle transition that re-checks the state it acts on, so several reconcilers
 at once never double-act.
 
-Rules (one sweep):
+Rules (one pass):
   a) a queued job whose cancel was requested (a cancel that raced a send) -> cancelled;
   b) a running job whose heartbeat is older than heartbeat_timeout_s -> lifecycle.recover_lost
      (cancelled, requeued from its checkpoint, or failed as worker_lost);
@@ -19,7 +20,7 @@ Rules (one sweep):
   e) hyperparameter sweeps (core.sweeps): a running one with a free slot and trials left gets its
      next trials, one whose trials have all ended is ended, and the still active trials of a
      cancelled one are stopped (core.sweeps.scheduler.advance_all);
-  f) loss-landscape analyses: core.landscapes.sweep (sent again, or failed with the reason).
+  f) loss-landscape analyses: core.landscapes.reconcile (sent again, or failed with the reason).
 """
 from __future__ import annotations
 
@@ -39,10 +40,10 @@ from .settings import Settings
 from .sweeps import scheduler
 from .tables import Job, as_utc, utcnow
 
-log = logging.getLogger("chainrule.sweeper")
+log = logging.getLogger("chainrule.reconciler")
 
 UNSENT_GRACE_S = 2.0          # the submitter sends right after its commit; give it this long first
-BATCH = 200                   # rows looked at per rule per sweep
+BATCH = 200                   # rows looked at per rule per pass
 
 
 def resend_interval(settings: Settings, created_at: datetime, sent_at: datetime) -> float:
@@ -55,7 +56,7 @@ def resend_interval(settings: Settings, created_at: datetime, sent_at: datetime)
 
 
 @dataclass
-class SweepSummary:
+class PassSummary:
     sent: list[str] = field(default_factory=list)        # queued jobs handed (again) to the broker
     requeued: list[str] = field(default_factory=list)    # running jobs whose worker was lost, to retry
     failed: list[str] = field(default_factory=list)      # ran out of attempts, or waited for no worker
@@ -70,14 +71,14 @@ class SweepSummary:
         return {k: len(v) for k, v in self.__dict__.items() if v}
 
 
-def _cancel_flagged_queued(settings: Settings, summary: SweepSummary) -> None:
+def _cancel_flagged_queued(settings: Settings, summary: PassSummary) -> None:
     with session_scope(settings.database_url) as s:
         ids = list(s.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED,
                                                   Job.cancel_requested.is_(True)).limit(BATCH)))
         summary.cancelled += [job_id for job_id in ids if lifecycle.cancel_queued(settings, s, job_id)]
 
 
-def _recover_stale_running(settings: Settings, summary: SweepSummary) -> None:
+def _recover_stale_running(settings: Settings, summary: PassSummary) -> None:
     cutoff = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s)
     stale = or_(Job.heartbeat_at < cutoff, Job.heartbeat_at.is_(None) & (Job.started_at < cutoff))
     with session_scope(settings.database_url) as s:
@@ -90,7 +91,7 @@ def _recover_stale_running(settings: Settings, summary: SweepSummary) -> None:
             outcomes[status].append(job.id)
 
 
-def _dispatch_unsent(settings: Settings, summary: SweepSummary) -> None:
+def _dispatch_unsent(settings: Settings, summary: PassSummary) -> None:
     now = utcnow()
     grace = now - timedelta(seconds=UNSENT_GRACE_S)
     resend = now - timedelta(seconds=settings.resend_after_s)
@@ -117,7 +118,7 @@ def no_worker_message(queue: str, waited_s: float) -> str:
             "with device auto or cpu")
 
 
-def _watch_waiting(settings: Settings, summary: SweepSummary) -> None:
+def _watch_waiting(settings: Settings, summary: PassSummary) -> None:
     now = utcnow()
     queued = (Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))
     with session_scope(settings.database_url) as s:
@@ -137,41 +138,41 @@ def _watch_waiting(settings: Settings, summary: SweepSummary) -> None:
                 .returning(Job.id)).all()
 
 
-def sweep(settings: Settings) -> SweepSummary:
+def reconcile(settings: Settings) -> PassSummary:
     """One pass over the rules; safe to run from any number of processes at once."""
-    summary = SweepSummary()
+    summary = PassSummary()
     _cancel_flagged_queued(settings, summary)
     _recover_stale_running(settings, summary)
     _watch_waiting(settings, summary)
     _dispatch_unsent(settings, summary)
     for name, job_ids in scheduler.advance_all(settings).items():
         getattr(summary, name).extend(job_ids)
-    landscapes.sweep(settings)
+    landscapes.reconcile(settings)
     if summary:
-        log.info("sweep: %s", summary.counts())
+        log.info("reconciled: %s", summary.counts())
     return summary
 
 
 def run_forever(settings: Settings, stop_event: threading.Event, *, on_tick=None) -> None:
-    """Sweep every sweep_interval_s (with a little jitter, so sweepers spread out) until
-    stop_event is set. A failing sweep (database briefly down) is logged and retried."""
+    """Reconcile every reconcile_interval_s (with a little jitter, so reconcilers spread out) until
+    stop_event is set. A failing pass (database briefly down) is logged and retried."""
     while not stop_event.is_set():
         try:
-            sweep(settings)
+            reconcile(settings)
         except Exception:
-            log.exception("sweep failed; retrying in %.1f s", settings.sweep_interval_s)
+            log.exception("reconciling failed; retrying in %.1f s", settings.reconcile_interval_s)
         if on_tick is not None:
             try:
                 on_tick()
             except Exception:
-                log.exception("sweeper tick callback failed")
-        stop_event.wait(settings.sweep_interval_s * random.uniform(0.8, 1.2))
+                log.exception("reconciler tick callback failed")
+        stop_event.wait(settings.reconcile_interval_s * random.uniform(0.8, 1.2))
 
 
 def start_thread(settings: Settings, *, on_tick=None) -> tuple[threading.Thread, threading.Event]:
-    """Run the sweeper in a daemon thread; set the returned event to stop it."""
+    """Run the reconciler in a daemon thread; set the returned event to stop it."""
     stop = threading.Event()
     thread = threading.Thread(target=run_forever, args=(settings, stop), kwargs={"on_tick": on_tick},
-                              name="chainrule-sweeper", daemon=True)
+                              name="chainrule-reconciler", daemon=True)
     thread.start()
     return thread, stop
