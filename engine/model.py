@@ -45,7 +45,8 @@ class BackwardError(RuntimeError):
 class Model:
     """Built by `Model.from_spec`; see the module docstring for the storage layout."""
 
-    def __init__(self, graph: Plan, *, seed: int, dtype: torch.dtype, device: str | torch.device):
+    def __init__(self, graph: Plan, *, seed: int, dtype: torch.dtype, device: str | torch.device,
+                 compile: bool = False):
         self.plan, self.spec, self.keys, self.layers = graph, graph.spec, graph.keys, graph.layers
         self.input_shape, self.output_shape = graph.input_shape, graph.output_shape
         self.dtype, self.device = dtype, torch.device(device)
@@ -53,6 +54,8 @@ class Model:
         self._sequential = all(ins == [i - 1] for i, ins in enumerate(graph.inputs))
         self._plan_backward(graph)
         self._allocate(graph, seed)
+        for layer in self.layers:
+            layer.compile = compile
         self._pending: torch.Size | None = None   # output shape of the forward a backward is owed
         self._answered = False                     # a backward has consumed the last training forward
         self._observed = False                     # that forward had an observer: outputs may be held
@@ -113,8 +116,11 @@ class Model:
 
     @classmethod
     def from_spec(cls, spec: ModelSpec | Mapping[str, Any], input_shape: Shape, *, seed: int = 0,
-                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> "Model":
-        return cls(plan(spec, input_shape), seed=seed, dtype=dtype, device=device)
+                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                  compile: bool = False) -> "Model":
+        """compile: run the layers' formulas that fuse best (the norms') through torch.compile
+        (engine.layers.compiled): faster steps after a cold start of seconds per formula and shape."""
+        return cls(plan(spec, input_shape), seed=seed, dtype=dtype, device=device, compile=compile)
 
     # -- named tensors ------------------------------------------------------------------
     def parameters(self) -> dict[str, Tensor]:

@@ -35,7 +35,7 @@ Parameter and buffer names and shapes are exactly torch.nn's, in torch.nn's orde
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor
@@ -52,6 +52,7 @@ class Layer:
     merge: ClassVar[bool] = False
     need_dx: bool = True   # see the module docstring
     reuse_output: bool = False   # see the module docstring
+    compile: bool = False  # run `formula`s through torch.compile (Model.from_spec(compile=True))
     cache: Any = None      # what backward needs from the last forward (a tensor, a tuple or None)
 
     def __init__(self, spec, in_shapes: list[Shape]):
@@ -91,6 +92,14 @@ class Layer:
 
     def backward(self, dy: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def formula(self, fn: Callable) -> Callable:
+        """fn, a formula of tensors, or the same through torch.compile when the model compiles
+        (engine.layers.compiled)."""
+        if not self.compile:
+            return fn
+        from .compiled import compiled          # torch.compile's machinery: imported only when used
+        return compiled(fn)
 
     def grad_buffer(self, y: Tensor) -> Tensor:
         """Where backward may write a dx shaped like its kept output y: y itself when `reuse_output`."""

@@ -14,6 +14,10 @@ many times slower here), x - mean is normalized in place into x-hat, the kept ca
 the closed form regrouped as one per-channel (per-row) affine map of dy and x-hat,
     dx = k * dy + p * xhat + q,   k = gamma / std,  p = -k * mean(dy * xhat),  q = -k * mean(dy)
 computed in x-hat's own buffer, which backward owns once it has read it.
+
+Each formula is a function of tensors (`batchnorm_train_forward`, `batchnorm_backward`,
+`layernorm_forward`, `layernorm_backward`); a model built with compile=True runs them through
+torch.compile (engine.layers.compiled), which fuses their passes into a few loops.
 """
 from __future__ import annotations
 
@@ -24,10 +28,67 @@ from ..shapes import format_shape
 from .base import Layer, Shape, ShapeError
 
 
-def _affine_(t: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-    """t * scale + shift in place (scale and shift broadcast against t, one operand each time:
-    a kernel with two broadcast operands leaves the CPU's vector loop)."""
-    return t.mul_(scale).add_(shift)
+def batchnorm_train_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
+                            dims: tuple[int, ...], bc: tuple[int, ...]) -> tuple[Tensor, ...]:
+    """(y, xhat, mean, var, inv_std) of a training batch x (N, C) or (N, C, H, W); the vectors are (C,).
+
+    mean, then the biased variance as the mean of the centred squares (written in the buffer that
+    then takes y), x - mean normalized in place into x-hat."""
+    m = x.numel() // x.shape[1]                       # values per channel: N or N*H*W
+    mean = x.sum(dims).div_(m)                        # (C,)
+    xhat = x - mean.view(bc)                          # (N, C, ...) centred
+    y = torch.mul(xhat, xhat)                         # the squares, then y
+    var = y.sum(dims).div_(m)                         # (C,) biased
+    inv_std = torch.rsqrt(var + eps)                  # (C,)
+    xhat.mul_(inv_std.view(bc))
+    if weight is None:
+        return y.copy_(xhat), xhat, mean, var, inv_std
+    return torch.mul(xhat, weight.view(bc), out=y).add_(bias.view(bc)), xhat, mean, var, inv_std
+
+
+def batchnorm_backward(dy: Tensor, xhat: Tensor, inv_std: Tensor, weight: Tensor | None, dims: tuple[int, ...],
+                       bc: tuple[int, ...], out: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(dx, dgamma, dbeta) of a batch normalized with its own statistics; dx into `out` (may be x-hat).
+    dx = k dy + p xhat + q per channel (module docstring)."""
+    dbeta = dy.sum(dims)                                                   # (C,)
+    dgamma = torch.mul(dy, xhat).sum(dims)                                 # (C,)
+    k = inv_std if weight is None else inv_std * weight                    # (C,) gamma / std
+    m = dy.numel() // dy.shape[1]
+    p, q = k * dgamma / -m, k * dbeta / -m                                 # (C,)
+    dx = torch.mul(xhat, p.view(bc), out=out).add_(q.view(bc)).addcmul_(dy, k.view(bc))
+    return dx, dgamma, dbeta
+
+
+def layernorm_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+                      ) -> tuple[Tensor, Tensor, Tensor]:
+    """(y, xhat, rstd) of x (N, ..., D) normalized over its last dim; rstd (N, ..., 1)."""
+    d = x.shape[-1]
+    xhat = x - x.mean(-1, keepdim=True)                                     # (N, ..., D) centred
+    # biased var = |x - mean|^2 / D per row: the norm is one pass with no squares tensor
+    norm = torch.linalg.vector_norm(xhat, dim=-1, keepdim=True)             # (N, ..., 1)
+    rstd = norm.square_().div_(d).add_(eps).rsqrt_()                        # (N, ..., 1)
+    xhat.mul_(rstd)
+    return (xhat.clone() if weight is None else torch.addcmul(bias, xhat, weight)), xhat, rstd
+
+
+def layernorm_backward(dy: Tensor, xhat: Tensor, rstd: Tensor, weight: Tensor | None
+                       ) -> tuple[Tensor, Tensor, Tensor]:
+    """(dx, dgamma, dbeta) of layernorm_forward; dgamma, dbeta (D,) summed over every row."""
+    d = xhat.shape[-1]
+    dy_xhat = torch.mul(dy, xhat)                                           # (N, ..., D)
+    dbeta, dgamma = dy.reshape(-1, d).sum(0), dy_xhat.reshape(-1, d).sum(0)   # (D,)
+    if weight is None:
+        mean_dxhat = dy.mean(-1, keepdim=True)                              # (N, ..., 1)
+        mean_dxhat_xhat = dy_xhat.mean(-1, keepdim=True)
+        dx = torch.sub(dy, mean_dxhat, out=dy_xhat)
+    else:
+        # dxhat = dy * gamma; its row means, and those of dxhat * xhat, are products with gamma
+        mean_dxhat = torch.matmul(dy, weight).unsqueeze_(-1).div_(d)       # (N, ..., 1)
+        mean_dxhat_xhat = torch.matmul(dy_xhat, weight).unsqueeze_(-1).div_(d)
+        dx = torch.addcmul(mean_dxhat.neg_(), dy, weight, out=dy_xhat)     # dxhat - mean(dxhat)
+    # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), means over the last dim, written
+    # into dy * xhat's buffer once its sums are taken
+    return dx.addcmul_(xhat, mean_dxhat_xhat, value=-1).mul_(rstd), dgamma, dbeta
 
 
 class BatchNorm(Layer):
@@ -65,51 +126,43 @@ class BatchNorm(Layer):
         """(dims reduced over, shape a (C,) vector broadcasts as)."""
         return ((0,), (1, -1)) if len(self.in_shapes[0]) == 1 else ((0, 2, 3), (1, -1, 1, 1))
 
-    def _batch_stats(self, x: Tensor, dims: tuple[int, ...], bc: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
-        """(x - mean, mean, biased var) of a training batch: mean, then the mean of the centred squares."""
-        m = x.numel() // self.channels                # values per channel: N or N*H*W
-        if m <= 1:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size "
-                             f"{list(x.shape)}; batchnorm needs a batch of at least 2 samples")
-        mean = x.sum(dims).div_(m)                    # (C,)
-        centred = x - mean.view(bc)                   # (N, C, ...)
-        var = torch.mul(centred, centred).sum(dims).div_(m)   # (C,)
-        return centred, mean, var
-
     def forward(self, x: Tensor, training: bool) -> Tensor:
         dims, bc = self._layout()                     # x: (N, C) or (N, C, H, W)
+        weight, bias = self.params.get("weight"), self.params.get("bias")
         if training:
-            xhat, mean, var = self._batch_stats(x, dims, bc)   # xhat holds x - mean until scaled below
-            inv_std = torch.rsqrt(var + self.spec.eps)         # (C,)
-            xhat.mul_(inv_std.view(bc))
-            m, mom = x.numel() // self.channels, self.spec.momentum   # torch: new = (1-mom) old + mom batch
+            m = x.numel() // self.channels           # values per channel: N or N*H*W
+            if m <= 1:
+                raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                                 f"{list(x.shape)}; batchnorm needs a batch of at least 2 samples")
+            y, xhat, mean, var, inv_std = self.formula(batchnorm_train_forward)(x, weight, bias, self.spec.eps,
+                                                                                dims, bc)
+            mom = self.spec.momentum                 # torch: new = (1-mom) old + mom batch
             self.buffers["running_mean"].mul_(1 - mom).add_(mean, alpha=mom)
             self.buffers["running_var"].mul_(1 - mom).add_(var * (m / (m - 1)), alpha=mom)  # unbiased
             self.buffers["num_batches_tracked"].add_(1)
         else:
             inv_std = torch.rsqrt(self.buffers["running_var"] + self.spec.eps)  # (C,)
             xhat = (x - self.buffers["running_mean"].view(bc)).mul_(inv_std.view(bc))
+            y = xhat.clone() if weight is None else torch.mul(xhat, weight.view(bc)).add_(bias.view(bc))
         self.cache = xhat, inv_std, training             # (N, C, ...), (C,), batch statistics used?
-        if self.spec.affine:
-            return torch.mul(xhat, self.params["weight"].view(bc)).add_(self.params["bias"].view(bc))
-        return xhat.clone()                              # backward overwrites x-hat with dx
+        return y
 
     def backward(self, dy: Tensor) -> Tensor:
         dims, bc = self._layout()
         (xhat, inv_std, training), self.cache = self.cache, None
-        affine = self.spec.affine
-        dbeta = torch.sum(dy, dims, out=self.grads["bias"]) if affine else dy.sum(dims)       # (C,)
-        dgamma = torch.mul(dy, xhat).sum(dims)                                                # (C,)
-        if affine:
-            self.grads["weight"].copy_(dgamma)
-        k = inv_std * self.params["weight"] if affine else inv_std                           # (C,) gamma / std
-        if not training:
+        weight = self.params.get("weight")
+        if training:
+            # the batch statistics depend on x too: the closed form, in x-hat's buffer (eager)
+            out = None if self.compile else xhat
+            dx, dgamma, dbeta = self.formula(batchnorm_backward)(dy, xhat, inv_std, weight, dims, bc, out)
+        else:
             # running statistics are constants: y is an affine map of x
-            return torch.mul(dy, k.view(bc))
-        # the batch statistics depend on x too: dx = k dy + p xhat + q (module docstring), in x-hat's buffer
-        m = dy.numel() // self.channels
-        p, q = k * dgamma.div_(-m), k * dbeta.div(-m)                                         # (C,)
-        return _affine_(xhat, p.view(bc), q.view(bc)).addcmul_(dy, k.view(bc))
+            k = inv_std if weight is None else inv_std * weight
+            dx, dgamma, dbeta = torch.mul(dy, k.view(bc)), torch.mul(dy, xhat).sum(dims), dy.sum(dims)
+        if weight is not None:
+            self.grads["weight"].copy_(dgamma)
+            self.grads["bias"].copy_(dbeta)
+        return dx
 
 
 class LayerNorm(Layer):
@@ -132,34 +185,15 @@ class LayerNorm(Layer):
             self.params["bias"].zero_()
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        d = x.shape[-1]
-        xhat = x - x.mean(-1, keepdim=True)                                     # (N, ..., D) centred
-        # biased var = |x - mean|^2 / D per row: the norm is one pass with no squares tensor
-        norm = torch.linalg.vector_norm(xhat, dim=-1, keepdim=True)             # (N, ..., 1)
-        rstd = norm.square_().div_(d).add_(self.spec.eps).rsqrt_()              # (N, ..., 1)
-        xhat.mul_(rstd)
+        y, xhat, rstd = self.formula(layernorm_forward)(x, self.params.get("weight"), self.params.get("bias"),
+                                                        self.spec.eps)
         self.cache = xhat, rstd
-        if self.spec.elementwise_affine:
-            return torch.addcmul(self.params["bias"], xhat, self.params["weight"])
-        return xhat.clone()                                                     # backward overwrites x-hat
+        return y
 
     def backward(self, dy: Tensor) -> Tensor:
         (xhat, rstd), self.cache = self.cache, None
-        d = xhat.shape[-1]
-        dy_xhat = torch.mul(dy, xhat)                                           # (N, ..., D)
+        dx, dgamma, dbeta = self.formula(layernorm_backward)(dy, xhat, rstd, self.params.get("weight"))
         if self.spec.elementwise_affine:
-            # dxhat = dy * gamma; its row means, and those of dxhat * xhat, are products with gamma
-            gamma = self.params["weight"]                                       # (D,)
-            torch.sum(dy.reshape(-1, d), 0, out=self.grads["bias"])            # (D,) summed over rows
-            torch.sum(dy_xhat.reshape(-1, d), 0, out=self.grads["weight"])     # (D,)
-            mean_dxhat = torch.matmul(dy, gamma).unsqueeze_(-1).div_(d)        # (N, ..., 1)
-            mean_dxhat_xhat = torch.matmul(dy_xhat, gamma).unsqueeze_(-1).div_(d)
-        else:
-            gamma = None
-            mean_dxhat = dy.mean(-1, keepdim=True)
-            mean_dxhat_xhat = dy_xhat.mean(-1, keepdim=True)
-        # dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), means over the last dim,
-        # written into dy * xhat's buffer once its sums are taken
-        dx = torch.sub(dy, mean_dxhat, out=dy_xhat) if gamma is None else \
-            torch.addcmul(mean_dxhat.neg_(), dy, gamma, out=dy_xhat)
-        return dx.addcmul_(xhat, mean_dxhat_xhat, value=-1).mul_(rstd)
+            self.grads["weight"].copy_(dgamma)
+            self.grads["bias"].copy_(dbeta)
+        return dx
