@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import sys
 import time
@@ -41,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 from engine import Model, TrainStep, losses, optim  # noqa: E402
 from engine.layers.pool import CHANNELS_LAST_MIN_CHANNELS, max_pool, max_pool_channels_last  # noqa: E402
 from engine.losses import log_softmax, log_softmax_kernel, short_rows_on_cpu  # noqa: E402
+
+from bench.cases import CASES  # noqa: E402
 
 
 def best_us(fns: dict[str, Callable[[], Any]], rounds: int, round_s: float, in_step: bool = True
@@ -153,16 +154,6 @@ def run(cases, quick: bool = False, json_path: Path | None = None, rounds: int |
     return rows
 
 
-def _cases():
-    """The models of bench/engine_vs_torch.py."""
-    path = Path(__file__).with_name("engine_vs_torch.py")
-    spec = importlib.util.spec_from_file_location("engine_vs_torch", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module.CASES
-
-
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one short round per side (smoke test)")
@@ -172,4 +163,4 @@ if __name__ == "__main__":
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    run(_cases(), args.quick, args.json, args.rounds)
+    run(CASES, args.quick, args.json, args.rounds)
