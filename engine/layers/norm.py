@@ -8,9 +8,9 @@ a mean was taken of:
 (for BatchNorm the sums run over the batch (and H, W) per channel; for LayerNorm over the
 last dim per row, with gamma inside the sums since it varies along that dim.)
 
-Written as few passes over the activations as the formula allows: the variance is the mean
-of the centred squares (two passes, as torch computes it: torch.var_mean's one-pass update is
-many times slower here), x - mean is normalized in place into x-hat, the kept cache, and dx is
+Written as few passes over the activations as the formula allows: the statistics are sums
+(torch.var_mean's one-pass update is many times slower here), x - mean is normalized in place
+into x-hat, the kept cache, and dx is
 the closed form regrouped as one per-channel (per-row) affine map of dy and x-hat,
     dx = k * dy + p * xhat + q,   k = gamma / std,  p = -k * mean(dy * xhat),  q = -k * mean(dy)
 computed in x-hat's own buffer, which backward owns once it has read it.
@@ -32,15 +32,19 @@ def batchnorm_train_forward(x: Tensor, weight: Tensor | None, bias: Tensor | Non
                             dims: tuple[int, ...], bc: tuple[int, ...]) -> tuple[Tensor, ...]:
     """(y, xhat, mean, var, inv_std) of a training batch x (N, C) or (N, C, H, W); the vectors are (C,).
 
-    mean, then the biased variance as the mean of the centred squares (written in the buffer that
-    then takes y), x - mean normalized in place into x-hat."""
+    Sums of the data shifted by one sample of each channel (values near the mean, so no digits are
+    lost summing them however far from zero the channel sits): mean = shift + mean(c), biased
+    var = mean(c^2) - mean(c)^2 (the squares written in the buffer that then takes y), and x-hat
+    = (c - mean(c)) / std in c's own buffer."""
     m = x.numel() // x.shape[1]                       # values per channel: N or N*H*W
-    mean = x.sum(dims).div_(m)                        # (C,)
-    xhat = x - mean.view(bc)                          # (N, C, ...) centred
+    shift = x[(slice(0, 1),) * len(bc)].reshape(-1)   # (C,) the first value of each channel
+    xhat = x - shift.view(bc)                         # (N, C, ...) shifted: c
+    offset = xhat.sum(dims).div_(m)                   # (C,) mean(c) = mean - shift
     y = torch.mul(xhat, xhat)                         # the squares, then y
-    var = y.sum(dims).div_(m)                         # (C,) biased
+    var = y.sum(dims).div_(m).sub_(offset * offset)   # (C,) biased
     inv_std = torch.rsqrt(var + eps)                  # (C,)
-    xhat.mul_(inv_std.view(bc))
+    xhat.sub_(offset.view(bc)).mul_(inv_std.view(bc))
+    mean = offset.add_(shift)
     if weight is None:
         return y.copy_(xhat), xhat, mean, var, inv_std
     return torch.mul(xhat, weight.view(bc), out=y).add_(bias.view(bc)), xhat, mean, var, inv_std
@@ -61,13 +65,17 @@ def batchnorm_backward(dy: Tensor, xhat: Tensor, inv_std: Tensor, weight: Tensor
 
 def layernorm_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
                       ) -> tuple[Tensor, Tensor, Tensor]:
-    """(y, xhat, rstd) of x (N, ..., D) normalized over its last dim; rstd (N, ..., 1)."""
+    """(y, xhat, rstd) of x (N, ..., D) normalized over its last dim; rstd (N, ..., 1).
+
+    As batchnorm's, from the row shifted by its first value: c = x - x[..., :1], mean(c) and
+    |c|^2 / D - mean(c)^2 (the norm: one pass, no squares tensor)."""
     d = x.shape[-1]
-    xhat = x - x.mean(-1, keepdim=True)                                     # (N, ..., D) centred
-    # biased var = |x - mean|^2 / D per row: the norm is one pass with no squares tensor
+    xhat = x - x[..., :1]                                                   # (N, ..., D) shifted: c
+    offset = xhat.mean(-1, keepdim=True)                                    # (N, ..., 1) mean(c)
     norm = torch.linalg.vector_norm(xhat, dim=-1, keepdim=True)             # (N, ..., 1)
-    rstd = norm.square_().div_(d).add_(eps).rsqrt_()                        # (N, ..., 1)
-    xhat.mul_(rstd)
+    var = norm.square_().div_(d).sub_(offset * offset)                      # (N, ..., 1) biased
+    rstd = var.add_(eps).rsqrt_()
+    xhat.sub_(offset).mul_(rstd)
     return (xhat.clone() if weight is None else torch.addcmul(bias, xhat, weight)), xhat, rstd
 
 

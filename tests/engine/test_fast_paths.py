@@ -22,7 +22,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.nn.grad import conv2d_input as conv_input
 
 from engine import Model, losses, optim
 
