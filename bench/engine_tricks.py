@@ -17,6 +17,7 @@ above 1, the engine's choice is the faster there.
   bookkeeping); a whole step.
 - relu's backward formula (a choice, not a switch): sign(y) * dy, against the bool-mask forms
   torch.where(y > 0, dy, 0) and dy * (y > 0), which this CPU runs without vectorization.
+- the layers' and the optimizer's formula choices of issue 9: bench/formula_tricks.py.
 
 Dropped, for want of a figure: a relu overwriting the linear / conv output it reads (x.relu_())
 measured 1.01x on every model's training step (best of 15 rounds, 1 thread); the
@@ -128,13 +129,13 @@ def relu_backward_rows(rounds, round_s) -> list[dict[str, Any]]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'case':<34} {'engine runs':<15} {'us':>9}   {'other':<16} {'us':>9} {'other/engine':>12}"
+    head = f"{'case':<40} {'engine runs':<16} {'us':>9}   {'other':<17} {'us':>9} {'other/engine':>12}"
     lines, trick = [head, "-" * len(head)], None
     for r in rows:
         if r["trick"] != trick:
             trick = r["trick"]
             lines.append(trick)
-        lines.append(f"  {r['case']:<32} {r['engine_runs']:<15} {r['engine_us']:>9.1f}   {r['other']:<16} "
+        lines.append(f"  {r['case']:<38} {r['engine_runs']:<16} {r['engine_us']:>9.1f}   {r['other']:<17} "
                      f"{r['other_us']:>9.1f} {r['other_over_engine']:>11.2f}x")
     return "\n".join(lines)
 
@@ -146,8 +147,10 @@ def run(cases, quick: bool = False, json_path: Path | None = None, rounds: int |
         cases = [c for c in cases if c.name != "wide MLP"]
     print(f"engine tricks, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"best of {rounds} rounds of ~{round_s} s per side")
+    from bench import formula_tricks             # it imports this module's best_us and row
     rows = (log_softmax_rows(rounds, round_s) + max_pool_rows(rounds, round_s)
-            + inference_mode_rows(cases, rounds, round_s) + relu_backward_rows(rounds, round_s))
+            + inference_mode_rows(cases, rounds, round_s) + relu_backward_rows(rounds, round_s)
+            + formula_tricks.rows(rounds, round_s))
     print(table(rows))
     if json_path is not None:
         json_path.write_text(json.dumps(rows, indent=2))
