@@ -42,7 +42,7 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ from bench.cases import CASES, LAYER_CASES, SWEEP_BATCHES, SWEEP_CASE  # noqa: E
 from bench.rounds import MatmulPeak, cpu_count, load_average  # noqa: E402
 from bench.sides import build, step_flops  # noqa: E402,F401  (build, step_flops: for the smoke test)
 
-SECTIONS = ("networks", "memory", "layers", "sweep")
 LOAD_WARNING = 1.5          # a 1-minute load average above this: other work shares the CPUs
 
 
@@ -65,7 +64,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="few short rounds (smoke test); no compiled sides")
     ap.add_argument("--json", type=Path, help="save the results here")
     ap.add_argument("--models", help="comma-separated subset of: " + ", ".join(c.name for c in CASES))
-    ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of: " + ", ".join(SECTIONS))
+    sections = "networks,memory,layers,sweep"
+    ap.add_argument("--sections", default=sections, help=f"comma-separated subset of: {sections}")
     ap.add_argument("--rounds", type=int, help="timed rounds per side (default 21, quick 1; --tricks: 7)")
     ap.add_argument("--threads", type=int, help="torch intra-op threads for every side (default: torch's)")
     ap.add_argument("--compile", choices=["on", "off"], help="the compiled sides (default on; off with --quick)")
@@ -95,6 +95,60 @@ def _load_note(out: dict[str, Any]) -> str:
     return note
 
 
+@dataclass
+class Run:
+    """What every section of one run shares."""
+    device: str
+    cases: list
+    rounds: int
+    round_s: float
+    warmup_s: float
+    compile_sides: bool
+    quick: bool
+    peak: MatmulPeak
+
+
+def networks(run: Run, out: dict[str, Any]) -> None:
+    results = []
+    for case in run.cases:
+        r = network_table.bench_case(case, run.device, run.peak, run.rounds, run.round_s, run.warmup_s,
+                                     run.compile_sides)
+        results.append(r)
+        print(f"  {case.name}: engine {r.engine_steps_s:.1f} steps/s, torch {r.torch_steps_s:.1f} steps/s "
+              f"(torch Adam {r.adam}), ratio {r.ratio:.2f}", flush=True)
+    out["matmul_peak_gflops"] = run.peak.summary()
+    out["results"] = [asdict(r) for r in results]
+    print("\n" + network_table.table(results, out["matmul_peak_gflops"]), flush=True)
+
+
+def memory(run: Run, out: dict[str, Any]) -> None:
+    rows = {case.name: memory_use.bench_memory(case, run.device) for case in run.cases}
+    params = {case.name: build(case, run.device, n_batches=1, batch=2).model.n_parameters * 4 for case in run.cases}
+    out["memory"] = {name: {side: asdict(m) for side, m in sides.items()} for name, sides in rows.items()}
+    print("\n" + memory_use.table(rows, params), flush=True)
+
+
+def layers(run: Run, out: dict[str, Any]) -> None:
+    if run.device != "cpu":
+        return
+    cases = LAYER_CASES[:3] if run.quick else LAYER_CASES
+    results = [layer_table.bench_layer(c, run.rounds, run.round_s / 3, run.warmup_s / 3, run.compile_sides)
+               for c in cases]
+    out["layers"] = [asdict(r) for r in results]
+    print("\n" + layer_table.table(results), flush=True)
+
+
+def sweep(run: Run, out: dict[str, Any]) -> None:
+    case = next(c for c in CASES if c.name == SWEEP_CASE)
+    results = [network_table.bench_case(case, run.device, run.peak, run.rounds, run.round_s / 2, run.warmup_s / 2,
+                                        False, batch=b) for b in (SWEEP_BATCHES[:2] if run.quick else SWEEP_BATCHES)]
+    out["sweep"] = [asdict(r) for r in results]
+    print("\n" + network_table.sweep_table(results), flush=True)
+
+
+SECTIONS = {"networks": networks, "memory": memory, "layers": layers, "sweep": sweep}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _args(argv)
     device = args.device
@@ -115,40 +169,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench_inductor_")
     rounds = args.rounds or (1 if args.quick else 21)
     round_s, warmup_s = (0.05, 0.02) if args.quick else (0.3, 1.0)
-    dev = torch.device(device)
     out: dict[str, Any] = {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                           "cpus": cpu_count(),
-                           "load_before": load_average()}
+                           "cpus": cpu_count(), "load_before": load_average()}
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{rounds} rounds of ~{round_s} s per side; load average {out['load_before']}", flush=True)
-    peak = MatmulPeak(dev)
-    if "networks" in sections:
-        results = []
-        for case in cases:
-            r = network_table.bench_case(case, device, peak, rounds, round_s, warmup_s, compile_sides)
-            results.append(r)
-            print(f"  {case.name}: engine {r.engine_steps_s:.1f} steps/s, torch {r.torch_steps_s:.1f} steps/s "
-                  f"(torch Adam {r.adam}), ratio {r.ratio:.2f}", flush=True)
-        out["matmul_peak_gflops"] = peak.summary()
-        out["results"] = [asdict(r) for r in results]
-        print("\n" + network_table.table(results, out["matmul_peak_gflops"]), flush=True)
-    if "memory" in sections:
-        rows = {case.name: memory_use.bench_memory(case, device) for case in cases}
-        params = {case.name: build(case, device, n_batches=1, batch=2).model.n_parameters * 4 for case in cases}
-        out["memory"] = {name: {side: asdict(m) for side, m in sides.items()} for name, sides in rows.items()}
-        print("\n" + memory_use.table(rows, params), flush=True)
-    if "layers" in sections and device == "cpu":
-        layer_cases = LAYER_CASES[:3] if args.quick else LAYER_CASES
-        layers = [layer_table.bench_layer(c, rounds, round_s / 3, warmup_s / 3, compile_sides) for c in layer_cases]
-        out["layers"] = [asdict(r) for r in layers]
-        print("\n" + layer_table.table(layers), flush=True)
-    if "sweep" in sections:
-        case = next(c for c in CASES if c.name == SWEEP_CASE)
-        batches = SWEEP_BATCHES[:2] if args.quick else SWEEP_BATCHES
-        sweep = [network_table.bench_case(case, device, peak, rounds, round_s / 2, warmup_s / 2, False, batch=b)
-                 for b in batches]
-        out["sweep"] = [asdict(r) for r in sweep]
-        print("\n" + network_table.sweep_table(sweep), flush=True)
+    run = Run(device, cases, rounds, round_s, warmup_s, compile_sides, args.quick, MatmulPeak(torch.device(device)))
+    for name in sections:
+        SECTIONS[name](run, out)
     out["load_after"] = load_average()
     print("\n" + _load_note(out))
     if args.json:
