@@ -60,6 +60,9 @@ def test_quick_run_prints_the_table_and_saves_json(tmp_path, capsys):
     assert [row["layer"] for row in saved["layers"]] == ["linear", "conv2d", "batchnorm2d"]
     assert all(row["us"]["engine"] > 0 and row["us"]["torch"] > 0 for row in saved["layers"])
     assert [row["batch"] for row in saved["sweep"]] == [1, 4]
+    from bench.compare_runs import compare                  # before / after tables from two such files
+    table = compare([saved, saved])
+    assert f"{r['ratio']:.2f}x" in next(line for line in table.splitlines() if line.startswith("tiny MLP"))
 
 
 def test_tricks_section_times_every_trick_both_ways(tmp_path, capsys):
