@@ -37,7 +37,7 @@ def batchnorm_train_forward(x: Tensor, weight: Tensor | None, bias: Tensor | Non
     var = mean(c^2) - mean(c)^2 (the squares written in the buffer that then takes y), and x-hat
     = (c - mean(c)) / std in c's own buffer."""
     m = x.numel() // x.shape[1]                       # values per channel: N or N*H*W
-    shift = x[(slice(0, 1),) * len(bc)].reshape(-1)   # (C,) the first value of each channel
+    shift = x[0].reshape(x.shape[1], -1)[:, 0]        # (C,) the first value of each channel
     xhat = x - shift.view(bc)                         # (N, C, ...) shifted: c
     offset = xhat.sum(dims).div_(m)                   # (C,) mean(c) = mean - shift
     y = torch.mul(xhat, xhat)                         # the squares, then y

@@ -85,9 +85,11 @@ def test_conv2d_input_equals_torch_nn_grad(shape, kernel, stride, padding):
 
 @pytest.mark.parametrize("norm,shape", [("batchnorm", (8, 6, 6)), ("batchnorm", (8,)), ("layernorm", (3, 40))])
 def test_norm_statistics_far_from_zero_are_as_accurate_as_torchs(norm, shape):
-    # float32 activations whose mean sits 20,000 of their spreads from 0: the statistics lose no digits
+    # float32 activations whose means sit 20,000 of their spreads and more from 0, a different mean per
+    # channel (per row): the statistics lose no digits
     g = torch.Generator().manual_seed(5)
-    x64 = 1000 + torch.randn(64, *shape, generator=g, dtype=F64) * 0.05
+    offsets = 1000 * torch.arange(1, shape[0] + 1, dtype=F64).view(-1, *[1] * (len(shape) - 1))
+    x64 = offsets + torch.randn(64, *shape, generator=g, dtype=F64) * 0.05
     dy64 = torch.randn(x64.shape, generator=g, dtype=F64)
     outs = {}
     for dtype in (torch.float32, F64):
