@@ -137,8 +137,7 @@ class _CrossEntropy(Loss):
         n, c = logp.shape
         eps = self.spec.label_smoothing
         g = logp.exp_()                                            # (N, C) softmax, reusing logp
-        delta = g.new_full((), eps - 1).expand(n, 1)               # (N, 1) view of one scalar
-        g.scatter_add_(1, target.unsqueeze(1), delta)              # eps - 1 at each row's target
+        g.scatter_(1, target.unsqueeze(1), eps - 1, reduce="add")  # eps - 1 added at each row's target
         if eps != 0:
             g -= eps / c
         return g.div_(n)
