@@ -17,6 +17,7 @@ above 1, the engine's choice is the faster there.
   bookkeeping); a whole step.
 - relu's backward formula (a choice, not a switch): sign(y) * dy, against the bool-mask forms
   torch.where(y > 0, dy, 0) and dy * (y > 0), which this CPU runs without vectorization.
+- the layers' and the optimizer's formula choices of issue 9: bench/formula_tricks.py.
 
 Dropped, for want of a figure: a relu overwriting the linear / conv output it reads (x.relu_())
 measured 1.01x on every model's training step (best of 15 rounds, 1 thread); the
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import sys
 import time
@@ -41,6 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 from engine import Model, TrainStep, losses, optim  # noqa: E402
 from engine.layers.pool import CHANNELS_LAST_MIN_CHANNELS, max_pool, max_pool_channels_last  # noqa: E402
 from engine.losses import log_softmax, log_softmax_kernel, short_rows_on_cpu  # noqa: E402
+
+from bench.cases import CASES  # noqa: E402
 
 
 def best_us(fns: dict[str, Callable[[], Any]], rounds: int, round_s: float, in_step: bool = True
@@ -127,13 +129,13 @@ def relu_backward_rows(rounds, round_s) -> list[dict[str, Any]]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'case':<34} {'engine runs':<15} {'us':>9}   {'other':<16} {'us':>9} {'other/engine':>12}"
+    head = f"{'case':<40} {'engine runs':<16} {'us':>9}   {'other':<17} {'us':>9} {'other/engine':>12}"
     lines, trick = [head, "-" * len(head)], None
     for r in rows:
         if r["trick"] != trick:
             trick = r["trick"]
             lines.append(trick)
-        lines.append(f"  {r['case']:<32} {r['engine_runs']:<15} {r['engine_us']:>9.1f}   {r['other']:<16} "
+        lines.append(f"  {r['case']:<38} {r['engine_runs']:<16} {r['engine_us']:>9.1f}   {r['other']:<17} "
                      f"{r['other_us']:>9.1f} {r['other_over_engine']:>11.2f}x")
     return "\n".join(lines)
 
@@ -145,22 +147,14 @@ def run(cases, quick: bool = False, json_path: Path | None = None, rounds: int |
         cases = [c for c in cases if c.name != "wide MLP"]
     print(f"engine tricks, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"best of {rounds} rounds of ~{round_s} s per side")
+    from bench import formula_tricks             # it imports this module's best_us and row
     rows = (log_softmax_rows(rounds, round_s) + max_pool_rows(rounds, round_s)
-            + inference_mode_rows(cases, rounds, round_s) + relu_backward_rows(rounds, round_s))
+            + inference_mode_rows(cases, rounds, round_s) + relu_backward_rows(rounds, round_s)
+            + formula_tricks.rows(rounds, round_s))
     print(table(rows))
     if json_path is not None:
         json_path.write_text(json.dumps(rows, indent=2))
     return rows
-
-
-def _cases():
-    """The models of bench/engine_vs_torch.py."""
-    path = Path(__file__).with_name("engine_vs_torch.py")
-    spec = importlib.util.spec_from_file_location("engine_vs_torch", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module.CASES
 
 
 if __name__ == "__main__":
@@ -172,4 +166,4 @@ if __name__ == "__main__":
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    run(_cases(), args.quick, args.json, args.rounds)
+    run(CASES, args.quick, args.json, args.rounds)

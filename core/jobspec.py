@@ -73,8 +73,9 @@ class JobRequest(TrainConfig):
 
 
 def build_model(request: JobRequest | dict[str, Any], input_shape: tuple[int, ...] | list[int],
-                device: str | torch.device = "cpu") -> Model:
-    """The job's network, initialised from its seed, in its dtype, on `device`."""
+                device: str | torch.device = "cpu", compile: bool = False) -> Model:
+    """The job's network, initialised from its seed, in its dtype, on `device`; compile: its norms'
+    formulas through torch.compile (Settings.engine_compile)."""
     req = request if isinstance(request, JobRequest) else JobRequest.model_validate(request)
     return Model.from_spec(req.model, tuple(int(d) for d in input_shape), seed=req.seed,
-                           dtype=req.torch_dtype, device=device)
+                           dtype=req.torch_dtype, device=device, compile=compile)

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     events_stream_max_s: float = 3600.0
     max_event_streams_per_key: int = 8
 
+    # run the engine's norm formulas (batchnorm, layernorm) through torch.compile in training: faster
+    # steps on the CPU after a cold start of seconds per formula and shape (bench/engine_vs_torch.py
+    # has both figures); needs a C++ compiler on the worker, else the formulas run eagerly
+    engine_compile: bool = False
+
     # memory a job may need in a training step (activations x batch_size, parameters with their
     # gradients and optimizer state, the data), as engine.memory estimates it at submit
     max_job_memory_bytes: int = 4 * 1024**3

@@ -98,7 +98,6 @@ class _CrossEntropy(Loss):
     def __init__(self, spec: CrossEntropyLoss, check_labels: bool = True):
         super().__init__(spec)
         self.check_labels = check_labels  # False skips the one host sync that finds bad labels
-        self._delta: Tensor | None = None
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         _check_pred(self.name, pred)
@@ -138,18 +137,10 @@ class _CrossEntropy(Loss):
         n, c = logp.shape
         eps = self.spec.label_smoothing
         g = logp.exp_()                                            # (N, C) softmax, reusing logp
-        g.scatter_add_(1, target.unsqueeze(1), self._onehot_delta(n, g))
+        g.scatter_(1, target.unsqueeze(1), eps - 1, reduce="add")  # eps - 1 added at each row's target
         if eps != 0:
             g -= eps / c
         return g.div_(n)
-
-    def _onehot_delta(self, n: int, like: Tensor) -> Tensor:
-        """(N, 1) of eps - 1, added at each row's target; kept between steps of one batch size."""
-        d = self._delta
-        if d is None or d.shape[0] != n or d.dtype != like.dtype or d.device != like.device:
-            d = self._delta = torch.full((n, 1), self.spec.label_smoothing - 1, dtype=like.dtype,
-                                         device=like.device)
-        return d
 
 
 class _Elementwise(Loss):

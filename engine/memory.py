@@ -1,11 +1,13 @@
 """How much memory a model needs, from its Plan (shapes only: nothing is allocated).
 
 Counted in elements of the model's dtype per sample, from what each layer keeps between its
-forward and its backward (engine/layers: a linear keeps its input, a relu its output, a dropout
-its mask, a norm its x-hat, a max pool its int64 indices), and the largest set of temporaries
-alive at once in the backward pass (the incoming dy, the outgoing dx, a convolution's unfolded
-input). An estimate, meant to err high: it is what admission refuses a job by, before a worker
-runs out of memory three times over.
+forward and its backward (engine/layers: a linear keeps its input, a relu, leaky relu or gelu
+its output, a dropout its mask, a norm its x-hat, a max pool its int64 indices), and the
+largest set of temporaries alive at once in the backward pass (the incoming dy, the outgoing dx,
+a convolution's unfolded input, GELU's second factor). The optimizer adds nothing to its state:
+its temporaries go into the spent gradients (Optimizer.step(reuse_grads=True)). An estimate, meant
+to err high (tests/engine/test_memory.py checks it against what a step really allocates): it is
+what admission refuses a job by, before a worker runs out of memory three times over.
 
   training step:  batch_size x activation_bytes + parameter_bytes + data_bytes
   inference:      rows x inference_bytes (predict runs in chunks of rows that fit a budget)
@@ -18,8 +20,10 @@ from dataclasses import dataclass
 from .model import INPUT_INDEX, Plan
 from .spec import SGD, Adam, AdamW, OptimizerSpec, RMSprop, pair
 
-_INT64, _BOOL = 8, 1
-_IN_PLACE_AFTER = ("linear", "conv2d")       # Model runs a relu in place on their output (its sole reader)
+_INT64 = 8
+# a relu / leaky relu keeps its own output, and a linear or conv keeps nothing of its output once
+# that activation (its sole reader) has read it: one tensor for the two, counted at the linear / conv
+_OUTPUT_KEEPERS, _KEEPS_NO_OUTPUT = ("relu", "leaky_relu"), ("linear", "conv2d")
 _NO_NEW_OUTPUT = ("flatten",)                # a view of its input
 _TWO_KEPT = ("dropout", "batchnorm", "layernorm")   # the output, and a mask or x-hat of the same size
 
@@ -50,24 +54,25 @@ def _kept_bytes(plan: Plan, i: int, item: int) -> int:
     j = plan.inputs[i][0]
     if layer.kind in _NO_NEW_OUTPUT:
         return 0
-    if layer.kind == "relu" and j != INPUT_INDEX and plan.layers[j].kind in _IN_PLACE_AFTER \
+    if layer.kind in _OUTPUT_KEEPERS and j != INPUT_INDEX and plan.layers[j].kind in _KEEPS_NO_OUTPUT \
             and plan.consumers(j) == [i]:
         return 0
     if layer.kind in _TWO_KEPT:
         return 2 * n_out * item
     if layer.kind == "maxpool2d":
         return n_out * (item + _INT64)
-    if layer.kind == "leaky_relu":
-        return n_out * (item + _BOOL)
     return n_out * item
 
 
 def _temporary_bytes(plan: Plan, i: int, item: int) -> int:
-    """Alive at once while layer i runs backward, per sample: dy and dx (each input's), and for a
-    convolution the unfolded input (C_in x kh x kw values per output position)."""
+    """Alive at once while layer i runs backward, per sample: dy and dx (each input's), GELU's second
+    factor beside them, and for a convolution the unfolded input (C_in x kh x kw values per output
+    position)."""
     layer = plan.layers[i]
     n_in = sum(_numel(s) for s in layer.in_shapes)
     elements = _numel(layer.out_shape) + n_in
+    if layer.kind == "gelu":
+        elements += n_in
     if layer.kind == "conv2d":
         kh, kw = pair(layer.spec.kernel_size)
         elements += layer.in_shapes[0][0] * kh * kw * _numel(layer.out_shape[1:])

@@ -35,6 +35,8 @@ __all__ = ["Model", "BackwardError", "Observer", "Plan", "SpecError", "plan"]
 # observe(key, layer, output): see Model.forward
 Observer = Callable[[str, Layer, Tensor], None]
 
+_PASS_THROUGH = ("flatten", "dropout")   # may return their input itself, or a view of it
+
 
 class BackwardError(RuntimeError):
     """A backward that does not answer the model's last training forward; names the layer."""
@@ -43,7 +45,8 @@ class BackwardError(RuntimeError):
 class Model:
     """Built by `Model.from_spec`; see the module docstring for the storage layout."""
 
-    def __init__(self, graph: Plan, *, seed: int, dtype: torch.dtype, device: str | torch.device):
+    def __init__(self, graph: Plan, *, seed: int, dtype: torch.dtype, device: str | torch.device,
+                 compile: bool = False):
         self.plan, self.spec, self.keys, self.layers = graph, graph.spec, graph.keys, graph.layers
         self.input_shape, self.output_shape = graph.input_shape, graph.output_shape
         self.dtype, self.device = dtype, torch.device(device)
@@ -51,8 +54,12 @@ class Model:
         self._sequential = all(ins == [i - 1] for i, ins in enumerate(graph.inputs))
         self._plan_backward(graph)
         self._allocate(graph, seed)
+        for layer in self.layers:
+            layer.compile = compile
         self._pending: torch.Size | None = None   # output shape of the forward a backward is owed
         self._answered = False                     # a backward has consumed the last training forward
+        self._observed = False                     # that forward had an observer: outputs may be held
+        self._reuse_allowed = False                # the layers' reuse_output flags are set as _reusable
 
     def _plan_backward(self, graph: Plan) -> None:
         """What a training backward (no input gradient) may skip."""
@@ -67,6 +74,14 @@ class Model:
                             and not layer.merge and not self._wants_grad(graph.inputs[i][0])]
         first = next((i for i, leads in enumerate(self._leads_to_params) if leads), len(graph.layers))
         self._reversed = {True: graph.layers[::-1], False: graph.layers[first:][::-1]}  # by need_input_grad
+        # _last_read_by[i]: the outputs (or the input, -1) that layer i is the last layer to read
+        last_reader = {j: i for i, ins in enumerate(graph.inputs) for j in ins}
+        self._last_read_by = [sorted({j for j in ins if last_reader[j] == i}) for i, ins in enumerate(graph.inputs)]
+        # _reusable[i]: no one reads layer i's output after its backward: it is not the model's output,
+        # and no reader passes it on as itself or a view (flatten, dropout), which could be the output
+        last = len(graph.layers) - 1
+        self._reusable = [i != last and all(graph.layers[j].kind not in _PASS_THROUGH for j in graph.consumers(i))
+                          for i in range(len(graph.layers))]
 
     def _allocate(self, graph: Plan, seed: int) -> None:
         """The flat parameter and gradient storage, each layer's views of it, buffers, initial values."""
@@ -101,8 +116,11 @@ class Model:
 
     @classmethod
     def from_spec(cls, spec: ModelSpec | Mapping[str, Any], input_shape: Shape, *, seed: int = 0,
-                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> "Model":
-        return cls(plan(spec, input_shape), seed=seed, dtype=dtype, device=device)
+                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                  compile: bool = False) -> "Model":
+        """compile: run the layers' formulas that fuse best (the norms') through torch.compile
+        (engine.layers.compiled): faster steps after a cold start of seconds per formula and shape."""
+        return cls(plan(spec, input_shape), seed=seed, dtype=dtype, device=device, compile=compile)
 
     # -- named tensors ------------------------------------------------------------------
     def parameters(self) -> dict[str, Tensor]:
@@ -152,7 +170,8 @@ class Model:
         observe: called as observe(key, layer, output) after each layer, e.g. for statistics of the
         outputs (`engine.health.OutputStats`); nothing is called or kept when it is None. No layer
         writes into another's output; an observer that keeps outputs keeps every activation of the
-        pass alive, so reduce them during the call.
+        pass alive, so reduce them during the call. (The backward of an unobserved forward writes
+        gradients into outputs nothing reads any more: `Layer.reuse_output`.)
         """
         if x.shape[1:] != self.input_shape:
             raise ValueError(f"input has shape {format_shape(x.shape, batch=False)}, the model expects "
@@ -161,7 +180,7 @@ class Model:
             return self._forward_keeping_nothing(x, training, observe)
         self._pending, self._answered = None, False   # a pass that fails midway leaves nothing to answer
         y = self._run(x, training, observe)
-        self._pending = y.shape
+        self._pending, self._observed = y.shape, observe is not None
         return y
 
     def _forward_keeping_nothing(self, x: Tensor, training: bool, observe: Observer | None) -> Tensor:
@@ -185,6 +204,8 @@ class Model:
                        else layer.forward(outs[ins[0]], training))
             if observe is not None:
                 observe(key, layer, outs[i])
+            for j in self._last_read_by[i]:   # no later layer reads them: only caches hold them now
+                del outs[j]
         return outs[len(self.layers) - 1]
 
     def _wants_grad(self, j: int) -> bool:
@@ -219,6 +240,7 @@ class Model:
         self._answer(dout)
         for layer in self._input_edge:
             layer.need_dx = need_input_grad
+        self._allow_reuse(not self._observed)
         if self._sequential:
             for layer in self._reversed[need_input_grad]:
                 dout = layer.backward(dout)
@@ -234,6 +256,13 @@ class Model:
                 if need_input_grad or self._wants_grad(j):
                     douts[j] = dx if j not in douts else douts[j] + dx  # branches add up
         return douts[INPUT_INDEX] if need_input_grad else None
+
+    def _allow_reuse(self, allowed: bool) -> None:
+        """Set every layer's reuse_output to _reusable (allowed) or False; only when it changes."""
+        if allowed != self._reuse_allowed:
+            for layer, reusable in zip(self.layers, self._reusable):
+                layer.reuse_output = reusable and allowed
+            self._reuse_allowed = allowed
 
     @torch.no_grad()
     def predict(self, x: Tensor, batch_size: int = 4096) -> Tensor:

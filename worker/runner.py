@@ -158,7 +158,7 @@ def _train(settings: Settings, claimed: Claim, device: torch.device, heartbeat: 
         raise JobFailed("invalid_job", f"the stored job request no longer validates: {exc}") from None
     dataset, X, y = _load_dataset(settings, job)
     try:
-        model = build_model(request, dataset.input_shape, device)
+        model = build_model(request, dataset.input_shape, device, compile=settings.engine_compile)
         loss = losses.make(request.loss)
         optimizer = optim.make(request.optimizer, model.parameters())
     except (ValueError, KeyError) as exc:

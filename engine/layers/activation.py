@@ -1,8 +1,8 @@
 """Elementwise activations and softmax; each backward is its derivative written out.
 
 What each caches for backward (the least that gives the derivative):
-  leaky_relu  bool mask x > 0           sigmoid  y    (y' = y (1 - y))
-  tanh        y    (y' = 1 - y^2)       gelu     x    (the derivative needs x itself)
+  leaky_relu  y    (sign(y) = sign(x))   sigmoid  y    (y' = y (1 - y))
+  tanh        y    (y' = 1 - y^2)       gelu     x and y  (Phi(x) = y / x)
   softmax     y    (dx = y * (dy - sum(dy * y)))
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import Tensor
 from ..shapes import format_shape
 from .base import Layer, Shape, ShapeError
 
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_NEG_HALF_LOG2E = -0.5 / math.log(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_C = 0.044715
@@ -27,13 +27,22 @@ class LeakyReLU(Layer):
     kind = "leaky_relu"
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        positive = x > 0                                       # (N, ...) bool
-        self.cache = positive
-        return torch.where(positive, x, x * self.spec.negative_slope)
+        y = F.leaky_relu(x, self.spec.negative_slope)
+        self.cache = y                                         # (N, ...): sign(y) = sign(x), as slope >= 0
+        return y
 
     def backward(self, dy: Tensor) -> Tensor:
-        positive, self.cache = self.cache, None
-        return torch.where(positive, dy, dy * self.spec.negative_slope)
+        y, self.cache = self.cache, None
+        # the derivative from sign(y) in {-1, 0, 1}, clamped to [slope, 1]: {slope, slope, 1} (slope < 1);
+        # float ops only (a bool mask, as in torch.where(y > 0, dy, slope * dy), runs without the CPU's
+        # vector loop: the benchmark's --tricks section times both)
+        return leaky_relu_derivative(y, self.spec.negative_slope, self.grad_buffer(y)).mul_(dy)
+
+
+def leaky_relu_derivative(y: Tensor, slope: float, out: Tensor) -> Tensor:
+    """d leaky_relu / dx at each element, from the output y (for 0 <= slope < 1), into `out` (may be y):
+    1 where y > 0, else slope."""
+    return torch.sign(y, out=out).clamp_(slope, 1.0)
 
 
 class Sigmoid(Layer):
@@ -46,7 +55,7 @@ class Sigmoid(Layer):
 
     def backward(self, dy: Tensor) -> Tensor:
         y, self.cache = self.cache, None
-        return dy * y * (1 - y)                                # sigma' = sigma (1 - sigma)
+        return torch.addcmul(y, y, y, value=-1, out=self.grad_buffer(y)).mul_(dy)   # sigma' = y - y^2
 
 
 class Tanh(Layer):
@@ -59,31 +68,42 @@ class Tanh(Layer):
 
     def backward(self, dy: Tensor) -> Tensor:
         y, self.cache = self.cache, None
-        return dy * (1 - y * y)                                # tanh' = 1 - tanh^2
+        one = y.new_ones(())
+        return torch.addcmul(one, y, y, value=-1, out=self.grad_buffer(y)).mul_(dy)   # tanh' = 1 - tanh^2
 
 
 class GELU(Layer):
-    """approximate="none": x * Phi(x) (erf);  "tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    """approximate="none": x * Phi(x) (erf);  "tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+
+    Both are x times a smooth step, and the step is what the derivative needs: the forward's
+    output over x (`gelu_step`), so backward reads it instead of evaluating erf or tanh again.
+    """
     kind = "gelu"
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        self.cache = x
-        return F.gelu(x, approximate=self.spec.approximate)
+        y = F.gelu(x, approximate=self.spec.approximate)
+        self.cache = x, y                # y is the next layer's input, usually kept by it too
+        return y
 
     def backward(self, dy: Tensor) -> Tensor:
-        x, self.cache = self.cache, None
+        (x, y), self.cache = self.cache, None
+        step = gelu_step(x, y, self.grad_buffer(y))
         if self.spec.approximate == "none":
-            # d/dx x Phi(x) = Phi(x) + x phi(x),  Phi = (1 + erf(x / sqrt 2)) / 2,  phi = e^(-x^2/2) / sqrt(2 pi)
-            cdf = 0.5 * (1 + torch.erf(x * _INV_SQRT_2))
-            pdf = torch.exp(-0.5 * x * x) * _INV_SQRT_2PI
-            grad = cdf + x * pdf
-        else:
-            # u = sqrt(2/pi) (x + c x^3), t = tanh(u):  d/dx = (1 + t)/2 + x/2 (1 - t^2) u'(x)
-            x2 = x * x
-            t = torch.tanh(_SQRT_2_OVER_PI * x * (1 + _GELU_C * x2))
-            du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x2)
-            grad = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
-        return dy * grad
+            # d/dx x Phi(x) = Phi(x) + x phi(x),  phi(x) = e^(-x^2/2) / sqrt(2 pi) = 2^(-x^2 log2(e) / 2) / sqrt(2 pi)
+            # (exp2: this CPU's exp kernel is several times slower)
+            pdf = torch.mul(x, x).mul_(_NEG_HALF_LOG2E).exp2_()                     # sqrt(2 pi) phi(x)
+            return step.addcmul_(x, pdf, value=_INV_SQRT_2PI).mul_(dy)
+        # the step is s = (1 + tanh(u)) / 2, u = sqrt(2/pi) (x + c x^3), so
+        # d/dx x s = s + x s' = s + x * 2 s (1 - s) u',   2 u' = 2 sqrt(2/pi) (1 + 3 c x^2)
+        slope = torch.mul(x, x).mul_(6 * _SQRT_2_OVER_PI * _GELU_C).add_(2 * _SQRT_2_OVER_PI).mul_(x)   # 2 x u'
+        slope.addcmul_(slope, step, value=-1).add_(1)                                # 1 + 2 x u' (1 - s)
+        return step.mul_(slope).mul_(dy)
+
+
+def gelu_step(x: Tensor, y: Tensor, out: Tensor) -> Tensor:
+    """GELU's step y / x into `out` (may be y): Phi(x) (erf form) or (1 + tanh(u)) / 2 (tanh form);
+    1/2 where x = 0 (0 / 0)."""
+    return torch.div(y, x, out=out).nan_to_num_(nan=0.5)
 
 
 class Softmax(Layer):
@@ -109,6 +129,7 @@ class Softmax(Layer):
         return y
 
     def backward(self, dy: Tensor) -> Tensor:
-        # Jacobian diag(y) - y y^T along dim:  dx = y * (dy - <dy, y>)
+        # Jacobian diag(y) - y y^T along dim:  dx = y * (dy - <dy, y>) = y dy - y <dy, y>
         y, self.cache = self.cache, None
-        return y * (dy - (dy * y).sum(self._dim(self.in_shapes[0]), keepdim=True))
+        y_dy = torch.mul(y, dy)
+        return y_dy.addcmul_(y, y_dy.sum(self._dim(self.in_shapes[0]), keepdim=True), value=-1)

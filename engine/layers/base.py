@@ -23,12 +23,19 @@ a layer keeps no output for anyone but its own backward.
 (the layer reads the model input and training needs no input gradient). A layer with
 parameters may then skip that work and return None; the others may ignore the flag.
 
+`reuse_output` is set by the Model before backward: True when nothing reads the layer's
+forward output once its backward runs (every reader's backward has run, the output is not
+the model's output nor seen through a view or an identity layer, and the forward was not
+observed). An activation that keeps its output may then write dx into it instead of into a
+fresh tensor: on the CPU a fresh activation-sized tensor costs page faults, often more than
+the arithmetic.
+
 Merge layers (add, concat) take and return lists instead (see `Merge`).
 Parameter and buffer names and shapes are exactly torch.nn's, in torch.nn's order.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor
@@ -44,6 +51,8 @@ class Layer:
     kind: ClassVar[str]
     merge: ClassVar[bool] = False
     need_dx: bool = True   # see the module docstring
+    reuse_output: bool = False   # see the module docstring
+    compile: bool = False  # run `formula`s through torch.compile (Model.from_spec(compile=True))
     cache: Any = None      # what backward needs from the last forward (a tensor, a tuple or None)
 
     def __init__(self, spec, in_shapes: list[Shape]):
@@ -83,6 +92,18 @@ class Layer:
 
     def backward(self, dy: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def formula(self, fn: Callable) -> Callable:
+        """fn, a formula of tensors, or the same through torch.compile when the model compiles
+        (engine.layers.compiled)."""
+        if not self.compile:
+            return fn
+        from .compiled import compiled          # torch.compile's machinery: imported only when used
+        return compiled(fn)
+
+    def grad_buffer(self, y: Tensor) -> Tensor:
+        """Where backward may write a dx shaped like its kept output y: y itself when `reuse_output`."""
+        return y if self.reuse_output else torch.empty_like(y)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.in_shapes} -> {self.out_shape})"

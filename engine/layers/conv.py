@@ -1,18 +1,19 @@
 """Conv2d: y[n, o] = b[o] + sum_c W[o, c] (cross-correlated with) x[n, c].
 
-The forward is F.conv2d. Its local derivatives are convolutions too, and run on torch's
-convolution-backward kernels through torch.nn.grad's named functions:
-    dx = conv2d_input  (dy convolved with W, transposed: the forward's adjoint in x)
-    dW = conv2d_weight (dy cross-correlated with x)
+The forward is F.conv2d. Its local derivatives are convolutions too:
+    dx = dy convolved with W, transposed (the forward's adjoint in x): F.conv_transpose2d, the
+         transposed convolution's own kernel (`conv2d_input`)
+    dW = dy cross-correlated with x: torch's convolution-backward kernel, through
+         torch.nn.grad.conv2d_weight
     db = sum of dy over N, H', W'
-Each function computes only its own gradient, so a conv reading the model input skips dx.
+Each is computed only when needed, so a conv reading the model input skips dx.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.grad import conv2d_input, conv2d_weight
+from torch.nn.grad import conv2d_weight
 
 from ..init import init_bias, init_weight
 from ..shapes import format_shape
@@ -23,6 +24,23 @@ from .base import Layer, Shape, ShapeError
 def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output length of a convolution / pooling window along one axis (floor mode)."""
     return (size + 2 * padding - kernel) // stride + 1
+
+
+def leftover(size: int, out: int, kernel: int, stride: int, padding: int) -> int:
+    """Input rows (columns) past the last window, which floor mode drops: the transposed
+    convolution's output_padding, so its output has the input's size again."""
+    return size + 2 * padding - kernel - (out - 1) * stride
+
+
+def conv2d_input(dy: Tensor, weight: Tensor, in_hw: tuple[int, int], stride: tuple[int, int],
+                 padding: tuple[int, int], groups: int = 1) -> Tensor:
+    """dL/dx of y = conv2d(x, W) from dy (N, O, H', W'): the transposed convolution of dy with W,
+    (N, C, H, W). The same numbers as torch.nn.grad.conv2d_input, which runs torch's convolution-
+    backward kernel on an input-sized stand-in it first copies out: the benchmark's --tricks times both."""
+    kh, kw = weight.shape[2:]
+    extra = (leftover(in_hw[0], dy.shape[2], kh, stride[0], padding[0]),
+             leftover(in_hw[1], dy.shape[3], kw, stride[1], padding[1]))
+    return F.conv_transpose2d(dy, weight, stride=stride, padding=padding, output_padding=extra, groups=groups)
 
 
 class Conv2d(Layer):
@@ -73,4 +91,4 @@ class Conv2d(Layer):
             torch.sum(dy, (0, 2, 3), out=self.grads["bias"])       # (O,)
         if not self.need_dx:                                       # reads the model input: skip dx
             return None
-        return conv2d_input(x.shape, weight, dy, **geometry)       # (N, C, H, W)
+        return conv2d_input(dy, weight, x.shape[2:], **geometry)   # (N, C, H, W)

@@ -27,4 +27,4 @@ class Dropout(Layer):
 
     def backward(self, dy: Tensor) -> Tensor:
         mask, self.cache = self.cache, None
-        return dy if mask is None else dy * mask
+        return dy if mask is None else mask.mul_(dy)     # the mask is this layer's own: dx goes into it

@@ -13,7 +13,7 @@ from torch import Tensor
 from ..shapes import format_shape
 from ..spec import pair
 from .base import Layer, Shape, ShapeError
-from .conv import conv_out
+from .conv import conv2d_input, conv_out
 
 Pair = tuple[int, int]
 
@@ -90,11 +90,5 @@ class AvgPool2d(_Pool2d):
         # transposed convolution
         (kh, kw), stride, padding = self.geometry()
         c, h, w = self.in_shapes[0]
-        _, h_out, w_out = self.out_shape
         weight = dy.new_full((c, 1, kh, kw), 1 / (kh * kw))   # (C, 1, kh, kw): one kernel per channel
-        # the rows / columns floor mode dropped at the far edge get no gradient: output_padding
-        # restores them so dx has the input's size
-        extra = (h + 2 * padding[0] - kh - (h_out - 1) * stride[0],
-                 w + 2 * padding[1] - kw - (w_out - 1) * stride[1])
-        return F.conv_transpose2d(dy, weight, stride=stride, padding=padding, output_padding=extra,
-                                  groups=c)                   # (N, C, H, W)
+        return conv2d_input(dy, weight, (h, w), stride, padding, groups=c)   # (N, C, H, W)

@@ -1,9 +1,10 @@
 """Optimizers with torch.optim's exact update rules, written on raw tensors.
 
 Each update below is the single-tensor (foreach=False, fused=False) variant of
-torch/optim/{sgd,rmsprop,adam}.py, op for op (Adam's div_-then-add_ denominator is one
-addcdiv with the same roundings), so a run matches torch.optim to the last bits. No
-autograd, no torch.optim.
+torch/optim/{sgd,rmsprop,adam}.py, op for op (an out-of-place op may run in place on a
+temporary of the step: the same roundings), so a run matches torch.optim to the last bits.
+No autograd, no torch.optim. Between steps an optimizer keeps its state (Adam: m and v) and
+nothing else the size of the parameters.
 
 Storage: every state buffer (`exp_avg`, `momentum_buffer`, ...) is ONE flat tensor
 of all parameters' elements, with a per-parameter view of it. When the parameters

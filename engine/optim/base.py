@@ -61,12 +61,6 @@ class Optimizer:
         self.state: dict[str, Tensor] = {b: self._zeros() for b in self.buffer_names()}
         self._state_views = [{b: self._view(t, i) for b, t in self.state.items()}
                              for i in range(len(self.params))]
-        # flat temporaries (`_new_scratch`) and per parameter views of them, made here with the
-        # state: tensors made inside a step run under torch.inference_mode (TrainStep) could not
-        # be written by a later step outside it
-        self._scratch: list[Tensor] = self._new_scratch()
-        self._scratch_views = [[self._view(t, i) for t in self._scratch] for i in range(len(self.params))]
-        self._gather: Tensor | None = None           # flat copy of non-flat grads
 
     # -- layout helpers -----------------------------------------------------------------
     def _zeros(self) -> Tensor:
@@ -81,12 +75,15 @@ class Optimizer:
         raise NotImplementedError
 
     # -- the update ---------------------------------------------------------------------
-    def _update(self, p: Tensor, g: Tensor, state: dict[str, Tensor], tmp_g: Tensor, tmp_d: Tensor) -> None:
-        """One torch update on p (in place) with gradient g (read only).
+    def _update(self, p: Tensor, g: Tensor, state: dict[str, Tensor], scratch: Tensor | None) -> None:
+        """One torch update on p (in place) with gradient g.
 
-        p, g, every state[...] and the scratch tensors tmp_g / tmp_d (and any further ones a
-        subclass's `_new_scratch` adds) have the same shape: either the whole flat (numel,)
-        buffer or one parameter's view.
+        p, g and every state[...] have the same shape: either the whole flat (numel,) buffer or
+        one parameter's view. scratch is g itself when the caller has no further use for the
+        gradient (`step(..., reuse_grads=True)`): the update may write its temporaries there once
+        it has read g for the last time; None: it makes them (`out=None`) and frees them with the
+        step, as torch.optim's single-tensor step does. Either way the optimizer keeps no
+        parameter-sized tensor between steps but its state.
         """
         raise NotImplementedError
 
@@ -95,13 +92,14 @@ class Optimizer:
         """True when `step` updates every parameter at once, on the flat memory they tile."""
         return self._flat_params is not None
 
-    def _flat_grads(self, grads: Mapping[str, Tensor] | Tensor) -> Tensor | list[Tensor]:
-        """The grads as one flat tensor when possible, else a list in parameter order."""
+    def _flat_grads(self, grads: Mapping[str, Tensor] | Tensor) -> tuple[Tensor | list[Tensor], bool]:
+        """(the grads as one flat tensor when possible, else a list in parameter order; True when that
+        flat tensor is a copy made here, which the update may overwrite)."""
         if isinstance(grads, Tensor):
             if grads.dim() != 1 or grads.numel() != self.numel or not grads.is_contiguous():
                 raise ValueError(f"a flat gradient must be a contiguous 1-D tensor of {self.numel} elements "
                                  f"(the parameter count), got shape {format_shape(grads.shape, batch=False)}")
-            return grads
+            return grads, False
         if len(grads) != len(self.names):
             self._check_keys(grads)
         try:
@@ -116,13 +114,10 @@ class Optimizer:
                                  f"on {p.device}")
         flat = flat_base(objs)
         if flat is not None:
-            return flat
-        if self._flat_params is not None:  # gather once, then update flat
-            if self._gather is None:
-                with torch.inference_mode(False):   # a normal tensor, writable in any mode
-                    self._gather = self._zeros()
-            return torch.cat([g.reshape(-1) for g in objs], out=self._gather)
-        return objs
+            return flat, False
+        if self._flat_params is not None:  # gather into one temporary of this step, then update flat
+            return torch.cat([g.reshape(-1) for g in objs]), True
+        return objs, False
 
     def _check_keys(self, grads: Mapping[str, Tensor]) -> None:
         missing = [k for k in self.names if k not in grads]
@@ -131,24 +126,23 @@ class Optimizer:
             raise KeyError(f"gradients do not match the parameters: missing {missing}, "
                            f"unexpected {unexpected}")
 
-    def step(self, grads: Mapping[str, Tensor] | Tensor) -> None:
+    def step(self, grads: Mapping[str, Tensor] | Tensor, *, reuse_grads: bool = False) -> None:
         """Update every parameter in place with `grads` ({name: tensor} or one flat tensor).
 
-        Uses `self.lr` as it is now; `grads` is not modified.
+        Uses `self.lr` as it is now. `grads` is not modified unless reuse_grads: then the caller
+        has no further use for them (a training step whose next backward overwrites them) and the
+        update writes its temporaries into them instead of allocating parameter-sized tensors.
         """
-        g = self._flat_grads(grads)
+        g, gathered = self._flat_grads(grads)
         self.steps += 1
+        spent = reuse_grads or gathered
         if isinstance(g, Tensor) and self._flat_params is not None:
-            self._update(self._flat_params, g, self.state, *self._scratch)
+            self._update(self._flat_params, g, self.state, g if spent else None)
             return
         if isinstance(g, Tensor):  # flat grads, separate params
             g = [self._view(g, i) for i in range(len(self.params))]
         for i, p in enumerate(self.params):
-            self._update(p, g[i], self._state_views[i], *self._scratch_views[i])
-
-    def _new_scratch(self) -> list[Tensor]:
-        """The flat tensors passed to `_update` after (p, g, state): tmp_g and tmp_d."""
-        return [self._zeros(), self._zeros()]
+            self._update(p, g[i], self._state_views[i], g[i] if spent else None)
 
     # -- checkpointing ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:

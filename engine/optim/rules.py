@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from torch import Tensor
 
 from .base import Optimizer
 
@@ -16,17 +15,17 @@ class SGD(Optimizer):
     def buffer_names(self) -> list[str]:
         return ["momentum_buffer"] if self.spec.momentum != 0 else []
 
-    def _update(self, p, g, state, tmp_g, tmp_d):
+    def _update(self, p, g, state, scratch):
         wd, mom, damp = self.spec.weight_decay, self.spec.momentum, self.spec.dampening
         if wd != 0:
-            g = torch.add(g, p, alpha=wd, out=tmp_g)
+            g = torch.add(g, p, alpha=wd, out=scratch)
         if mom != 0:
             buf = state["momentum_buffer"]
             if self.steps == 1:  # torch: buf = grad.clone() on the first step
                 buf.copy_(g)
             else:
                 buf.mul_(mom).add_(g, alpha=1 - damp)
-            g = torch.add(g, buf, alpha=mom, out=tmp_g) if self.spec.nesterov else buf
+            g = torch.add(g, buf, alpha=mom, out=scratch) if self.spec.nesterov else buf
         p.add_(g, alpha=-self.lr)
 
 
@@ -37,19 +36,19 @@ class RMSprop(Optimizer):
         return (["square_avg"] + (["momentum_buffer"] if self.spec.momentum > 0 else [])
                 + (["grad_avg"] if self.spec.centered else []))
 
-    def _update(self, p, g, state, tmp_g, tmp_d):
+    def _update(self, p, g, state, scratch):
         spec = self.spec
         alpha = spec.alpha
         if spec.weight_decay != 0:
-            g = torch.add(g, p, alpha=spec.weight_decay, out=tmp_g)
+            g = torch.add(g, p, alpha=spec.weight_decay, out=scratch)
         square_avg = state["square_avg"]
         square_avg.mul_(alpha).addcmul_(g, g, value=1 - alpha)
         if spec.centered:
             grad_avg = state["grad_avg"]
             grad_avg.lerp_(g, 1 - alpha)
-            avg = torch.addcmul(square_avg, grad_avg, grad_avg, value=-1, out=tmp_d).sqrt_()
+            avg = torch.addcmul(square_avg, grad_avg, grad_avg, value=-1).sqrt_()
         else:
-            avg = torch.sqrt(square_avg, out=tmp_d)
+            avg = torch.sqrt(square_avg)          # a temporary even with scratch: g is read after it
         avg.add_(spec.eps)
         if spec.momentum > 0:
             buf = state["momentum_buffer"]
@@ -66,16 +65,7 @@ class Adam(Optimizer):
     def buffer_names(self) -> list[str]:
         return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if self.spec.amsgrad else [])
 
-    def _new_scratch(self) -> list[Tensor]:
-        # + eps_full, every element eps: the denominator eps + sqrt(v) / bc2_sqrt is then ONE
-        # addcdiv kernel, bit-identical to torch's div_ then add_ (x * 1 is exact) and one pass
-        # over the buffer fewer; bc2_sqrt rides in a 0-dim tensor (one broadcast operand keeps
-        # the kernel vectorized, two would not).
-        self._bc2_sqrt = torch.zeros((), dtype=self.dtype)
-        return super()._new_scratch() + [torch.full((self.numel,), self.spec.eps, dtype=self.dtype,
-                                                    device=self.device)]
-
-    def _update(self, p, g, state, tmp_g, tmp_d, eps_full):
+    def _update(self, p, g, state, scratch):
         spec = self.spec
         beta1, beta2 = spec.betas
         lr, wd = self.lr, spec.weight_decay
@@ -83,7 +73,7 @@ class Adam(Optimizer):
             if self.decoupled:
                 p.mul_(1 - lr * wd)
             else:
-                g = torch.add(g, p, alpha=wd, out=tmp_g)
+                g = torch.add(g, p, alpha=wd, out=scratch)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         exp_avg.lerp_(g, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
@@ -96,9 +86,9 @@ class Adam(Optimizer):
             max_sq = state["max_exp_avg_sq"]
             torch.maximum(max_sq, exp_avg_sq, out=max_sq)
             exp_avg_sq = max_sq
-        self._bc2_sqrt.fill_(bias_correction2_sqrt)
-        # torch: denom = (sqrt(v) / bias_correction2_sqrt).add_(eps), here in one kernel
-        denom = torch.addcdiv(eps_full, torch.sqrt(exp_avg_sq, out=tmp_d), self._bc2_sqrt, out=tmp_d)
+        # torch: denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps); in place on one
+        # temporary (or on the spent gradient: g is not read after this) the roundings are the same
+        denom = torch.sqrt(exp_avg_sq, out=scratch).div_(bias_correction2_sqrt).add_(spec.eps)
         p.addcdiv_(exp_avg, denom, value=-step_size)
 
 

@@ -212,10 +212,10 @@ class _EpochLoop:
                 raise located from None
             run.step += 1
             meter.add(self.train_step.output, yb, self.train_step.value)
+            self.train_step.output = None            # counted: no activation is kept between steps
             if report:
                 self.callbacks.on_step(Progress(epoch, self.config.epochs, run.step, self.total_steps,
                                                 run.step / max(self.total_steps, 1)))
-        self.train_step.output = None
         return meter.result("train"), layers
 
     def measured_step(self, xb: Tensor, yb: Tensor) -> dict[str, Any]:

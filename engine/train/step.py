@@ -17,7 +17,9 @@ class TrainStep:
 
     The caller sets `optimizer.lr` before each call. After a call, `output` is the batch's
     model output and `value` the loss as a float. Split in two (`forward_backward`, then
-    `apply`) so `fit` can look at the gradients between them once per epoch.
+    `apply`) so `fit` can look at the gradients between them once per epoch: `apply` spends
+    them (the optimizer's temporaries go into the gradient buffer), so after it
+    `model.grads()` holds no gradient until the next backward.
 
     inference_mode: each public entry runs under torch.inference_mode (True) or
     torch.no_grad (False); the numbers are the same. The engine needs no autograd, and
@@ -66,4 +68,6 @@ class TrainStep:
     def _apply(self) -> None:
         if self.grad_clip_norm is not None:
             clip_grad_norm_(self.flat_grads, self.grad_clip_norm)
-        self.optimizer.step(self.flat_grads)
+        # the gradients are spent once applied (the next backward overwrites them): the optimizer
+        # writes its temporaries there instead of allocating parameter-sized ones every step
+        self.optimizer.step(self.flat_grads, reuse_grads=True)

@@ -54,6 +54,15 @@ def test_quick_run_prints_the_table_and_saves_json(tmp_path, capsys):
     (r,) = saved["results"]
     assert r["model"] == "tiny MLP" and r["engine_steps_s"] > 0 and r["torch_steps_s"] > 0
     assert r["ratio"] == pytest.approx(r["engine_rounds"][0] / r["torch_rounds"][0])   # one round
+    assert "step peak" in text and "forward + backward" in text and "batch-size sweep" in text
+    memory = saved["memory"]["tiny MLP"]
+    assert 0 < memory["engine"]["persistent"] <= memory["torch"]["persistent"] <= memory["torch"]["peak"]
+    assert [row["layer"] for row in saved["layers"]] == ["linear", "conv2d", "batchnorm2d"]
+    assert all(row["us"]["engine"] > 0 and row["us"]["torch"] > 0 for row in saved["layers"])
+    assert [row["batch"] for row in saved["sweep"]] == [1, 4]
+    from bench.compare_runs import compare                  # before / after tables from two such files
+    table = compare([saved, saved])
+    assert f"{r['ratio']:.2f}x" in next(line for line in table.splitlines() if line.startswith("tiny MLP"))
 
 
 def test_tricks_section_times_every_trick_both_ways(tmp_path, capsys):
@@ -64,7 +73,9 @@ def test_tricks_section_times_every_trick_both_ways(tmp_path, capsys):
     assert json.loads((tmp_path / "t.json").read_text()) == json.loads(json.dumps(rows))
     tricks = {r["trick"] for r in rows}
     assert tricks == {"log-softmax switch", "channels-last max pool (forward)", "TrainStep under inference_mode",
-                      "relu backward formula"}
+                      "relu backward formula", "norm statistics (forward)", "leaky_relu backward formula",
+                      "GELU backward formula", "conv dx", "dx into the spent output (reuse_output)",
+                      "Adam temporaries (reuse_grads)"}
     for r in rows:
         assert r["engine_us"] > 0 and r["other_us"] > 0 and r["engine_runs"] != r["other"]
         assert r["trick"] in text

@@ -8,7 +8,8 @@ Each shortcut sits beside its plain form as a named function or flag; the benchm
 - Cross-entropy's log-softmax: log_softmax_kernel (torch's fused kernel) and log_softmax (the
   formula, for more than 64 rows of fewer than 16 classes on the CPU) agree to rounding, and
   both match torch.
-- Adam's one-kernel denominator stays bit-identical to torch.optim's single-tensor update.
+- Adam's denominator, divided in place on the step's one temporary, stays bit-identical to
+  torch.optim's single-tensor update.
 - TrainStep under torch.inference_mode or torch.no_grad: the same steps, and every buffer
   that outlives a step stays writable outside inference mode.
 - Max pooling over 8+ channels goes through max_pool_channels_last: values, winners (ties
@@ -21,7 +22,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.nn.grad import conv2d_input as conv_input
 
 from engine import Model, losses, optim
 
@@ -77,8 +77,12 @@ def test_training_backward_skips_input_grad_with_identical_grads(name):
 
 def test_a_conv_reading_the_input_never_computes_dx_in_training(monkeypatch):
     import engine.layers.conv as conv
-    calls = []
-    monkeypatch.setattr(conv, "conv2d_input", lambda *a, **kw: calls.append(a[0]) or conv_input(*a, **kw))
+    calls, plain = [], conv.conv2d_input
+
+    def recorded(dy, weight, in_hw, *args, **kw):          # records the shape of the dx it makes
+        calls.append(torch.Size([dy.shape[0], weight.shape[1], *in_hw]))
+        return plain(dy, weight, in_hw, *args, **kw)
+    monkeypatch.setattr(conv, "conv2d_input", recorded)
     spec, shape = NETS["cnn"]
     model = Model.from_spec(spec, shape, dtype=DT)
     x = torch.randn(2, *shape, dtype=DT)

@@ -1,7 +1,13 @@
 """engine.memory: the bytes a training step and an inference need, counted from the Plan by hand."""
 from __future__ import annotations
 
-from engine import plan
+import pytest
+import torch
+
+from bench.cases import CASES
+from bench.memory_use import measure
+from bench.sides import batches, cycle, engine_step_fn
+from engine import Model, plan
 from engine.memory import estimate
 from engine.spec import SGD, Adam
 
@@ -10,7 +16,8 @@ def test_a_small_mlp_counted_by_hand():
     p = plan({"layers": [{"type": "linear", "out_features": 8}, {"type": "relu"},
                          {"type": "linear", "out_features": 3}]}, (4,))
     e = estimate(p, 4, Adam(type="adam"))
-    # per sample, float32: the input batch 4x4; kept: linear 8x4 (the relu runs in place on it), linear 3x4;
+    # per sample, float32: the input batch 4x4; kept: linear 8x4 (the relu's output, which the next linear
+    # keeps too: the first linear's own is freed once the relu has read it), linear 3x4;
     # backward's widest moment: the relu's dy and dx, (8 + 8) x 4; the loss: 3 x 3 x 4
     assert e.activation_bytes == 16 + (32 + 12) + 64 + 36
     assert e.inference_bytes == 16 + (32 + 12) + 32
@@ -37,3 +44,18 @@ def test_a_conv_counts_its_unfolded_input_in_the_backward():
     e = estimate(p, 4)
     unfolded = 3 * 3 * 3 * 8 * 8
     assert e.activation_bytes == (3 * 64) * 4 + (2 * 64) * 4 + (2 * 64 + 3 * 64 + unfolded) * 4 + 3 * 2 * 64 * 4
+
+
+@pytest.mark.parametrize("name", ["small CNN", "BN CNN", "LN MLP", "ResNet DAG", "wide MLP"])
+def test_the_estimate_bounds_what_a_training_step_allocates(name):
+    # a step of the benchmark's networks (batchnorm, layernorm + GELU, leaky relu, a residual DAG), its
+    # allocations counted by torch's profiler: at most the estimate, and not far below it
+    case = next(c for c in CASES if c.name == name)
+    dev, batch = torch.device("cpu"), 8
+    data = batches(case, dev, torch.float32, batch, 2, 0)
+    step = measure(lambda: cycle(engine_step_fn(Model.from_spec({"layers": case.layers}, case.input_shape)), data),
+                   False, dev)
+    held = step.peak - step.persistent                     # activations and temporaries, at their most
+    e = estimate(plan({"layers": case.layers}, case.input_shape), 4, Adam(type="adam"))
+    assert step.persistent <= e.parameter_bytes
+    assert held <= batch * e.activation_bytes <= 3 * held
