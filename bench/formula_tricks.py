@@ -7,6 +7,8 @@ both give the same numbers.
 - leaky_relu's derivative clamp(sign(y), slope, 1) * dy against torch.where(y > 0, dy, slope * dy).
 - GELU's backward from its step y / x and exp2, against erf and exp evaluated again.
 - conv's dx through the transposed convolution's kernel, against torch.nn.grad.conv2d_input.
+- average pooling over windows that tile the input: dx copied over each window against the
+  transposed convolution, and the 2x2 forward as four strided views against F.avg_pool2d.
 - an activation's dx written into its own spent output (Layer.reuse_output) against a fresh tensor.
 - the optimizer's temporaries in the spent gradients (reuse_grads) against fresh ones each step.
 """
@@ -24,6 +26,7 @@ from engine import Model, optim
 from engine.layers.activation import leaky_relu_derivative
 from engine.layers.conv import conv2d_input
 from engine.layers.norm import batchnorm_train_forward, layernorm_forward
+from engine.layers.pool import avg_pool_2x2, avg_pool_input, avg_pool_input_tiled
 
 _IMAGE, _ROWS = (64, 32, 32, 32), (256, 512)
 
@@ -98,6 +101,23 @@ def conv_input_rows(rounds, round_s) -> list[dict[str, Any]]:
     return out
 
 
+def avg_pool_rows(rounds, round_s) -> list[dict[str, Any]]:
+    out = []
+    for shape, k in ((_IMAGE, 2), ((64, 64, 8, 8), 2), ((64, 16, 16, 16), 8)):
+        x = torch.randn(shape)
+        dy = F.avg_pool2d(x, k)
+        us = best_us({"tiled copy": lambda: avg_pool_input_tiled(dy, (k, k), shape[2:]),
+                      "conv_transpose2d": lambda: avg_pool_input(dy, (k, k), (k, k), (0, 0), shape[2:])},
+                     rounds, round_s)
+        out.append(row("avg pool dx", f"x {shape} k{k}", "tiled copy", "conv_transpose2d", us))
+    for shape in (_IMAGE, (64, 64, 8, 8)):
+        x = torch.randn(shape)
+        us = best_us({"strided views": lambda: avg_pool_2x2(x), "F.avg_pool2d": lambda: F.avg_pool2d(x, 2)},
+                     rounds, round_s)
+        out.append(row("avg pool 2x2 (forward)", f"x {shape}", "strided views", "F.avg_pool2d", us))
+    return out
+
+
 def reuse_output_rows(rounds, round_s) -> list[dict[str, Any]]:
     y, spent, dy = F.leaky_relu(torch.randn(_IMAGE), 0.01), torch.randn(_IMAGE), torch.randn(_IMAGE)
     us = best_us({"into y": lambda: leaky_relu_derivative(spent, 0.01, spent).mul_(dy),
@@ -119,5 +139,5 @@ def reuse_grads_rows(rounds, round_s) -> list[dict[str, Any]]:
 
 def rows(rounds, round_s) -> list[dict[str, Any]]:
     return (norm_statistics_rows(rounds, round_s) + leaky_relu_rows(rounds, round_s) + gelu_rows(rounds, round_s)
-            + conv_input_rows(rounds, round_s) + reuse_output_rows(rounds, round_s)
+            + conv_input_rows(rounds, round_s) + avg_pool_rows(rounds, round_s) + reuse_output_rows(rounds, round_s)
             + reuse_grads_rows(rounds, round_s))

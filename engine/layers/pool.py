@@ -3,6 +3,12 @@
 Max pooling routes each output's gradient to the input element that won its window (the
 forward records the winners' positions); average pooling spreads it evenly over the
 window, counting padded zeros in the divisor (count_include_pad=True, torch's default).
+
+Average pooling's plain forms are F.avg_pool2d and, for dx, the transposed depthwise convolution
+(`avg_pool_input`); where the windows tile the input (stride = kernel, no padding, torch's default
+stride) two faster forms sit beside them, tested equal in tests/engine/test_fast_formulas.py and
+timed by the benchmark's --tricks: dx as dy / (kh * kw) copied over each window (`avg_pool_input_tiled`),
+and the 2x2 forward as the sum of four strided views (`avg_pool_2x2`).
 """
 from __future__ import annotations
 
@@ -77,18 +83,55 @@ class MaxPool2d(_Pool2d):
         return dx.view(dy.shape[0], c, h, w)
 
 
+def avg_pool_input(dy: Tensor, kernel: Pair, stride: Pair, padding: Pair, in_hw: Pair) -> Tensor:
+    """dL/dx (N, C, H, W) of y = avg_pool2d(x) from dy (N, C, H', W'): dx[n, c, window] += dy[n, c, out]
+    / (kh * kw) for every window covering the element. The forward is a depthwise convolution with
+    a constant 1 / (kh * kw) kernel, so dx is its transposed convolution."""
+    (kh, kw), c = kernel, dy.shape[1]
+    weight = dy.new_full((c, 1, kh, kw), 1 / (kh * kw))   # (C, 1, kh, kw): one kernel per channel
+    return conv2d_input(dy, weight, in_hw, stride, padding, groups=c)
+
+
+def avg_pool_input_tiled(dy: Tensor, kernel: Pair, in_hw: Pair) -> Tensor:
+    """`avg_pool_input` where the windows tile the input (stride = kernel, no padding): each element
+    lies in one window at most, so dx is dy / (kh * kw) copied over its window, one pass writing dx
+    (the transposed convolution's time swings 1-8 ms on the benchmark's 64x32x32x32 input; this
+    copy takes 2). Rows and columns past the last whole window (floor mode) get 0."""
+    (kh, kw), (h, w) = kernel, in_hw
+    n, c, ho, wo = dy.shape
+    tiles = dy.mul(1 / (kh * kw))[:, :, :, None, :, None].expand(n, c, ho, kh, wo, kw)   # (N, C, H', kh, W', kw)
+    if (ho * kh, wo * kw) == (h, w):
+        return tiles.reshape(n, c, h, w)
+    dx = dy.new_zeros(n, c, h, w)
+    dx[:, :, :ho * kh, :wo * kw] = tiles.reshape(n, c, ho * kh, wo * kw)
+    return dx
+
+
+def avg_pool_2x2(x: Tensor) -> Tensor:
+    """F.avg_pool2d(x, 2) (stride 2, no padding): the four strided views of each window's corners
+    summed, a third of the time of torch's CPU kernel on the benchmark's input."""
+    h, w = x.shape[2] // 2 * 2, x.shape[3] // 2 * 2
+    y = torch.add(x[:, :, 0:h:2, 0:w:2], x[:, :, 1:h:2, 0:w:2])           # (N, C, H/2, W/2)
+    return y.add_(x[:, :, 0:h:2, 1:w:2]).add_(x[:, :, 1:h:2, 1:w:2]).mul_(0.25)
+
+
 class AvgPool2d(_Pool2d):
     kind = "avgpool2d"
 
+    def tiles(self) -> bool:
+        """Do the windows tile the input (stride = kernel, no padding)?"""
+        kernel, stride, padding = self.geometry()
+        return stride == kernel and padding == (0, 0)
+
     def forward(self, x: Tensor, training: bool) -> Tensor:
         kernel, stride, padding = self.geometry()             # nothing cached: dx needs only dy
+        if kernel == (2, 2) and self.tiles():
+            return avg_pool_2x2(x)
         return F.avg_pool2d(x, kernel, stride, padding, ceil_mode=False, count_include_pad=True)
 
     def backward(self, dy: Tensor) -> Tensor:
-        # dx[n, c, window] += dy[n, c, out] / (kh * kw) for every window covering the element: the
-        # forward is a depthwise convolution with a constant 1 / (kh * kw) kernel, so dx is its
-        # transposed convolution
-        (kh, kw), stride, padding = self.geometry()
-        c, h, w = self.in_shapes[0]
-        weight = dy.new_full((c, 1, kh, kw), 1 / (kh * kw))   # (C, 1, kh, kw): one kernel per channel
-        return conv2d_input(dy, weight, (h, w), stride, padding, groups=c)   # (N, C, H, W)
+        kernel, stride, padding = self.geometry()
+        in_hw = self.in_shapes[0][1:]
+        if self.tiles():
+            return avg_pool_input_tiled(dy, kernel, in_hw)    # (N, C, H, W)
+        return avg_pool_input(dy, kernel, stride, padding, in_hw)

@@ -74,7 +74,7 @@ def test_tricks_section_times_every_trick_both_ways(tmp_path, capsys):
     tricks = {r["trick"] for r in rows}
     assert tricks == {"log-softmax switch", "channels-last max pool (forward)", "TrainStep under inference_mode",
                       "relu backward formula", "norm statistics (forward)", "leaky_relu backward formula",
-                      "GELU backward formula", "conv dx", "dx into the spent output (reuse_output)",
+                      "GELU backward formula", "conv dx", "avg pool dx", "avg pool 2x2 (forward)", "dx into the spent output (reuse_output)",
                       "Adam temporaries (reuse_grads)"}
     for r in rows:
         assert r["engine_us"] > 0 and r["other_us"] > 0 and r["engine_runs"] != r["other"]

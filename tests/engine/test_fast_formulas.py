@@ -4,6 +4,9 @@
 - GELU's step y / x is Phi(x) (erf) or (1 + tanh(u)) / 2, at 0 and in the tails too, and the GELU
   backward built on it matches autograd at extreme inputs.
 - conv's dx through the transposed convolution equals torch.nn.grad.conv2d_input.
+- Average pooling over windows that tile the input: dx copied over each window equals the
+  transposed convolution's, and the 2x2 forward as four strided views equals F.avg_pool2d, with
+  rows and columns left over by floor mode too.
 - The norms' statistics (sums of data shifted by one of its values) stay as accurate as torch's
   in float32 far from zero.
 - A backward that writes dx into its own output (Layer.reuse_output) takes the same numbers as
@@ -22,6 +25,7 @@ from torch.nn.grad import conv2d_input as torch_conv2d_input
 from engine import Model
 from engine.layers.activation import gelu_step, leaky_relu_derivative
 from engine.layers.conv import conv2d_input
+from engine.layers.pool import avg_pool_2x2, avg_pool_input, avg_pool_input_tiled
 
 F64 = torch.float64
 EDGES = [0.0, -0.0, 1e-300, -1e-300, 1e-8, -1e-8, 1.0, -1.0, 5.0, -5.0, 30.0, -30.0, 40.0, -40.0]
@@ -81,6 +85,23 @@ def test_conv2d_input_equals_torch_nn_grad(shape, kernel, stride, padding):
     reference = torch_conv2d_input(shape, weight, dy, stride=stride, padding=padding)
     assert ours.shape == x.shape
     assert (ours - reference).abs().max().item() <= 1e-12 * reference.abs().max().item()
+
+
+@pytest.mark.parametrize("shape,kernel", [((2, 3, 8, 8), (2, 2)), ((2, 3, 9, 11), (2, 2)), ((1, 4, 12, 12), (3, 4)),
+                                          ((3, 2, 7, 16), (7, 16)), ((2, 2, 10, 5), (3, 1))])
+def test_tiled_avg_pool_equals_the_plain_forms(shape, kernel):
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(shape, generator=g, dtype=F64)
+    y = F.avg_pool2d(x, kernel)
+    dy = torch.randn(y.shape, generator=g, dtype=F64)
+    tiled = avg_pool_input_tiled(dy, kernel, shape[2:])
+    assert tiled.shape == x.shape
+    assert (tiled - avg_pool_input(dy, kernel, kernel, (0, 0), shape[2:])).abs().max().item() <= 1e-15
+    if kernel == (2, 2):
+        assert (avg_pool_2x2(x) - y).abs().max().item() <= 1e-15
+    ref = x.clone().requires_grad_(True)                     # and both are the derivative autograd takes
+    F.avg_pool2d(ref, kernel).backward(dy)
+    assert (tiled - ref.grad).abs().max().item() <= 1e-15
 
 
 @pytest.mark.parametrize("norm,shape", [("batchnorm", (8, 6, 6)), ("batchnorm", (8,)), ("layernorm", (3, 40))])
