@@ -389,7 +389,8 @@ class Stack:
     def start_serve(self) -> subprocess.Popen:
         """`chainrule serve`: migrations, the API and a worker process, as one command (embedded)."""
         port = free_port()
-        proc = self.spawn("serve", "serve", "--host", LOOPBACK, "--port", str(port))
+        # its own process group, so that close() can end serve and its children at once
+        proc = self.spawn("serve", "serve", "--host", LOOPBACK, "--port", str(port), new_session=True)
         self.api_url = f"http://{LOOPBACK}:{port}"
         return proc
 
@@ -427,12 +428,16 @@ class Stack:
 
     # -- teardown
     def close(self) -> None:
-        # workers are SIGKILLed: a warm Celery shutdown costs 2-5 s of polling per stack, and the
-        # graceful paths have their own tests (serve's shutdown, the reconciler after a SIGKILL)
+        # workers, and serve with the worker it runs, are SIGKILLed: a warm Celery shutdown costs 2-5 s
+        # of polling per stack, and the graceful paths have their own tests (serve's shutdown, the
+        # reconciler after a SIGKILL)
         for name, proc in self.procs.items():
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGKILL if name.startswith("worker") else signal.SIGTERM)
+                    if name == "serve":
+                        os.killpg(proc.pid, signal.SIGKILL)       # start_serve gave it its own group
+                    else:
+                        proc.send_signal(signal.SIGKILL if name.startswith("worker") else signal.SIGTERM)
         for proc in self.procs.values():
             stop_process(proc, signal.SIGTERM, 15)
         if self._client is not None:
