@@ -164,3 +164,16 @@ def test_cancel_flag_stops_a_running_job(lab):
 def test_json_safe_turns_non_finite_numbers_into_null():
     assert json_safe({"a": float("nan"), "b": [1.0, float("inf")], "c": torch.tensor(2.5)}) == \
         {"a": None, "b": [1.0, None], "c": 2.5}
+
+
+def test_engine_compile_reaches_the_model_the_worker_trains(lab, monkeypatch):
+    # Settings.engine_compile (CHAINRULE_ENGINE_COMPILE) is the model's compile option in the worker; that
+    # the compiled formulas give the eager numbers is tests/engine/test_compiled.py's (a network without
+    # norms here: nothing to compile, so no seconds of Inductor in this test)
+    built = []
+    build_model = runner.build_model
+    monkeypatch.setattr(runner, "build_model", lambda *a, **kw: built.append(build_model(*a, **kw)) or built[-1])
+    for flag in (False, True):
+        settings = lab.settings.model_copy(update={"engine_compile": flag})
+        assert runner.run_job(settings, lab.submit(epochs=1), CPU) == "succeeded"
+    assert [[layer.compile for layer in m.layers] for m in built] == [[False] * 3, [True] * 3]
