@@ -48,7 +48,36 @@ def get_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20)
+    engine = create_engine(url, pool_size=20, max_overflow=20)
+    _ping_after_idle(engine)
+    return engine
+
+
+# A pooled connection idle this long is pinged before use (SQLAlchemy's pre-ping, done only then):
+# a connection in steady use is known to work, and a ping on every checkout is one more round trip
+# per request, ~20% of the status poll's throughput on PostgreSQL (bench/service_latency.py). A
+# restarted database cuts every connection: those idle through the restart are pinged and replaced
+# on their next checkout; one in use then fails once, and that failure invalidates the whole pool.
+PING_AFTER_IDLE_S = 1.0
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")                 # a new connection needs no ping
+    @event.listens_for(engine, "checkin")
+    def _fresh(dbapi_conn, record) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn, record, proxy) -> None:
+        if time.monotonic() - record.info.get("checked_in_at", 0.0) < PING_AFTER_IDLE_S:
+            return
+        dialect = engine.dialect
+        try:
+            dialect.do_ping(dbapi_conn)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_conn, None):    # the pool replaces it with a new connection
+                raise sa_exc.DisconnectionError(f"the pooled connection is gone: {exc}") from exc
+            raise
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -67,3 +67,31 @@ def _run(settings, job_id: str) -> str:
         return runner.run_job(settings, job_id, torch.device("cpu"))
     except Exception as exc:  # noqa: BLE001 - the outcome the test reports
         return f"raised {type(exc).__name__}"
+
+
+
+def test_pooled_connections_are_pinged_only_after_idling_and_replaced_when_cut(pg_server, monkeypatch):
+    # a connection in steady use goes out unpinged (a ping is a round trip per request); one idle
+    # PING_AFTER_IDLE_S is pinged first, and one the server cut meanwhile (as a restart cuts them) is
+    # replaced: the query answers
+    import psycopg
+    from sqlalchemy import text
+
+    from core import db
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.3)
+    engine = db.get_engine(pg_server.create_database())
+    pings = []
+    do_ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda conn: pings.append(1) or do_ping(conn))
+
+    def backend_pid() -> int:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT pg_backend_pid()")).scalar()
+    first = backend_pid()
+    pings.clear()
+    assert [backend_pid() for _ in range(5)] == [first] * 5 and pings == []     # steady use: no ping
+    with psycopg.connect(pg_server.admin_dsn(), autocommit=True) as admin:       # the server cuts it
+        admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+    time.sleep(0.4)
+    assert backend_pid() != first and pings == [1]
+    engine.dispose()
