@@ -63,9 +63,9 @@ def _live(client: Client, job_id: str) -> int:
                 bar.update(task, metrics=summary(data))
                 if data["epoch"] % every == 0 or data["epoch"] == epochs:
                     bar.console.print(f"epoch {data['epoch']:>{len(str(epochs))}}/{epochs}  {summary(data)}",
-                                      highlight=False)
+                                      highlight=False, soft_wrap=True)
             elif event.kind == "finding":
-                bar.console.print(f"[yellow]finding:[/] {data.get('message', data)}", highlight=False)
+                bar.console.print(f"[yellow]finding:[/] {data.get('message', data)}", highlight=False, soft_wrap=True)
             bar.update(task, description=f"{status:>9}  {where}")
     return _report(client, job_id, final.get("status", status), final.get("error"))
 
@@ -74,7 +74,7 @@ def _report(client: Client, job_id: str, status: str, error: dict[str, Any] | No
     if status == "succeeded":
         job = client.get(job_id)
         console.print(f"[bold green]job {job_id} succeeded[/]  {summary(job.get('latest_metrics') or {})}",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)      # one line however long: scripts read it
         console.print(f"weights: chainrule jobs weights {job_id} -o {job_id[:8]}.safetensors", highlight=False)
     elif status == "failed":
         errors.print(f"[bold red]job {job_id} failed[/] ({(error or {}).get('code', 'error')}): "

@@ -57,6 +57,10 @@ def test_cli_walkthrough_against_chainrule_serve(stack_factory, tmp_path):
     assert "epoch 6/6" in run.stdout and "val_accuracy" in run.stdout and "succeeded" in run.stdout
     epoch_lines = [line for line in run.stdout.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in epoch_lines] == [f"{e}/6" for e in range(1, 7)]
+    # each line whole, as a script reads it (a console not on a terminal is 80 columns: no hard wraps)
+    assert all("val_accuracy" in line for line in epoch_lines)
+    done = next(line for line in run.stdout.splitlines() if line.startswith("job ") and "succeeded" in line)
+    assert "train_loss" in done and "val_accuracy" in done and len(done) > 80
 
     listed = json.loads(cli(stack, "jobs", "list", "--tag", "cli", "--json").stdout)
     assert listed["total"] == 1 and listed["items"][0]["name"] == "blobs-mlp"
