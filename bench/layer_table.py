@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine import Model, plan, twin
+from chainrule.twin import twin
+from engine import Model, plan
 
 from .cases import LayerCase
 from .rounds import Side, interleave

@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine import Model, losses, optim, twin
+from chainrule.twin import twin
+from engine import Model, losses, optim
 from engine.spec import pair as spec_pair
 from engine.train import TrainStep
 
@@ -23,7 +24,7 @@ LR = 1e-3
 
 
 def torch_module(model: Model) -> nn.Module:
-    """The torch.nn twin of an engine model (engine.twin), holding a copy of its weights."""
+    """The torch.nn twin of an engine model (chainrule.twin), holding a copy of its weights."""
     net = twin(model.spec, model.input_shape, dtype=model.dtype, device=model.device)
     net.load_state_dict(model.state_dict(), strict=True)
     return net

@@ -1,7 +1,7 @@
 """chainrule's training engine: layers, losses and optimizers written by hand on torch tensors.
 
 No torch.nn.Module, no torch.optim, no autograd on the training path: every backward pass is
-written out. `twin` builds the equivalent torch.nn module, the reference the tests compare with.
+written out. `chainrule.twin` builds the equivalent torch.nn module, the reference the tests compare with.
 """
 from . import losses, optim, schedules
 from . import diagnostics
@@ -12,10 +12,9 @@ from .shapes import format_shape
 from .spec import ModelSpec
 from .train import (Callbacks, DiagnosisStop, FitResult, NonFiniteError, Progress, TrainingError, TrainStep,
                     evaluate, fit)
-from .twin import twin
 from .gradcheck import gradcheck   # engine.gradcheck(model, loss, x, y) is the function
 
 __all__ = ["Model", "BackwardError", "ModelSpec", "Plan", "SpecError", "plan", "fit", "evaluate", "TrainStep",
            "Callbacks", "Progress", "FitResult", "TrainingError", "NonFiniteError", "DiagnosisStop", "Checkpoint",
-           "check_compatible", "format_shape", "TASKS", "twin", "gradcheck", "diagnostics", "losses", "optim",
+           "check_compatible", "format_shape", "TASKS", "gradcheck", "diagnostics", "losses", "optim",
            "schedules"]

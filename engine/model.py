@@ -5,7 +5,7 @@ each layer sees views into them under torch.nn's names. The optimizer can then
 update every parameter with a handful of kernels on one buffer, and `state_dict()`
 still has the exact names and layouts of the equivalent torch.nn.Sequential
 (`"0.weight"`, Linear `[out, in]`), or of a module whose attributes are the
-DAG layers' names (`engine.twin` builds that module).
+DAG layers' names (`chainrule.twin` builds that module).
 
 Gradient convention: layers overwrite their parameter gradients on each backward;
 where a tensor feeds several layers (a residual branch), the Model sums the

@@ -1,5 +1,5 @@
 """engine.gradcheck: on random specs covering every layer type and every loss, the check passes and the
-coordinates it reports agree with torch.autograd's gradients (engine.twin, same weights and dropout
+coordinates it reports agree with torch.autograd's gradients (chainrule.twin, same weights and dropout
 masks); a backward whose dx is 1% off fails, upstream of it only; a kink is reported as one."""
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine import Model, losses, twin
+from chainrule.twin import twin
+from engine import Model, losses
 from engine.gradcheck import GradcheckTimeout, gradcheck
 from engine.layers import _REGISTRY
 from engine.layers.activation import Tanh

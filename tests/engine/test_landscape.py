@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine import Model, fit, losses, optim, twin
+from chainrule.twin import twin
+from engine import Model, fit, losses, optim
 from engine.hessian import curvature, trace
 from engine.landscape import Objective, alphas, filter_normalized_direction, landscape
 

@@ -1,6 +1,6 @@
 """Every engine layer against its torch.nn twin (autograd as the reference), in float64.
 
-The engine model is built through Model.from_spec; the twin is engine.twin's nn.Sequential (or
+The engine model is built through Model.from_spec; the twin is chainrule.twin's nn.Sequential (or
 graph module for DAG specs) loaded with the engine's state_dict(strict=True), so both hold the
 same, randomized, parameters and buffers. Output, dx, every parameter gradient and every
 buffer must agree to a relative error of 1e-10.
@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from engine import Model, twin
+from chainrule.twin import twin
+from engine import Model
 from engine.model import Plan
 
 F64 = torch.float64
@@ -40,7 +41,7 @@ def t(kind, **kw):
 
 # ----------------------------------------------------------------------------- torch twins
 def make_twin(graph: Plan, seed: int, device="cpu") -> nn.Module:
-    """engine.twin in float64 with dropout masks drawn as the Model seeded with `seed` draws them."""
+    """chainrule.twin in float64 with dropout masks drawn as the Model seeded with `seed` draws them."""
     generator = torch.Generator(device=device).manual_seed(seed)
     return twin(graph.spec, graph.input_shape, generator=generator, dtype=F64, device=device)
 

@@ -1,7 +1,7 @@
 """Whole networks trained 50 steps beside their torch.nn twin, in float64.
 
 The engine side runs `TrainStep` (the exact per-step code `fit` runs); the twin is
-engine.twin's torch.nn module loaded from the engine's state_dict (strict), trained with torch.optim
+chainrule.twin's torch.nn module loaded from the engine's state_dict (strict), trained with torch.optim
 (foreach=False), torch.nn.functional losses and autograd on the same batches. Per-step
 losses, final parameters and buffers (BatchNorm running stats) and eval-mode outputs must
 agree to 1e-10 relative.
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from engine import Model, TrainStep, losses, optim, schedules
-from engine import twin as engine_twin
+from chainrule.twin import twin as engine_twin
 
 RTOL = 1e-10
 

@@ -1,4 +1,4 @@
-"""engine.twin: the torch.nn module of a spec loads the Model's state_dict strictly and computes the
+"""chainrule.twin: the torch.nn module of a spec loads the Model's state_dict strictly and computes the
 same function; with a seeded generator its dropout masks are the engine's. (test_layers and
 test_networks compare every layer and whole training runs through it.)"""
 from __future__ import annotations
@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import engine
-from engine import Model, SpecError, twin
-from engine.twin import Add
+from chainrule.twin import Add, twin
+from engine import Model, SpecError
 from test_layers import CASES, DAG_CASES
 
 DT = torch.float64
@@ -32,7 +32,7 @@ def test_the_docstring_example():
                        {"type": "maxpool2d", "kernel_size": 2}, {"type": "flatten"},
                        {"type": "dropout", "p": 0.3}, {"type": "linear", "out_features": 10}]}
     model = engine.Model.from_spec(spec, (1, 28, 28), seed=0)
-    net = engine.twin(spec, (1, 28, 28))
+    net = twin(spec, (1, 28, 28))
     net.load_state_dict(model.state_dict(), strict=True)
     x = torch.randn(8, 1, 28, 28)
     torch.testing.assert_close(net.eval()(x), model.predict(x))

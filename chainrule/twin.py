@@ -1,7 +1,8 @@
-"""engine.twin: the torch.nn module equivalent to a model spec (the reference for tests, the
+"""chainrule.twin: the torch.nn module equivalent to a model spec (the reference for tests, the
 benchmark's other side, a way for users to take a trained model into plain PyTorch).
 
-Building the reference model is not the training path, so this module uses torch.nn.
+It is torch.nn, so it stands outside engine/, whose rule is no nn.Module: the engine's layers are
+its own, and this module only mirrors them.
 """
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from .planning import INPUT_INDEX, Plan, plan
-from .shapes import Shape
-from .spec import ModelSpec
+from engine.planning import INPUT_INDEX, Plan, plan
+from engine.shapes import Shape
+from engine.spec import ModelSpec
 
 
 def twin(spec: ModelSpec | Mapping[str, Any], input_shape: Shape, *, generator: torch.Generator | None = None,
@@ -30,7 +31,7 @@ def twin(spec: ModelSpec | Mapping[str, Any], input_shape: Shape, *, generator: 
     not fit input_shape; ValueError for a DAG layer name that nn.Module itself uses ("eval").
 
         model = engine.Model.from_spec(spec, (1, 28, 28), seed=0)
-        net = engine.twin(spec, (1, 28, 28))
+        net = twin(spec, (1, 28, 28))
         net.load_state_dict(model.state_dict(), strict=True)
         torch.testing.assert_close(net.eval()(x), model.predict(x))
     """
