@@ -118,20 +118,20 @@ def avg_pool_2x2(x: Tensor) -> Tensor:
 class AvgPool2d(_Pool2d):
     kind = "avgpool2d"
 
-    def tiles(self) -> bool:
-        """Do the windows tile the input (stride = kernel, no padding)?"""
-        kernel, stride, padding = self.geometry()
-        return stride == kernel and padding == (0, 0)
-
     def forward(self, x: Tensor, training: bool) -> Tensor:
         kernel, stride, padding = self.geometry()             # nothing cached: dx needs only dy
-        if kernel == (2, 2) and self.tiles():
+        if kernel == (2, 2) and tiling(kernel, stride, padding):
             return avg_pool_2x2(x)
         return F.avg_pool2d(x, kernel, stride, padding, ceil_mode=False, count_include_pad=True)
 
     def backward(self, dy: Tensor) -> Tensor:
         kernel, stride, padding = self.geometry()
         in_hw = self.in_shapes[0][1:]
-        if self.tiles():
+        if tiling(kernel, stride, padding):
             return avg_pool_input_tiled(dy, kernel, in_hw)    # (N, C, H, W)
         return avg_pool_input(dy, kernel, stride, padding, in_hw)
+
+
+def tiling(kernel: Pair, stride: Pair, padding: Pair) -> bool:
+    """Do the windows tile the input (stride = kernel, no padding)?"""
+    return stride == kernel and padding == (0, 0)
