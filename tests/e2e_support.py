@@ -268,6 +268,7 @@ class Stack:
         for k, v in settings.items():
             self.env[f"CHAINRULE_{k.upper()}"] = str(v)
         self.procs: dict[str, subprocess.Popen] = {}
+        self.groups: set[str] = set()          # processes started in a session of their own (and children)
         self.logs: dict[str, Path] = {}
         self.api_url: str | None = None
         self.key: str | None = None
@@ -313,6 +314,8 @@ class Stack:
         proc = subprocess.Popen(chainrule_cmd() + list(args), env={**self.env, **(env or {})}, cwd=self.root,
                                 stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=new_session)
         self.procs[name] = proc
+        if new_session:
+            self.groups.add(name)
         return proc
 
     def start_api(self) -> subprocess.Popen:
@@ -389,7 +392,7 @@ class Stack:
     def start_serve(self) -> subprocess.Popen:
         """`chainrule serve`: migrations, the API and a worker process, as one command (embedded)."""
         port = free_port()
-        # its own process group, so that close() can end serve and its children at once
+        # its own process group, so that close() ends serve and its children at once
         proc = self.spawn("serve", "serve", "--host", LOOPBACK, "--port", str(port), new_session=True)
         self.api_url = f"http://{LOOPBACK}:{port}"
         return proc
@@ -428,14 +431,14 @@ class Stack:
 
     # -- teardown
     def close(self) -> None:
-        # workers, and serve with the worker it runs, are SIGKILLed: a warm Celery shutdown costs 2-5 s
-        # of polling per stack, and the graceful paths have their own tests (serve's shutdown, the
-        # reconciler after a SIGKILL)
+        # workers, and process groups (serve with the worker it runs), are SIGKILLed: a warm Celery
+        # shutdown costs 2-5 s of polling per stack, and the graceful paths have their own tests
+        # (serve's shutdown, the reconciler after a SIGKILL)
         for name, proc in self.procs.items():
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    if name == "serve":
-                        os.killpg(proc.pid, signal.SIGKILL)       # start_serve gave it its own group
+                    if name in self.groups:
+                        os.killpg(proc.pid, signal.SIGKILL)
                     else:
                         proc.send_signal(signal.SIGKILL if name.startswith("worker") else signal.SIGTERM)
         for proc in self.procs.values():
