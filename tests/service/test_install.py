@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import site
 import signal
 import subprocess
 import sys
@@ -58,6 +59,19 @@ def indexes():
         server.shutdown()
 
 
+def env_seeing_this_one(env_dir: Path) -> Path:
+    """A fresh virtual environment that also sees the packages of the one running these tests.
+
+    `system_site_packages=True` would show it the *system* Python's packages, which on a fresh machine
+    (or one whose Python refuses global installs) hold neither torch nor typer: the suite runs in
+    .venv, so a .pth file points the new environment at .venv's site-packages instead."""
+    venv.create(env_dir, with_pip=False)
+    purelib = subprocess.run([str(env_dir / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    (Path(purelib) / "suite-packages.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return env_dir
+
+
 def pip_env(default_index: str, **extra) -> dict:
     """pip with no config files (no find-links, no constraints) and `default_index` as its index."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "CHAINRULE_"))}
@@ -81,7 +95,7 @@ def test_without_a_gpu_torch_comes_from_the_cpu_index_first(tmp_path, indexes):
 
 def test_a_torch_already_in_the_environment_is_kept(tmp_path, indexes):
     (cpu_url, cpu_log), (default_url, default_log) = indexes
-    venv.create(tmp_path / "env", with_pip=False, system_site_packages=True)   # sees this torch
+    env_seeing_this_one(tmp_path / "env")   # sees the torch these tests run with
     out = subprocess.run(["bash", "scripts/install_torch.sh", str(tmp_path / "env" / "bin" / "python")], cwd=REPO,
                          env=pip_env(default_url, TORCH_CPU_INDEX=cpu_url), capture_output=True, text=True,
                          timeout=60)
@@ -112,8 +126,7 @@ def chainrule_in(env_dir: Path, cwd: Path, *args: str, **env: str) -> subprocess
 
 
 def test_the_data_dir_is_the_same_from_every_directory(tmp_path):
-    env_dir = tmp_path / "env"
-    venv.create(env_dir, with_pip=False, system_site_packages=True)
+    env_dir = env_seeing_this_one(tmp_path / "env")
     home = {"HOME": str(tmp_path / "home")}
     # no configuration at all: a per-user directory, not the working directory
     made = chainrule_in(env_dir, tmp_path / "a", "keys", "create", "alice", **home)
@@ -139,6 +152,9 @@ def test_the_suite_runs_in_the_repositorys_virtual_environment():
     assert IN_REPO_VENV, f"tests run in {sys.prefix}, not in {REPO / '.venv'} (run them with scripts/test.sh)"
     assert (REPO / ".venv" / "chainrule.env").read_text().strip() == f"CHAINRULE_DATA_DIR={REPO / '.chainrule'}"
     assert ".venv" in (REPO / ".gitignore").read_text()
+    # what the suite imports comes from .venv alone, never from the system Python's packages
+    assert "include-system-site-packages = false" in (REPO / ".venv" / "pyvenv.cfg").read_text()
+    assert not any(p.startswith(sys.base_prefix) and "site-packages" in p for p in sys.path), sys.path
 
 
 @needs_repo_venv
