@@ -50,6 +50,11 @@ def _module(spec, in_shape: Shape, generator: torch.Generator | None) -> nn.Modu
     if kind == "conv2d":
         return nn.Conv2d(in_shape[0], spec.out_channels, spec.kernel_size, stride=spec.stride,
                          padding=spec.padding, bias=spec.bias)
+    if kind == "conv1d":
+        return nn.Conv1d(in_shape[0], spec.out_channels, spec.kernel_size, stride=spec.stride,
+                         padding=spec.padding, dilation=spec.dilation, bias=spec.bias)
+    if kind == "seq_pool":
+        return SeqPool(spec.mode, spec.padding_idx)
     if kind in ("maxpool2d", "avgpool2d"):
         pool = nn.MaxPool2d if kind == "maxpool2d" else nn.AvgPool2d
         return pool(spec.kernel_size, stride=spec.stride, padding=spec.padding)
@@ -121,6 +126,26 @@ class Concat(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+
+class SeqPool(nn.Module):
+    """Mean or max over time, (N, T, D) -> (N, D); with padding_idx, forward(x, ids) leaves out the
+    positions whose id (N, T) is padding_idx, and an all-padding row is 0."""
+
+    def __init__(self, mode: str, padding_idx: int | None):
+        super().__init__()
+        self.mode, self.padding_idx = mode, padding_idx
+
+    def forward(self, x: Tensor, ids: Tensor | None = None) -> Tensor:
+        keep = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if ids is None else ids != self.padding_idx
+        if self.mode == "mean":
+            weight = keep.to(x.dtype).unsqueeze(2)                        # (N, T, 1)
+            return (x * weight).sum(1) / weight.sum(1).clamp_min(1)
+        top = x.masked_fill(~keep.unsqueeze(2), -torch.inf).max(1).values  # (N, D)
+        return torch.where(keep.any(1, keepdim=True), top, torch.zeros_like(top))
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, padding_idx={self.padding_idx}"
 
 
 class Graph(nn.Module):

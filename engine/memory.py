@@ -2,7 +2,7 @@
 
 Counted in elements of the model's dtype per sample, from what each layer keeps between its
 forward and its backward (engine/layers: a linear keeps its input, a relu, leaky relu or gelu
-its output, a dropout its mask, a norm its x-hat, a max pool its int64 indices), and the
+its output, a dropout its mask, a norm its x-hat, a max pool (and seq_pool's max) its int64 indices), and the
 largest set of temporaries alive at once in the backward pass (the incoming dy, the outgoing dx,
 a convolution's unfolded input, GELU's second factor). The optimizer adds nothing to its state:
 its temporaries go into the spent gradients (Optimizer.step(reuse_grads=True)). An estimate, meant
@@ -23,7 +23,7 @@ from .spec import SGD, Adam, AdamW, OptimizerSpec, RMSprop, pair
 _INT64 = 8
 # a relu / leaky relu keeps its own output, and a linear or conv keeps nothing of its output once
 # that activation (its sole reader) has read it: one tensor for the two, counted at the linear / conv
-_OUTPUT_KEEPERS, _KEEPS_NO_OUTPUT = ("relu", "leaky_relu"), ("linear", "conv2d")
+_OUTPUT_KEEPERS, _KEEPS_NO_OUTPUT = ("relu", "leaky_relu"), ("linear", "conv2d", "conv1d")
 _NO_NEW_OUTPUT = ("flatten",)                # a view of its input
 _TWO_KEPT = ("dropout", "batchnorm", "layernorm")   # the output, and a mask or x-hat of the same size
 
@@ -59,8 +59,10 @@ def _kept_bytes(plan: Plan, i: int, item: int) -> int:
         return 0
     if layer.kind in _TWO_KEPT:
         return 2 * n_out * item
-    if layer.kind == "maxpool2d":
+    if layer.kind == "maxpool2d" or (layer.kind == "seq_pool" and layer.spec.mode == "max"):
         return n_out * (item + _INT64)
+    if layer.kind == "seq_pool":                 # a mean: each position's weight, (T, 1)
+        return (n_out + layer.in_shapes[0][0]) * item
     return n_out * item
 
 
@@ -76,6 +78,8 @@ def _temporary_bytes(plan: Plan, i: int, item: int) -> int:
     if layer.kind == "conv2d":
         kh, kw = pair(layer.spec.kernel_size)
         elements += layer.in_shapes[0][0] * kh * kw * _numel(layer.out_shape[1:])
+    if layer.kind == "conv1d":
+        elements += layer.in_shapes[0][0] * layer.spec.kernel_size * layer.out_shape[1]
     return elements * item
 
 

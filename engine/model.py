@@ -253,9 +253,9 @@ class Model:
             layer, ins = self.layers[i], self._inputs[i]
             dxs = layer.backward(dy) if layer.merge else [layer.backward(dy)]
             for j, dx in zip(ins, dxs):
-                if need_input_grad or self._wants_grad(j):
+                if dx is not None and (need_input_grad or self._wants_grad(j)):  # None: integer ids
                     douts[j] = dx if j not in douts else douts[j] + dx  # branches add up
-        return douts[INPUT_INDEX] if need_input_grad else None
+        return douts.get(INPUT_INDEX) if need_input_grad else None    # None: the input is ids only
 
     def _allow_reuse(self, allowed: bool) -> None:
         """Set every layer's reuse_output to _reusable (allowed) or False; only when it changes."""

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from .stats import ActivationStats
 
-WEIGHT_LAYERS = ("linear", "conv2d")
+WEIGHT_LAYERS = ("linear", "conv2d", "conv1d")
 
 
 def weights_digest(model) -> str:

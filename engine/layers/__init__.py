@@ -8,6 +8,8 @@ from .base import Layer, Merge, Shape, ShapeError
 _REGISTRY: dict[str, tuple[str, str]] = {
     "linear": ("linear", "Linear"),
     "conv2d": ("conv", "Conv2d"),
+    "conv1d": ("conv", "Conv1d"),
+    "seq_pool": ("seq_pool", "SeqPool"),
     "maxpool2d": ("pool", "MaxPool2d"),
     "avgpool2d": ("pool", "AvgPool2d"),
     "flatten": ("flatten", "Flatten"),

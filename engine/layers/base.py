@@ -110,7 +110,8 @@ class Layer:
 
 
 class Merge(Layer):
-    """A layer of several inputs: forward(xs, training) -> y, backward(dy) -> [dx per input]."""
+    """A layer of several inputs: forward(xs, training) -> y, backward(dy) -> [dx per input]; a dx of
+    None is no gradient (integer ids), which the Model skips."""
     merge = True
 
     def forward(self, xs: list[Tensor], training: bool) -> Tensor:  # type: ignore[override]

@@ -1,11 +1,12 @@
-"""Conv2d: y[n, o] = b[o] + sum_c W[o, c] (cross-correlated with) x[n, c].
+"""Conv2d and Conv1d: y[n, o] = b[o] + sum_c W[o, c] (cross-correlated with) x[n, c].
 
-The forward is F.conv2d. Its local derivatives are convolutions too:
+The forward is F.conv2d (F.conv1d). Its local derivatives are convolutions too:
     dx = dy convolved with W, transposed (the forward's adjoint in x): F.conv_transpose2d, the
          transposed convolution's own kernel (`conv2d_input`)
     dW = dy cross-correlated with x: torch's convolution-backward kernel, through
          torch.nn.grad.conv2d_weight
     db = sum of dy over N, H', W'
+Conv1d, on (N, C, L), is the same with one spatial axis (and a dilation, which Conv2d lacks).
 Each is computed only when needed, so a conv reading the model input skips dx.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.grad import conv2d_weight
+from torch.nn.grad import conv1d_weight, conv2d_weight
 
 from ..init import init_bias, init_weight
 from ..shapes import format_shape
@@ -92,3 +93,67 @@ class Conv2d(Layer):
         if not self.need_dx:                                       # reads the model input: skip dx
             return None
         return conv2d_input(dy, weight, x.shape[2:], **geometry)   # (N, C, H, W)
+
+
+def conv1d_input(dy: Tensor, weight: Tensor, length: int, stride: int, padding: int, dilation: int) -> Tensor:
+    """dL/dx (N, C, L) of y = conv1d(x, W) from dy (N, O, L'): the transposed convolution of dy with W;
+    output_padding gives back the input positions past the last window (as conv2d_input)."""
+    span = dilation * (weight.shape[2] - 1) + 1                # the window's extent in x
+    extra = leftover(length, dy.shape[2], span, stride, padding)
+    return F.conv_transpose1d(dy, weight, stride=stride, padding=padding, output_padding=extra,
+                              dilation=dilation)
+
+
+class Conv1d(Layer):
+    kind = "conv1d"
+
+    def span(self) -> int:
+        """How many input positions one window reaches: dilation * (kernel_size - 1) + 1."""
+        return self.spec.dilation * (self.spec.kernel_size - 1) + 1
+
+    def infer(self, in_shapes: list[Shape]) -> Shape:
+        (shape,) = in_shapes
+        if len(shape) != 2:
+            raise ShapeError(f"conv1d expects (N, C, L) input, got {format_shape(shape)}; "
+                             "(N, T, D) features from an embedding have their channels last")
+        c, length = shape
+        p = self.spec.padding
+        if self.span() > length + 2 * p:
+            raise ShapeError(f"kernel {self.spec.kernel_size} (dilation {self.spec.dilation}: spans {self.span()}) "
+                             f"is longer than the padded input {length + 2 * p} (input {length}, padding {p}); "
+                             "use a smaller kernel_size or dilation, or more padding")
+        return (self.spec.out_channels, conv_out(length, self.span(), self.spec.stride, p))
+
+    def param_shapes(self) -> dict[str, Shape]:
+        shapes = {"weight": (self.spec.out_channels, self.in_shapes[0][0], self.spec.kernel_size)}  # [out, in, k]
+        if self.spec.bias:
+            shapes["bias"] = (self.spec.out_channels,)
+        return shapes
+
+    def fans(self) -> tuple[int, int]:
+        k = self.spec.kernel_size
+        return self.in_shapes[0][0] * k, self.spec.out_channels * k
+
+    def reset_parameters(self, init: str, gain: float, generator: torch.Generator) -> None:
+        fan_in, fan_out = self.fans()
+        init_weight(self.params["weight"], init, gain, fan_in, fan_out, generator)
+        if "bias" in self.params:
+            init_bias(self.params["bias"], init, fan_in, generator)
+
+    def geometry(self) -> dict[str, int]:
+        return dict(stride=self.spec.stride, padding=self.spec.padding, dilation=self.spec.dilation)
+
+    def forward(self, x: Tensor, training: bool) -> Tensor:
+        self.cache = x                                             # (N, C, L)
+        return F.conv1d(x, self.params["weight"], self.params.get("bias"), **self.geometry())  # (N, O, L')
+
+    def backward(self, dy: Tensor) -> Tensor | None:
+        # dy: (N, O, L')
+        x, self.cache = self.cache, None                           # (N, C, L)
+        weight = self.params["weight"]                             # (O, C, k)
+        self.grads["weight"].copy_(conv1d_weight(x, weight.shape, dy, **self.geometry()))   # (O, C, k)
+        if "bias" in self.grads:
+            torch.sum(dy, (0, 2), out=self.grads["bias"])          # (O,)
+        if not self.need_dx:                                       # reads the model input: skip dx
+            return None
+        return conv1d_input(dy, weight, x.shape[2], **self.geometry())   # (N, C, L)

@@ -15,6 +15,7 @@ from .diagnostics import RULES, Diagnostics, Rules
 from .layers import (INPUT, MERGE_TYPES, GELU, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Flatten,
                      InitName, LayerBase, LayerNorm, LayerSpec, LeakyReLU, Linear, MaxPool2d, ModelSpec, Pad2,
                      ReLU, Sigmoid, Size2, Softmax, Tanh, pair)
+from .layers import Conv1d, SeqPool
 from .training import (SGD, Adam, AdamW, BCEWithLogitsLoss, ConstantLR, CosineAnnealingLR, CrossEntropyLoss,
                        EarlyStopping, ExponentialLR, HuberLoss, L1Loss, LossSpec, MSELoss, OptimizerSpec,
                        RMSprop, ScheduleBase, ScheduleSpec, StepLR, TrainConfig)
@@ -25,3 +26,4 @@ __all__ = ["Spec", "INPUT", "MERGE_TYPES", "InitName", "Size2", "Pad2", "pair", 
            "CrossEntropyLoss", "MSELoss", "L1Loss", "HuberLoss", "BCEWithLogitsLoss", "LossSpec", "SGD",
            "RMSprop", "Adam", "AdamW", "OptimizerSpec", "ScheduleBase", "ConstantLR", "StepLR",
            "ExponentialLR", "CosineAnnealingLR", "ScheduleSpec", "EarlyStopping", "TrainConfig", "Diagnostics", "Rules", "RULES"]
+__all__ += ["Conv1d", "SeqPool"]

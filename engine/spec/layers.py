@@ -48,6 +48,18 @@ class Conv2d(LayerBase):
     init: InitName | None = None
 
 
+class Conv1d(LayerBase):
+    """torch.nn.Conv1d on (N, C, L): channels first, so (N, T, D) features need their D moved to dim 1."""
+    type: Literal["conv1d"]
+    out_channels: int = Field(ge=1, le=65_536)
+    kernel_size: int = Field(ge=1, le=4096)
+    stride: int = Field(1, ge=1, le=4096)
+    padding: int = Field(0, ge=0, le=4096)
+    dilation: int = Field(1, ge=1, le=4096)
+    bias: bool = True
+    init: InitName | None = None
+
+
 class MaxPool2d(LayerBase):
     type: Literal["maxpool2d"]
     kernel_size: Size2
@@ -127,12 +139,38 @@ class Concat(LayerBase):
     dim: int = 1
 
 
+class SeqPool(LayerBase):
+    """Pooling over time, (N, T, D) -> (N, D). With padding_idx it reads two inputs, the features and
+    the token ids (N, T) (`"inputs": ["emb", "input"]`), and pools over the non-padding positions only;
+    an all-padding row gives 0."""
+    type: Literal["seq_pool"]
+    mode: Literal["mean", "max"] = "mean"
+    padding_idx: int | None = Field(None, description="The id whose positions are left out; needs the ids "
+                                                      "as the second input.")
+
+
 LayerSpec = Annotated[
     Union[Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, BatchNorm, LayerNorm, Dropout,
-          ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax, Add, Concat],
+          ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax, Add, Concat,
+          Conv1d, SeqPool],
     Field(discriminator="type"),
 ]
 MERGE_TYPES = ("add", "concat")
+
+
+def _check_arity(i: int, layer, ins: list[str]) -> None:
+    """A merge reads 2 or more inputs; seq_pool with padding_idx exactly 2 (features, ids); the rest 1."""
+    if layer.type in MERGE_TYPES:
+        if len(ins) < 2:
+            raise ValueError(f"layers[{i}] ({layer.type}): a merge needs at least 2 inputs, got {ins}")
+    elif layer.type == "seq_pool" and layer.padding_idx is not None:
+        if len(ins) != 2 or ins[1] != INPUT:
+            raise ValueError(f"layers[{i}] (seq_pool): with padding_idx it takes exactly 2 inputs, the features "
+                             f"(N, T, D) and the model input's token ids (N, T), e.g. \"inputs\": [\"emb\", "
+                             f"\"{INPUT}\"]; got {ins}")
+    elif len(ins) != 1:
+        hint = "; seq_pool reads token ids as a second input only with padding_idx" if layer.type == "seq_pool" else ""
+        raise ValueError(f"layers[{i}] ({layer.type}): takes exactly 1 input, got {ins}{hint}")
 
 
 class ModelSpec(Spec):
@@ -191,10 +229,7 @@ class ModelSpec(Spec):
                     raise ValueError(f"layers[{i}] ({layer.type}): input {src!r} is not an earlier layer; "
                                      f"valid inputs here: {valid}")
                 consumed.add(src)
-            if layer.type in MERGE_TYPES and len(ins) < 2:
-                raise ValueError(f"layers[{i}] ({layer.type}): a merge needs at least 2 inputs, got {ins}")
-            if layer.type not in MERGE_TYPES and len(ins) != 1:
-                raise ValueError(f"layers[{i}] ({layer.type}): takes exactly 1 input, got {ins}")
+            _check_arity(i, layer, ins)
             if layer.type == "softmax" and i != len(self.layers) - 1:
                 raise ValueError(f"layers[{i}] (softmax): softmax is only allowed as the final layer")
         for i, k in enumerate(keys[:-1]):

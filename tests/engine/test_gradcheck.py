@@ -52,6 +52,13 @@ def dag_spec(rng: random.Random, out: int) -> list[dict]:
             {"type": "linear", "out_features": out, "name": "head", "inputs": ["t"]}]
 
 
+def sequence_spec(rng: random.Random, out: int) -> list[dict]:
+    # on (C, L) = (4, 7); seq_pool pools the conv's (O, L') over O, all a gradient check asks of it
+    return [{"type": "conv1d", "out_channels": 3, "kernel_size": 3, "padding": 1, "stride": rng.choice([1, 2]),
+             "dilation": rng.choice([1, 2])}, dict(rng.choice(ACTIVATIONS)),
+            {"type": "seq_pool", "mode": rng.choice(["mean", "max"])}, {"type": "linear", "out_features": out}]
+
+
 LOSSES = ["cross_entropy", "mse", "l1", {"type": "huber", "delta": 0.5}, "bce_with_logits"]
 
 
@@ -61,10 +68,10 @@ def case(seed: int):
     loss = LOSSES[seed % len(LOSSES)]
     name = loss if isinstance(loss, str) else loss["type"]
     out = 1 if name == "bce_with_logits" else rng.randint(2, 4)
-    kind = ["vector", "image", "dag"][seed % 3]
-    shape = (2, 6, 6) if kind == "image" else (5,)
-    layers = {"vector": vector_spec, "image": image_spec, "dag": dag_spec}[kind](rng, out)
-    if name == "mse" and kind == "vector":
+    kind = ["vector", "image", "dag", "sequence"][seed % 4]
+    shape = {"image": (2, 6, 6), "sequence": (4, 7)}.get(kind, (5,))
+    layers = {"vector": vector_spec, "image": image_spec, "dag": dag_spec, "sequence": sequence_spec}[kind](rng, out)
+    if name == "mse" and kind in ("vector", "sequence"):
         layers.append({"type": "softmax"})                  # a softmax output, fitted to targets
     g = torch.Generator().manual_seed(seed)
     x = torch.randn((4, *shape), generator=g, dtype=torch.float64)
