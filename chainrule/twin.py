@@ -15,6 +15,8 @@ from engine.planning import INPUT_INDEX, Plan, plan
 from engine.shapes import Shape
 from engine.spec import ModelSpec
 
+from .twin_sequence import sequence_module
+
 
 def twin(spec: ModelSpec | Mapping[str, Any], input_shape: Shape, *, generator: torch.Generator | None = None,
          dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> nn.Module:
@@ -39,14 +41,20 @@ def twin(spec: ModelSpec | Mapping[str, Any], input_shape: Shape, *, generator: 
     modules = [_module(layer_spec, layer.in_shapes[0], generator)
                for layer_spec, layer in zip(graph.spec.layers, graph.layers)]
     net = Graph(graph, modules) if graph.spec.is_dag else nn.Sequential(*modules)
+    for i, module in enumerate(modules):
+        if graph.spec.tied_index(i) is not None:          # one Parameter under both names
+            module.weight = modules[graph.spec.tied_index(i)].weight
     return net.to(device=device, dtype=dtype)
 
 
 def _module(spec, in_shape: Shape, generator: torch.Generator | None) -> nn.Module:
     """The torch.nn layer for one layer spec reading `in_shape` (without the batch dim)."""
     kind = spec.type
+    sequence = sequence_module(spec, in_shape, generator)
+    if sequence is not None:
+        return sequence
     if kind == "linear":
-        return nn.Linear(in_shape[0], spec.out_features, bias=spec.bias)
+        return nn.Linear(in_shape[-1], spec.out_features, bias=spec.bias)
     if kind == "conv2d":
         return nn.Conv2d(in_shape[0], spec.out_channels, spec.kernel_size, stride=spec.stride,
                          padding=spec.padding, bias=spec.bias)
@@ -155,13 +163,24 @@ class Graph(nn.Module):
         super().__init__()
         self._wiring = list(zip(graph.keys, graph.inputs))     # (key, indices of the layers it reads)
         for index, (key, module) in enumerate(zip(graph.keys, modules)):
-            if hasattr(self, key):
-                raise ValueError(f"{graph.label(index)}: the name {key!r} is an attribute of torch.nn.Module, "
-                                 "so a torch twin cannot name a submodule so; rename the layer")
-            self.add_module(key, module)
+            self._place(graph.label(index), key, module)
+        self._order = modules      # a plain list, not registered: the modules live at their keys
+
+    def _place(self, label: str, key: str, module: nn.Module) -> None:
+        """Register module at `key`; a dotted key (a repeat's `blocks.0.attn`) nests in plain containers."""
+        *path, last = key.split(".")
+        parent: nn.Module = self
+        for part in path:
+            if not hasattr(parent, part):
+                parent.add_module(part, nn.Module())
+            parent = getattr(parent, part)
+        if hasattr(parent, last):
+            raise ValueError(f"{label}: the name {key!r} is an attribute of torch.nn.Module, "
+                             "so a torch twin cannot name a submodule so; rename the layer")
+        parent.add_module(last, module)
 
     def forward(self, x: Tensor) -> Tensor:
         outs: list[Tensor] = []
-        for key, inputs in self._wiring:
-            outs.append(getattr(self, key)(*[x if j == INPUT_INDEX else outs[j] for j in inputs]))
+        for module, (_, inputs) in zip(self._order, self._wiring):
+            outs.append(module(*[x if j == INPUT_INDEX else outs[j] for j in inputs]))
         return outs[-1]

@@ -21,6 +21,10 @@ about 2h |f''|. A failing coordinate whose one-sided slopes disagree by as much 
 more than 1% (a relu at exactly 0, where the engine's derivative is neither slope), is reported as
 a kink, not a failure.
 
+An embedding's padding row is left out: torch.nn.Embedding defines its gradient as zero although
+the row is read, so finite differences would disagree by definition (the report's `of` counts the
+coordinates that are checkable).
+
 The model runs in training mode (dropout draws the same masks for every evaluation; batchnorm
 uses batch statistics) and is left as it was found: parameters, buffers and generator.
 """
@@ -68,6 +72,16 @@ class _Target:
     values: Tensor           # the tensor perturbed in place
     analytic: Tensor         # the engine's gradient, same shape
     coords: list[_Coordinate]
+    frozen: tuple[int, int] = (0, 0)   # [start, stop) of flat indices whose gradient is 0 by definition
+
+    @property
+    def checkable(self) -> int:
+        return self.values.numel() - (self.frozen[1] - self.frozen[0])
+
+    def choose(self, coordinates: int, generator: torch.Generator) -> list[int]:
+        """Up to `coordinates` flat indices outside `frozen`: all of them, or a seeded subset."""
+        lo, hi = self.frozen
+        return [i if i < lo else i + hi - lo for i in _choose(self.checkable, coordinates, generator)]
 
 
 def _float64(model):
@@ -117,13 +131,24 @@ class _Check:
                            max(abs(right), abs(left)))
 
 
+def _frozen(layer) -> tuple[int, int]:
+    """An embedding's padding row, as flat indices of its table; (0, 0) elsewhere."""
+    pad = getattr(layer.spec, "padding_idx", None)
+    if layer.spec.type != "embedding" or pad is None:
+        return (0, 0)
+    width = layer.spec.embedding_dim
+    return (pad * width, (pad + 1) * width)
+
+
 def _targets(model, x: Tensor, dx: Tensor, check_input: bool) -> list[_Target]:
     grads = model.grads()
     out = []
     for key, layer in model.layer_items():
         for name, p in layer.params.items():
-            out.append(_Target(f"{key}.{name}", key, layer.spec.type, p, grads[f"{key}.{name}"].clone(), []))
-    if check_input:
+            if f"{key}.{name}" in grads:        # a tied weight is checked once, as its embedding's table
+                out.append(_Target(f"{key}.{name}", key, layer.spec.type, p, grads[f"{key}.{name}"].clone(), [],
+                                   _frozen(layer)))
+    if check_input and model.input_dtype.is_floating_point:   # token ids have no gradient
         out.append(_Target("input", None, None, x, dx.clone(), []))
     return out
 
@@ -138,14 +163,14 @@ def gradcheck(model, loss, x: Tensor, y: Tensor, *, tolerance: float = 1e-6, eps
     started = time.monotonic()
     model64 = _float64(model)
     buffers = {k: v.clone() for k, v in model64.buffers().items()}
-    x = x.to(model64.device, torch.float64).clone()
+    x = x.to(model64.device, model64.input_dtype).clone()
     y = y.to(model64.device, torch.float64 if y.is_floating_point() else y.dtype)
     check = _Check(model64, loss, x, y)
     try:
         value, dx = check.gradients()
         targets = _targets(model64, x, dx, check_input)
         generator = torch.Generator().manual_seed(seed)
-        plan = [(t, i) for t in targets for i in _choose(t.values.numel(), coordinates, generator)]
+        plan = [(t, i) for t in targets for i in t.choose(coordinates, generator)]
         _within_time(check, len(plan), started, time_limit_s)
         for n, (target, i) in enumerate(plan):
             if time_limit_s is not None and time.monotonic() - started > time_limit_s:
@@ -208,7 +233,7 @@ def _tensor_entry(t: _Target, floor: float, tolerance: float) -> dict[str, Any]:
     if where is not None:
         where["index"] = [int(i) for i in where["index"]]
     status = "failed" if failed else ("kink" if kinks else "passed")
-    return {"name": t.name, "shape": shape, "checked": len(t.coords), "of": t.values.numel(), "status": status,
+    return {"name": t.name, "shape": shape, "checked": len(t.coords), "of": t.checkable, "status": status,
             "max_relative_error": worst_err, "kinks": kinks, "worst": where}
 
 

@@ -92,7 +92,8 @@ def log_softmax_kernel(z: Tensor) -> Tensor:
 
 
 class _CrossEntropy(Loss):
-    """pred (N, C) logits, target (N,) integer class indices in [0, C)."""
+    """pred (N, C) logits and target (N,) class indices in [0, C), or a sequence's (N, T, C) logits
+    and (N, T) targets (each position one more row). Targets equal to ignore_index count nowhere."""
     name = "cross_entropy"
 
     def __init__(self, spec: CrossEntropyLoss, check_labels: bool = True):
@@ -101,14 +102,31 @@ class _CrossEntropy(Loss):
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         _check_pred(self.name, pred)
-        if pred.dim() != 2:
-            raise ValueError(f"cross_entropy loss: pred must be (N, C) logits, got shape "
+        if pred.dim() not in (2, 3):
+            raise ValueError(f"cross_entropy loss: pred must be (N, C) or (N, T, C) logits, got shape "
                              f"{format_shape(pred.shape, batch=False)}")
-        n, c = pred.shape
-        if not isinstance(target, Tensor) or target.dim() != 1 or target.shape[0] != n:
-            raise ValueError(f"cross_entropy loss: target must be (N,) = ({n},) class indices for pred "
-                             f"of shape {format_shape(pred.shape, batch=False)}, got shape "
+        rows = pred.shape[:-1]                                      # (N,) or (N, T)
+        if not isinstance(target, Tensor) or tuple(target.shape) != tuple(rows):
+            raise ValueError(f"cross_entropy loss: target must be {format_shape(rows, batch=False)} class indices "
+                             f"for pred of shape {format_shape(pred.shape, batch=False)}, got shape "
                              f"{format_shape(getattr(target, 'shape', ()), batch=False)}")
+        shape = pred.shape
+        pred, target = pred.reshape(-1, shape[-1]), target.reshape(-1)   # (M, C), (M,)
+        target = self._indices(target, pred)
+        eps, ignore = self.spec.label_smoothing, self.spec.ignore_index
+        logp = log_softmax(pred) if short_rows_on_cpu(pred) else log_softmax_kernel(pred)   # (M, C)
+        nll = F.nll_loss(logp, target, ignore_index=ignore)        # () mean over counted rows of -logp[i, t_i]
+        counted = target != ignore                                 # (M,)
+        if eps == 0:
+            loss = nll
+        else:
+            smooth = -(logp.mean(dim=1) * counted).sum() / counted.sum().clamp_min(1)
+            loss = (1 - eps) * nll + eps * smooth
+        self._cache = (logp, target, counted, shape)
+        return loss
+
+    def _indices(self, target: Tensor, pred: Tensor) -> Tensor:
+        """target as int64 on pred's device; ValueError for a label outside [0, C) (ignore_index aside)."""
         if target.dtype != torch.int64:                             # int64, the common case, is valid
             if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
                 raise ValueError(f"cross_entropy loss: target must hold integer class indices, got dtype "
@@ -117,30 +135,30 @@ class _CrossEntropy(Loss):
         if target.device != pred.device:
             target = target.to(device=pred.device)
         if self.check_labels:
-            bad = (target < 0) | (target >= c)
+            c = pred.shape[1]
+            bad = ((target < 0) | (target >= c)) & (target != self.spec.ignore_index)
             if bool(bad.any()):
                 i = int(bad.nonzero()[0, 0])
                 raise ValueError(f"cross_entropy loss: target[{i}] = {int(target[i])} is not a class "
                                  f"index; valid labels are 0..{c - 1} (pred has C = {c} columns)")
-        eps = self.spec.label_smoothing
-        if short_rows_on_cpu(pred):
-            logp = log_softmax(pred)                                # (N, C)
-        else:
-            logp = log_softmax_kernel(pred)
-        nll = F.nll_loss(logp, target)                              # () mean over rows of -logp[i, target[i]]
-        loss = nll if eps == 0 else (1 - eps) * nll - eps * logp.mean(dim=1).mean()
-        self._cache = (logp, target)
-        return loss
+        return target
 
-    def _grad(self, logp: Tensor, target: Tensor) -> Tensor:
-        # fused softmax + cross-entropy: (softmax(z) - q) / N, q = (1 - eps) onehot + eps / C
-        n, c = logp.shape
+    def _grad(self, logp: Tensor, target: Tensor, counted: Tensor, shape: torch.Size) -> Tensor:
+        # fused softmax + cross-entropy: (softmax(z) - q) / M, q = (1 - eps) onehot + eps / C, over
+        # the M counted rows; an ignored row's gradient is 0
+        m, c = logp.shape
         eps = self.spec.label_smoothing
-        g = logp.exp_()                                            # (N, C) softmax, reusing logp
-        g.scatter_(1, target.unsqueeze(1), eps - 1, reduce="add")  # eps - 1 added at each row's target
+        g = logp.exp_()                                            # (M, C) softmax, reusing logp
+        if bool(counted.all()):                                    # the common case: no row ignored
+            g.scatter_(1, target.unsqueeze(1), eps - 1, reduce="add")   # eps - 1 added at each row's target
+            n = m
+        else:
+            g.scatter_add_(1, target.clamp(0, c - 1).unsqueeze(1), (eps - 1) * counted.unsqueeze(1).to(g.dtype))
+            g.mul_(counted.unsqueeze(1))
+            n = max(int(counted.sum()), 1)
         if eps != 0:
-            g -= eps / c
-        return g.div_(n)
+            g -= (eps / c) * counted.unsqueeze(1).to(g.dtype)
+        return g.div_(n).view(shape)
 
 
 class _Elementwise(Loss):

@@ -52,6 +52,8 @@ class Model:
         self.dtype, self.device = dtype, torch.device(device)
         self._inputs = graph.inputs
         self._sequential = all(ins == [i - 1] for i, ins in enumerate(graph.inputs))
+        self._takes_ids = any(layer.kind == "embedding" and INPUT_INDEX in ins
+                              for layer, ins in zip(graph.layers, graph.inputs))
         self._plan_backward(graph)
         self._allocate(graph, seed)
         for layer in self.layers:
@@ -90,6 +92,7 @@ class Model:
         self.flat_grads = torch.zeros(total, dtype=self.dtype, device=self.device)
         self._params: dict[str, Tensor] = {}
         self._grads: dict[str, Tensor] = {}
+        self._aliases: dict[str, str] = {}  # a tied weight's name -> its table's (both in the state_dict)
         self._buffers: dict[str, Tensor] = {}
         self._state_keys: list[str] = []  # torch.nn order: per module, parameters then buffers
         offset = 0
@@ -97,6 +100,8 @@ class Model:
         self.generator = torch.Generator(device=self.device).manual_seed(seed)  # dropout masks
         for i, (key, layer) in enumerate(zip(self.keys, self.layers)):
             params, grads, buffers = {}, {}, {}
+            if graph.spec.tied_index(i) is not None:
+                self._tie(key, self.keys[graph.spec.tied_index(i)], layer, params, grads)
             for name, shape in layer.param_shapes().items():
                 n = math.prod(shape)
                 params[name] = self.flat_params[offset:offset + n].view(shape)
@@ -113,6 +118,30 @@ class Model:
             layer.generator = self.generator
             scheme, gain = default_init(graph, i) if params else ("torch_default", 1.0)
             layer.reset_parameters(scheme, gain, init_gen)
+
+    def _tie(self, key: str, source: str, layer: Layer, params: dict[str, Tensor], grads: dict[str, Tensor]) -> None:
+        """A linear whose weight is the table of the embedding keyed `source` (planning checked the
+        shapes): the same views of the flat storage, one parameter for the optimizer, both names in
+        the state_dict (as torch's tied modules)."""
+        table = self.layers[self.keys.index(source)]
+        params["weight"], grads["weight"] = self._params[f"{source}.weight"], self._grads[f"{source}.weight"]
+        self._aliases[f"{key}.weight"] = f"{source}.weight"
+        self._state_keys.append(f"{key}.weight")
+        table.accumulate = True                  # this linear's backward runs first and writes dW
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """int64 when the input is token ids (it feeds an embedding), else the model's dtype."""
+        return torch.int64 if self._takes_ids else self.dtype
+
+    def check_ids(self, x: Tensor) -> None:
+        """ValueError when an id the input holds is not a row of an embedding that reads it."""
+        for i, layer in enumerate(self.layers):
+            if layer.kind == "embedding" and INPUT_INDEX in self._inputs[i] and x.numel():
+                lo, hi, v = int(x.min()), int(x.max()), layer.spec.num_embeddings
+                if lo < 0 or hi >= v:
+                    raise ValueError(f"the input holds token id {lo if lo < 0 else hi}, not a row of "
+                                     f"{self.plan.label(i)}; valid ids: 0..{v - 1}")
 
     @classmethod
     def from_spec(cls, spec: ModelSpec | Mapping[str, Any], input_shape: Shape, *, seed: int = 0,
@@ -143,11 +172,16 @@ class Model:
 
     def state_dict(self) -> dict[str, Tensor]:
         """Parameters and buffers, named and laid out as torch.nn's state_dict (copies)."""
-        both = {**self._params, **self._buffers}
+        both = self._named_state()
         return {k: both[k].detach().clone() for k in self._state_keys}
 
-    def load_state_dict(self, state: Mapping[str, Tensor], strict: bool = True) -> None:
+    def _named_state(self) -> dict[str, Tensor]:
+        """Every state_dict name -> its tensor (a tied weight's name -> its table)."""
         both = {**self._params, **self._buffers}
+        return {**both, **{alias: both[source] for alias, source in self._aliases.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Tensor], strict: bool = True) -> None:
+        both = self._named_state()
         missing = [k for k in self._state_keys if k not in state]
         unexpected = [k for k in state if k not in both]
         if strict and (missing or unexpected):
@@ -173,7 +207,7 @@ class Model:
         pass alive, so reduce them during the call. (The backward of an unobserved forward writes
         gradients into outputs nothing reads any more: `Layer.reuse_output`.)
         """
-        if x.shape[1:] != self.input_shape:
+        if x.shape[1:] != self.input_shape and not self._shorter_sequence(x):
             raise ValueError(f"input has shape {format_shape(x.shape, batch=False)}, the model expects "
                              f"{format_shape(self.input_shape)}")
         if not (training if for_backward is None else for_backward):
@@ -182,6 +216,10 @@ class Model:
         y = self._run(x, training, observe)
         self._pending, self._observed = y.shape, observe is not None
         return y
+
+    def _shorter_sequence(self, x: Tensor) -> bool:
+        """Token ids (N, T') with 1 <= T' <= T: a prompt being generated from is shorter than the context."""
+        return self._takes_ids and x.dim() == 2 and len(self.input_shape) == 1 and 1 <= x.shape[1] <= self.input_shape[0]
 
     def _forward_keeping_nothing(self, x: Tensor, training: bool, observe: Observer | None) -> Tensor:
         """A forward whose layer caches are dropped: each layer gets back the one it held before."""
@@ -267,7 +305,7 @@ class Model:
     @torch.no_grad()
     def predict(self, x: Tensor, batch_size: int = 4096) -> Tensor:
         """Eval-mode forward in batches (keeps nothing: a pending training backward is undisturbed)."""
-        x = x.to(self.device, self.dtype)
+        x = x.to(self.device, self.input_dtype)
         return torch.cat([self.forward(x[i:i + batch_size], training=False)
                           for i in range(0, x.shape[0], batch_size)]) if x.shape[0] else \
             torch.empty((0, *self.output_shape), dtype=self.dtype, device=self.device)

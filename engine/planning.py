@@ -87,7 +87,19 @@ def plan(spec: ModelSpec | Mapping[str, Any], input_shape: Shape) -> Plan:
                             f"{format_shape(layer.out_shape)}, with a dimension of size "
                             f"{_empty_dim(layer.out_shape)}; every dimension must be at least 1")
         layers.append(layer)
+        if spec.tied_index(i) is not None:
+            _check_tie(i, keys[i], layers[spec.tied_index(i)].param_shapes()["weight"], layer)
     return Plan(spec, input_shape, layers, keys, inputs)
+
+
+def _check_tie(i: int, key: str, table: Shape, layer: Layer) -> None:
+    """A tied linear's weight has the shape of the embedding's table it shares (the spec checked
+    that tie_to names an earlier embedding)."""
+    if tuple(layer.weight_shape) != tuple(table):
+        raise SpecError(i, key, "linear", f"tie_to {layer.spec.tie_to!r}: this weight would be "
+                        f"{format_shape(layer.weight_shape, batch=False)} but the embedding's table is "
+                        f"{format_shape(table, batch=False)}; valid: out_features = num_embeddings "
+                        "and in_features = embedding_dim")
 
 
 def default_init(graph: Plan, index: int) -> tuple[str, float]:

@@ -24,6 +24,9 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "softmax": ("activation", "Softmax"),
     "add": ("merge", "Add"),
     "concat": ("merge", "Concat"),
+    "embedding": ("embedding", "Embedding"),
+    "position_embedding": ("embedding", "PositionEmbedding"),
+    "self_attention": ("attention", "SelfAttention"),
 }
 
 

@@ -1,11 +1,12 @@
 """Layer specs and the model spec: the graph of layers, its names, inputs and structural rules."""
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import ConfigDict, Field, model_validator
 
 from .base import Real, Spec
+from .repeat import expand
 
 INPUT = "input"  # the name a DAG layer uses in `inputs` to read the model's input
 
@@ -19,9 +20,13 @@ def pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+# a layer name; dotted segments are what a `repeat` expands to ("blocks.0.attn"), and nest in the twin
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z0-9_]{1,64}){0,7}$"
+
+
 class LayerBase(Spec):
     name: str | None = Field(
-        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        None, pattern=NAME_PATTERN,
         description="Layer name; in a DAG it prefixes the layer's weights (`block1.weight`) "
                     "and is what other layers list in `inputs`.")
     inputs: list[str] | None = Field(
@@ -31,11 +36,52 @@ class LayerBase(Spec):
 
 
 class Linear(LayerBase):
+    """Acts on the last dim: (N, *, in) -> (N, *, out_features), as torch.nn.Linear."""
     type: Literal["linear"]
     out_features: int = Field(ge=1, le=1_000_000)
     bias: bool = True
     init: InitName | None = Field(None, description="Absent: He for layers feeding ReLU, "
                                                     "Xavier for tanh/sigmoid, else torch_default.")
+    tie_to: str | None = Field(None, description=(
+        "Name of an earlier `embedding` whose table this layer's weight is (weight tying, as nanoGPT's "
+        "lm_head): out_features = num_embeddings, in_features = embedding_dim. The state_dict names "
+        "the shared tensor under both layers, as torch does."))
+
+
+class Embedding(LayerBase):
+    """torch.nn.Embedding: integer ids (N, *) -> (N, *, embedding_dim). Reads the model input's ids."""
+    type: Literal["embedding"]
+    num_embeddings: int = Field(ge=1, le=1_000_000)
+    embedding_dim: int = Field(ge=1, le=65_536)
+    padding_idx: int | None = Field(None, ge=0, description="This id's row starts at zero and gets no "
+                                                            "gradient (torch.nn.Embedding's padding_idx).")
+    init_std: Real | None = Field(None, gt=0, le=10, description="Absent: N(0, 1), torch's default; "
+                                                                 "nanoGPT uses 0.02.")
+
+    @model_validator(mode="after")
+    def _padding(self) -> "Embedding":
+        if self.padding_idx is not None and self.padding_idx >= self.num_embeddings:
+            raise ValueError(f"padding_idx {self.padding_idx} is not an id; valid: 0..{self.num_embeddings - 1}")
+        return self
+
+
+class PositionEmbedding(LayerBase):
+    """Adds each position's vector to (N, T, D), T <= max_len: a learned (max_len, D) table
+    (nanoGPT's wpe), or the fixed sinusoids of "Attention is all you need"."""
+    type: Literal["position_embedding"]
+    max_len: int = Field(ge=1, le=65_536)
+    kind: Literal["learned", "sinusoidal"] = "learned"
+    init_std: Real | None = Field(None, gt=0, le=10, description="learned only; absent: N(0, 1).")
+
+
+class SelfAttention(LayerBase):
+    """Multi-head self-attention on (N, T, D): torch.nn.MultiheadAttention(D, num_heads,
+    batch_first=True) called as attn(x, x, x), with the causal mask when `causal`."""
+    type: Literal["self_attention"]
+    num_heads: int = Field(1, ge=1, le=1024)
+    causal: bool = True
+    dropout: Real = Field(0.0, ge=0, lt=1, description="On the attention weights, in training.")
+    bias: bool = True
 
 
 class Conv2d(LayerBase):
@@ -152,7 +198,8 @@ class SeqPool(LayerBase):
 LayerSpec = Annotated[
     Union[Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, BatchNorm, LayerNorm, Dropout,
           ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax, Add, Concat,
-          Conv1d, SeqPool],
+          Conv1d, SeqPool,
+          Embedding, PositionEmbedding, SelfAttention],
     Field(discriminator="type"),
 ]
 MERGE_TYPES = ("add", "concat")
@@ -173,8 +220,24 @@ def _check_arity(i: int, layer, ins: list[str]) -> None:
         raise ValueError(f"layers[{i}] ({layer.type}): takes exactly 1 input, got {ins}{hint}")
 
 
+class Repeat(Spec):
+    """A block of layers stacked `times` times; expanded at validation (engine/spec/repeat.py) into
+    layers named `{name}.{i}.{inner name}`, so it never reaches a Model."""
+    type: Literal["repeat"]
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", description="Prefix of the blocks' layers.")
+    times: int = Field(ge=1, le=256, description="How many copies of the block, stacked.")
+    layers: list[LayerSpec] = Field(min_length=1, max_length=200)
+    inputs: list[str] | None = Field(None, min_length=1, max_length=1, description=(
+        "The layer feeding the first block; absent: the previous layer."))
+
+
+# what a user may write in `layers`: a layer, or a repeat of a block of them
+LayerOrRepeat = Annotated[Union[LayerSpec, Repeat], Field(discriminator="type")]
+
+
 class ModelSpec(Spec):
-    layers: list[LayerSpec] = Field(min_length=1, max_length=1000)
+    # after validation only layers: a repeat is expanded by `_expand_repeats`
+    layers: list[LayerOrRepeat] = Field(min_length=1, max_length=1000)
 
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [{
         "layers": [
@@ -183,6 +246,13 @@ class ModelSpec(Spec):
             {"type": "dropout", "p": 0.1},
             {"type": "linear", "out_features": 3},
         ]}]})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_repeats(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "layers" in data:
+            return {**data, "layers": expand(data["layers"], Repeat)}
+        return data
 
     @property
     def is_dag(self) -> bool:
@@ -236,4 +306,29 @@ class ModelSpec(Spec):
             if self.is_dag and k not in consumed:
                 raise ValueError(f"layers[{i}] ({self.layers[i].type}): output {k!r} is never used; "
                                  "every layer but the last must feed another")
+        return self
+
+    def tied_index(self, index: int) -> int | None:
+        """The index of the embedding layers[index] ties its weight to (by name), or None."""
+        target = getattr(self.layers[index], "tie_to", None)
+        if target is None:
+            return None
+        return next((j for j, layer in enumerate(self.layers[:index]) if layer.name == target), None)
+
+    @model_validator(mode="after")
+    def _check_ties(self) -> "ModelSpec":
+        """tie_to names an earlier embedding, and no table is tied twice (shapes: engine.planning)."""
+        tied: dict[int, int] = {}
+        for i, layer in enumerate(self.layers):
+            if getattr(layer, "tie_to", None) is None:
+                continue
+            j = self.tied_index(i)
+            if j is None or self.layers[j].type != "embedding":
+                embeddings = [lay.name for lay in self.layers[:i] if lay.type == "embedding" and lay.name]
+                raise ValueError(f"layers[{i}] (linear): tie_to {layer.tie_to!r} is not the name of an earlier "
+                                 f"embedding layer; valid: {embeddings or 'none (name an embedding layer before it)'}")
+            if j in tied:
+                raise ValueError(f"layers[{i}] (linear): embedding {layer.tie_to!r} is already tied to "
+                                 f"layers[{tied[j]}]")
+            tied[j] = i
         return self

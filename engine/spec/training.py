@@ -14,6 +14,8 @@ class CrossEntropyLoss(Spec):
     """Softmax cross-entropy on logits with integer class labels (torch.nn.CrossEntropyLoss)."""
     type: Literal["cross_entropy"]
     label_smoothing: Real = Field(0.0, ge=0, le=1)
+    ignore_index: int = Field(-100, description="Targets equal to it add nothing to the loss or its gradient, "
+                                                "and the mean runs over the others (torch's default -100).")
 
 
 class MSELoss(Spec):
@@ -144,6 +146,9 @@ class TrainConfig(Spec):
                                                                  "(the last rows after a seeded shuffle).")
     shuffle: bool = True
     seed: int = Field(0, ge=0, le=2**63 - 1)
+    steps_per_epoch: int | None = Field(None, ge=1, le=1_000_000, description=(
+        "Language models only: optimizer steps per epoch, each on batch_size windows drawn at seeded random "
+        "offsets. Absent: about one pass over the training tokens."))
     grad_clip_norm: Real | None = Field(None, gt=0, description="Global-norm gradient clipping.")
     schedule: ScheduleSpec = ConstantLR(type="constant")
     early_stopping: EarlyStopping | None = None

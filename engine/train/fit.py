@@ -27,6 +27,7 @@ from .errors import NonFiniteError
 from .watch import Watch
 from .metrics import Meter, evaluate
 from .rows import BatchPlan, Rows, epoch_batches, split_rows
+from .windows import LANGUAGE_MODEL, split_stream, window_batches, window_plan
 from .step import TrainStep
 
 _SHUFFLE_SEED_MIX = 0x9E3779B97F4A7C15          # the shuffle generator's seed: config.seed mixed
@@ -196,8 +197,7 @@ class _EpochLoop:
                       rows.X_train.device, rows.ss_train)
         layers: dict[str, Any] = {}
         report = _overrides(self.callbacks, "on_step")
-        shuffle_gen = run.shuffle_gen if self.config.shuffle else None
-        for b, (xb, yb) in enumerate(epoch_batches(rows, self.batches.bounds, shuffle_gen)):
+        for b, (xb, yb) in enumerate(self.batches_of_epoch()):
             if b and self.callbacks.should_stop():   # before every step; batch 0's is epochs()'s
                 return None
             self.optimizer.lr = self.schedule.lr_at(run.step)
@@ -217,6 +217,12 @@ class _EpochLoop:
                 self.callbacks.on_step(Progress(epoch, self.config.epochs, run.step, self.total_steps,
                                                 run.step / max(self.total_steps, 1)))
         return meter.result("train"), layers
+
+    def batches_of_epoch(self):
+        """(xb, yb) of each step: a language model's random windows, or the rows (shuffled or not)."""
+        if self.rows.kind == LANGUAGE_MODEL:   # windows are always drawn: the seeded shuffle generator
+            return window_batches(self.rows, self.batches, self.model.input_shape[0], self.run.shuffle_gen)
+        return epoch_batches(self.rows, self.batches.bounds, self.run.shuffle_gen if self.config.shuffle else None)
 
     def measured_step(self, xb: Tensor, yb: Tensor) -> dict[str, Any]:
         """A training step whose health is measured (engine.health): outputs observed in the forward,
@@ -238,13 +244,14 @@ class _EpochLoop:
         return metrics
 
 
-def fit(model, loss, optimizer, X: Tensor, y: Tensor, config: TrainConfig | dict, *,
+def fit(model, loss, optimizer, X: Tensor, y: Tensor | None, config: TrainConfig | dict, *,
         task: str, callbacks: Callbacks | None = None, resume: Checkpoint | None = None,
         checkpoint_every: int = 1) -> FitResult:
     """Train `model` in place on (X, y); see the package docstring.
 
     X: (N, *model.input_shape); y: (N,) integer labels (classification) or (N,) / (N, k) floats
-    (regression). Raises ValueError for data / config that cannot work (before any step),
+    (regression). task="language_model": X is a 1-D token stream and y is ignored (None); see
+    train/windows.py. Raises ValueError for data / config that cannot work (before any step),
     NonFiniteError when the loss becomes NaN / inf, and DiagnosisStop when a rule named in
     config.diagnostics.stop_on finds something. checkpoint_every: epochs between
     on_checkpoint calls (0: only when the run ends). `loss` is read for its spec: fit trains with
@@ -253,9 +260,13 @@ def fit(model, loss, optimizer, X: Tensor, y: Tensor, config: TrainConfig | dict
     started = time.perf_counter()
     config = config if isinstance(config, TrainConfig) else TrainConfig.model_validate(config)
     callbacks = callbacks if callbacks is not None else Callbacks()
-    rows = split_rows(model, loss.name, X, y, config, task)
+    if task == LANGUAGE_MODEL:                 # X: the token stream; y unused (the stream shifted by one)
+        rows = split_stream(model, X, config)
+        batches = window_plan(config, rows.X_train.shape[0], model.input_shape[0])
+    else:
+        rows = split_rows(model, loss.name, X, y, config, task)
+        batches = BatchPlan.of(model, rows.X_train.shape[0], config.batch_size)
     best = _Best(_monitored(config.early_stopping, rows), config.early_stopping)
-    batches = BatchPlan.of(model, rows.X_train.shape[0], config.batch_size)
     run = _start_run(model, optimizer, config, best, resume)
     unchecked = losses.make(loss.spec, check_labels=False)   # no per-batch host sync to check labels
     loop = _EpochLoop(model, unchecked, optimizer, rows, batches, run, callbacks, task)

@@ -1,6 +1,8 @@
 """Epoch metrics: loss with accuracy (classification) or MAE and R^2 (regression), and `evaluate`."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -16,12 +18,16 @@ class Meter:
             self.abs_sum, self.sq_sum = torch.zeros(width, **f64), torch.zeros(width, **f64)
         else:
             self.correct = torch.zeros((), dtype=torch.int64, device=device)
+            self.tokens = 0
 
     def add(self, out: Tensor, yb: Tensor, value: float) -> None:
         n = out.shape[0]
         self.loss_sum += value * n
         self.n += n
-        if self.kind == "cross_entropy":
+        if self.kind == "language_model":       # accuracy per token: every position predicts the next
+            self.correct += (out.argmax(dim=-1) == yb).sum()
+            self.tokens += yb.numel()
+        elif self.kind == "cross_entropy":
             self.correct += (out.argmax(dim=1) == yb).sum()
         elif self.kind == "bce_with_logits":
             self.correct += ((out > 0) == (yb > 0.5)).sum()
@@ -36,6 +42,9 @@ class Meter:
         if self.kind == "regression":
             out[f"{prefix}_mae"] = float(self.abs_sum.sum()) / (n * self.abs_sum.numel())
             out[f"{prefix}_r2"] = r2(self.sq_sum, self.ss_tot)
+        elif self.kind == "language_model":
+            out[f"{prefix}_accuracy"] = int(self.correct) / max(self.tokens, 1)
+            out[f"{prefix}_perplexity"] = perplexity(out[f"{prefix}_loss"])
         else:
             out[f"{prefix}_accuracy"] = int(self.correct) / n
         return out
@@ -57,6 +66,8 @@ def r2(ss_res: Tensor, ss_tot: Tensor) -> float:
 
 def metric_kind(loss_name: str, task: str) -> str:
     """"cross_entropy" / "bce_with_logits" (accuracy) for classification, else "regression"."""
+    if task == "language_model":
+        return "language_model"
     return loss_name if task == "classification" else "regression"
 
 
@@ -75,4 +86,11 @@ def evaluate(model, loss, X: Tensor, y: Tensor, *, task: str, batch_size: int,
         meter.add(out, yb, 0.0)
     result = meter.result(prefix)
     result[f"{prefix}_loss"] = float(loss_sum) / max(X.shape[0], 1)
+    if f"{prefix}_perplexity" in result:
+        result[f"{prefix}_perplexity"] = perplexity(result[f"{prefix}_loss"])
     return result
+
+
+def perplexity(loss: float) -> float:
+    """exp(mean cross-entropy in nats per token); inf past float range."""
+    return math.exp(loss) if loss < 700 else math.inf

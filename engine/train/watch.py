@@ -15,6 +15,7 @@ from .. import health
 from ..diagnostics import ActivationStats, Diagnosis, Diagnostics, Finding, init_report
 from .callbacks import Callbacks
 from .errors import DiagnosisStop, NonFiniteError
+from .windows import LANGUAGE_MODEL, first_windows
 
 
 class Watch:
@@ -28,8 +29,12 @@ class Watch:
         if not self.config.enabled:
             return
         if run.epoch == 0 and run.init_report is None:
-            n = min(batch_size, rows.X_train.shape[0])
-            run.init_report = init_report(model, loss, rows.X_train[:n], rows.y_train[:n])
+            if rows.kind == LANGUAGE_MODEL:
+                xb, yb = first_windows(rows, batch_size, model.input_shape[0])
+            else:
+                n = min(batch_size, rows.X_train.shape[0])
+                xb, yb = rows.X_train[:n], rows.y_train[:n]
+            run.init_report = init_report(model, loss, xb, yb)
             self.diagnosis = Diagnosis(self.config, run.init_report)
             findings = self.diagnosis.start()
             run.init_report["findings"] = [f.as_dict() for f in findings]

@@ -69,13 +69,13 @@ def test_cross_entropy_errors():
         loss.forward(pred, torch.tensor([0, 1, 3, 2]))
     with pytest.raises(ValueError, match=r"target\[1\] = -1"):
         loss.forward(pred, torch.tensor([0, -1, 1, 2]))
-    with pytest.raises(ValueError, match=r"\(N,\) = \(4,\).*\(4, 3\).*got shape \(4, 1\)"):
+    with pytest.raises(ValueError, match=r"target must be \(4,\) class indices.*\(4, 3\).*got shape \(4, 1\)"):
         loss.forward(pred, torch.zeros(4, 1, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"got shape \(5,\)"):
         loss.forward(pred, torch.zeros(5, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"integer class indices, got dtype torch\.float64"):
         loss.forward(pred, torch.zeros(4, dtype=DT))
-    with pytest.raises(ValueError, match=r"\(N, C\) logits, got shape \(4,\)"):
+    with pytest.raises(ValueError, match=r"\(N, C\) or \(N, T, C\) logits, got shape \(4,\)"):
         loss.forward(torch.zeros(4, dtype=DT), torch.zeros(4, dtype=torch.int64))
     with pytest.raises(RuntimeError, match="backward\\(\\) called without a forward"):
         losses.make("cross_entropy").backward()

@@ -31,7 +31,8 @@ def test_shape_inference_matches_torch(case):
 
 MISMATCHES = {
     # name: (layers, input shape, failing index, its type, substrings the message must hold)
-    "linear_after_conv": ([conv(4, 3), lin(5)], (2, 6, 6), 1, "linear", ["(N, 4, 4, 4)", "flatten"]),
+    "attention_on_flat": ([lin(4), t("self_attention", num_heads=2)], (3,), 1, "self_attention",
+                          ["(N, 4)", "(N, T, D)"]),
     "add_unequal": ([lin(4, name="a", inputs=["input"]), lin(5, name="b", inputs=["input"]),
                      t("add", name="s", inputs=["a", "b"])], (3,), 2, "add", ["'s'", "(N, 4)", "(N, 5)"]),
     "conv_kernel_too_big": ([conv(4, 5)], (1, 3, 3), 0, "conv2d", ["(N, 1, 3, 3)", "5x5", "3x3"]),
@@ -147,3 +148,13 @@ def test_structural_errors_are_validation_errors(case):
 def test_sequential_spec_names_are_checked_too(layers, message):
     with pytest.raises(ValidationError, match=re.escape(message)):
         ModelSpec.model_validate({"layers": layers})
+
+
+def test_linear_on_a_conv_output_acts_on_the_last_dim_and_the_loss_check_asks_for_a_flatten():
+    """As torch.nn.Linear: (N, C, H, W) -> (N, C, H, out). A classifier that forgot its flatten is
+    then refused where the output meets the loss, with the hint."""
+    from engine.data import check_compatible
+    p = plan({"layers": [conv(4, 3), lin(5)]}, (2, 6, 6))
+    assert p.output_shape == (4, 4, 5)
+    with pytest.raises(ValueError, match="add a flatten and a linear layer at the end"):
+        check_compatible("cross_entropy", "classification", 5, p.output_shape)

@@ -28,7 +28,7 @@ def test_format_shape_takes_a_torch_size_and_defaults_to_the_batch_form():
 
 def test_engine_messages_use_it():
     with pytest.raises(engine.SpecError, match=r"\(N, 3, 4\)"):
-        engine.plan({"layers": [{"type": "linear", "out_features": 2}]}, (3, 4))
+        engine.plan({"layers": [{"type": "conv2d", "out_channels": 2, "kernel_size": 1}]}, (3, 4))
 
 
 def test_tasks_is_the_one_definition():
