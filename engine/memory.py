@@ -2,7 +2,8 @@
 
 Counted in elements of the model's dtype per sample, from what each layer keeps between its
 forward and its backward (engine/layers: a linear keeps its input, a relu, leaky relu or gelu
-its output, a dropout its mask, a norm its x-hat, a max pool (and seq_pool's max) its int64 indices), and the
+its output, a dropout its mask, a norm its x-hat, a max pool (and seq_pool's max) its int64 indices,
+self-attention its q, k, v and the heads' weights: batch x heads x T^2), and the
 largest set of temporaries alive at once in the backward pass (the incoming dy, the outgoing dx,
 a convolution's unfolded input, GELU's second factor). The optimizer adds nothing to its state:
 its temporaries go into the spent gradients (Optimizer.step(reuse_grads=True)). An estimate, meant
@@ -63,7 +64,19 @@ def _kept_bytes(plan: Plan, i: int, item: int) -> int:
         return n_out * (item + _INT64)
     if layer.kind == "seq_pool":                 # a mean: each position's weight, (T, 1)
         return (n_out + layer.in_shapes[0][0]) * item
+    if layer.kind == "self_attention":
+        return _attention_kept(layer) * item
+    if layer.kind == "embedding":                # its ids (int64), and its output (read by the next layer)
+        return _numel(layer.in_shapes[0]) * _INT64 + n_out * item
     return n_out * item
+
+
+def _attention_kept(layer) -> int:
+    """Elements self-attention keeps per sample: its input, q, k, v, the heads' output and its own output
+    (6 x T x D), and the attention weights P, H x T x T (twice with dropout: the mask and P')."""
+    t, d = layer.in_shapes[0]
+    squares = layer.spec.num_heads * t * t
+    return 6 * t * d + squares * (3 if layer.spec.dropout > 0 else 1)
 
 
 def _temporary_bytes(plan: Plan, i: int, item: int) -> int:
@@ -80,6 +93,9 @@ def _temporary_bytes(plan: Plan, i: int, item: int) -> int:
         elements += layer.in_shapes[0][0] * kh * kw * _numel(layer.out_shape[1:])
     if layer.kind == "conv1d":
         elements += layer.in_shapes[0][0] * layer.spec.kernel_size * layer.out_shape[1]
+    if layer.kind == "self_attention":           # dP, dS beside P; dq, dk, dv and their (T, 3D) join
+        t, d = layer.in_shapes[0]
+        elements += 2 * layer.spec.num_heads * t * t + 6 * t * d
     return elements * item
 
 

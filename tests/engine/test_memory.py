@@ -59,3 +59,28 @@ def test_the_estimate_bounds_what_a_training_step_allocates(name):
     e = estimate(plan({"layers": case.layers}, case.input_shape), 4, Adam(type="adam"))
     assert step.persistent <= e.parameter_bytes
     assert held <= batch * e.activation_bytes <= 3 * held
+
+
+def test_the_estimate_bounds_a_gpt_step_and_counts_attention_in_t_squared():
+    """A GPT's step, counted by torch's profiler, within the estimate; the heads' T x T weights show."""
+    from bench.memory_use import measure as measure_step
+    from engine import losses, optim
+    from engine.train import TrainStep
+    from sequence_support import gpt
+    spec, batch, context = gpt(vocab=50, dim=32, context=32, blocks=2, heads=4), 8, 32
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 50, (batch, context), generator=g), torch.randint(0, 50, (batch, context), generator=g)
+
+    def make():
+        model = Model.from_spec(spec, (context,))
+        step = TrainStep(model, losses.make("cross_entropy"), optim.make("adam", model.parameters()))
+        return lambda: step(x, y)
+    used = measure_step(make, False, torch.device("cpu"))
+    held = used.peak - used.persistent
+    e = estimate(plan(spec, (context,)), 4, Adam(type="adam"))
+    assert used.persistent <= e.parameter_bytes
+    assert held <= batch * e.activation_bytes <= 3 * held
+    longer = estimate(plan(gpt(vocab=50, dim=32, context=64, blocks=2, heads=4), (64,)), 4)
+    # doubling T doubles what is linear in T and quadruples the heads' T x T weights (two blocks, 4 heads,
+    # kept P and the backward's dP, dS)
+    assert longer.activation_bytes - 2 * e.activation_bytes >= 2 * 4 * (64 * 64 - 2 * 32 * 32) * 4
