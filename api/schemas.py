@@ -4,11 +4,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, computed_field, field_validator
 
 from core.jobspec import JobRequest, Label, openapi_friendly
 from core.lifecycle import JobStatus
-from core.tables import Dataset, Job, as_utc
+from core.tables import DATASET_KINDS, Dataset, Job, as_utc
+from engine.text import LANGUAGE_MODEL, validation_tokens
 from core.workers import WAITING_FOR
 
 LIST_LIMIT_MAX = 100  # the most items one page of a list returns
@@ -32,7 +33,9 @@ _DATASET_EXAMPLE = {
     "n_rows": 150, "input_shape": [4], "n_outputs": 3,
     "classes": ["setosa", "versicolor", "virginica"], "target": "species",
     "feature_names": ["sepal_length", "sepal_width", "petal_length", "petal_width"],
-    "size_bytes": 4551, "created_at": "2026-11-23T20:45:00Z"}
+    "size_bytes": 4551, "created_at": "2026-11-23T20:45:00Z", "kind": "table", "tokenizer": None,
+    "vocab_size": None, "n_tokens": None, "validation_tokens": None}
+DEFAULT_VALIDATION_SPLIT = JobRequest.model_fields["validation_split"].default
 
 
 class ProblemItem(BaseModel):
@@ -52,23 +55,57 @@ class ErrorBody(BaseModel):
     detail: str | list[ProblemItem]
 
 
+class TokenizerPublic(BaseModel):
+    """engine.text.Tokenizer as stored with the dataset: Tokenizer.from_dict(this) rebuilds it."""
+    kind: Literal["byte", "char"] = Field(description="byte: 256 ids, one per UTF-8 byte; char: one id per "
+                                                      "character of `chars`.")
+    vocab_size: int = Field(description="Ids of text: 256 for byte, len(chars) for char.")
+    pad_id: int | None = Field(description="Rows padded to one length: pad_id = vocab_size (so embeddings "
+                                           "need vocab_size + 1); null for a text's token stream.")
+    chars: str | None = Field(None, description="char: the vocabulary, sorted by code point; id = position.")
+
+
 class DatasetPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [_DATASET_EXAMPLE]})
 
     id: str
     name: str
-    format: Literal["csv", "npz"]
-    task: Literal["classification", "regression"]
+    format: Literal["csv", "npz", "txt"]
+    kind: Literal[DATASET_KINDS] = Field(description=(
+        "table (input_shape [F]), image ([C, H, W]), language_model (a text's token stream: each next token "
+        "is the target) or sequence_classification (rows of T token ids, input_shape [T], and a class each)."))
+    task: Literal["classification", "regression", "language_model"]
     task_inferred: bool = Field(description="True: inferred from the target; false: given with the upload.")
     task_reason: str | None = Field(description="Why this task: what the target holds, or that it was given.")
-    n_rows: int
-    input_shape: list[int] = Field(description="Shape of one sample: [F] or [C, H, W].")
-    n_outputs: int = Field(description="Number of classes, or of regression targets.")
+    n_rows: int = Field(description="Rows; a language_model's: its tokens.")
+    input_shape: list[int] = Field(description="Shape of one sample: [F], [C, H, W] or [T] ids; [] for a "
+                                               "language_model (the job chooses the context length).")
+    n_outputs: int = Field(description="Number of classes (a language_model's: its vocabulary), or of "
+                                       "regression targets.")
     classes: list[Any] | None = Field(description="Original labels, sorted; class id = index.")
     target: str | None = Field(description="The CSV target column (NPZ: always array y).")
-    feature_names: list[str] | None
+    feature_names: list[str] | None = Field(description="Feature columns; a sequence_classification CSV's: "
+                                                        "its text column.")
+    tokenizer: TokenizerPublic | None = Field(description="How text became ids; null for numbers, and for an "
+                                                          "NPZ of ids.")
+    vocab_size: int | None = Field(description=(
+        "Sequence kinds: every id lies in [0, vocab_size): an embedding's num_embeddings (a padded "
+        "tokenizer's pad id included, so its vocab_size + 1)."))
     size_bytes: int = Field(description="Size of the uploaded file.")
     created_at: UtcDatetime
+
+    @computed_field(description="A language_model's tokens (its n_rows); null for other kinds.")
+    @property
+    def n_tokens(self) -> int | None:
+        return self.n_rows if self.kind == LANGUAGE_MODEL else None
+
+    @computed_field(description=(
+        f"A language_model's tokens in the validation tail at the default validation_split "
+        f"({DEFAULT_VALIDATION_SPLIT}): round(n_tokens × validation_split), the end of the text, never "
+        "shuffled. Null for other kinds."))
+    @property
+    def validation_tokens(self) -> int | None:
+        return validation_tokens(self.n_rows, DEFAULT_VALIDATION_SPLIT) if self.kind == LANGUAGE_MODEL else None
 
 
 class DatasetList(BaseModel):

@@ -30,6 +30,7 @@ class UploadError(Exception):
 class Upload:
     path: Path | None = None          # the file part, on disk; None if the request had none
     filename: str | None = None
+    content_type: str | None = None   # of the file part, as the client declared it (lowercase, no parameters)
     size: int = 0
     fields: dict[str, str] = field(default_factory=dict)
 
@@ -44,7 +45,7 @@ class _Receiver:
     def __init__(self, upload: Upload, dest_dir: Path, max_bytes: int, file_field: str):
         self.upload, self.dest_dir, self.max_bytes, self.file_field = upload, dest_dir, max_bytes, file_field
         self.header_name = self.header_value = b""
-        self.disposition = b""
+        self.disposition = self.part_type = b""
         self.name: str | None = None
         self.value = bytearray()
         self.file = None
@@ -57,7 +58,7 @@ class _Receiver:
                 "on_part_end": self.on_part_end}
 
     def on_part_begin(self) -> None:
-        self.disposition, self.name, self.value = b"", None, bytearray()
+        self.disposition, self.part_type, self.name, self.value = b"", b"", None, bytearray()
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self.header_name += data[start:end]
@@ -68,6 +69,8 @@ class _Receiver:
     def on_header_end(self) -> None:
         if self.header_name.lower() == b"content-disposition":
             self.disposition = self.header_value
+        elif self.header_name.lower() == b"content-type":
+            self.part_type = self.header_value
         self.header_name = self.header_value = b""
 
     def on_headers_finished(self) -> None:
@@ -83,6 +86,8 @@ class _Receiver:
             self.upload.path = Path(tmp)
             if b"filename" in options:
                 self.upload.filename = os.path.basename(options[b"filename"].decode("utf-8", "replace"))
+            if self.part_type:
+                self.upload.content_type = parse_options_header(self.part_type)[0].decode("latin-1").lower()
         elif b"filename" in options:
             raise UploadError(422, f"unexpected file part {self.name!r}; send the dataset as "
                                    f"{self.file_field!r}", self.name)

@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     max_active_sweeps: int = 4             # running sweeps per key; their trials count as its jobs
     max_inferred_classes: int = Field(50, ge=2, description="A target with more distinct values is not "
                                       "inferred as classes; task=classification takes it explicitly.")
+    # text datasets: a language_model's tokens (byte: the file's bytes; char: its characters), the
+    # distinct characters of a char tokenizer (past it: tokenizer=byte), the ids per row of a
+    # sequence_classification dataset (its max_length), and every id of an uploaded NPZ of ids
+    max_text_tokens: int = Field(50_000_000, ge=2, le=2**31 - 1)   # n_rows is a 32-bit column
+    max_char_vocab: int = Field(1024, ge=1)
+    max_sequence_length: int = Field(1024, ge=1)
+    max_vocab_size: int = Field(1_000_000, ge=2, le=2**31 - 1)
 
     # GET /v1/jobs/{id}/events (server-sent events): the stream reads the job's rows this often,
     # sends a keep-alive comment after this much silence, and ends after max_s (the client resumes

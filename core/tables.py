@@ -11,6 +11,8 @@ from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, 
                         UniqueConstraint, bindparam, false, select)
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
 
+from engine.text import LANGUAGE_MODEL
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -46,16 +48,21 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+# what a dataset's rows are; a dataset's kind follows from its columns (Dataset.kind)
+TABLE, IMAGE, SEQUENCE_CLASSIFICATION = "table", "image", "sequence_classification"
+DATASET_KINDS = (TABLE, IMAGE, LANGUAGE_MODEL, SEQUENCE_CLASSIFICATION)
+
+
 class Dataset(Base):
     __tablename__ = "datasets"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
-    format: Mapped[str] = mapped_column(String(8))             # csv | npz
-    task: Mapped[str] = mapped_column(String(16))              # classification | regression
-    n_rows: Mapped[int] = mapped_column(Integer)
-    input_shape: Mapped[list[Any]] = mapped_column()           # per sample: [F] or [C, H, W]
-    n_outputs: Mapped[int] = mapped_column(Integer)            # classes, or target columns
+    format: Mapped[str] = mapped_column(String(8))             # csv | npz | txt
+    task: Mapped[str] = mapped_column(String(16))              # classification | regression | language_model
+    n_rows: Mapped[int] = mapped_column(Integer)               # a language_model's: its tokens
+    input_shape: Mapped[list[Any]] = mapped_column()           # per sample: [F], [C, H, W], [T] ids; [] for text
+    n_outputs: Mapped[int] = mapped_column(Integer)            # classes (a text's: its vocabulary), or targets
     target: Mapped[str | None] = mapped_column(String(200))    # CSV target column name
     feature_names: Mapped[list[Any] | None] = mapped_column(default=None)
     classes: Mapped[list[Any] | None] = mapped_column(default=None)  # original labels, index = class id
@@ -65,6 +72,17 @@ class Dataset(Base):
     stored_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)  # its tensor file (quota)
     path: Mapped[str] = mapped_column(String(500))             # tensor file, relative to artifacts_dir
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    tokenizer: Mapped[dict[str, Any] | None] = mapped_column(default=None)  # engine.text.Tokenizer.to_dict()
+    vocab_size: Mapped[int | None] = mapped_column(Integer, default=None)   # token ids lie in [0, vocab_size)
+
+    @property
+    def kind(self) -> str:
+        """language_model (a token stream), sequence_classification (rows of ids), image or table."""
+        if self.task == LANGUAGE_MODEL:
+            return LANGUAGE_MODEL
+        if self.vocab_size is not None:
+            return SEQUENCE_CLASSIFICATION
+        return IMAGE if len(self.input_shape) == 3 else TABLE
 
 
 class Job(Base):

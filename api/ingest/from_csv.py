@@ -13,7 +13,7 @@ MAX_COLUMN_NAME = 200         # characters: the target's name is stored in a col
 _CSV_CHUNK_CELLS = 250_000    # text cells held at once before conversion (~15 MB of str objects)
 
 
-def _read_header(reader, max_columns: int) -> list[str]:
+def read_header(reader, max_columns: int) -> list[str]:
     for header in reader:
         if any(c.strip() for c in header):
             break
@@ -53,8 +53,9 @@ def _to_float_chunk(rows: list[list[str]], lines: list[int], names: list[str]) -
             for cell, name in zip(row, names):
                 if not is_number(cell):
                     what = "is empty" if not cell.strip() else f"= {cell[:40]!r} is not a number"
+                    text = "" if not cell.strip() else f"; a column of text to classify: text_column={name!r}"
                     raise DatasetError(f"line {line}, column {name!r}: the cell {what}; feature columns "
-                                       "must be numeric (one-hot encode categories before uploading)")
+                                       f"must be numeric (one-hot encode categories before uploading{text})")
         raise
     bad = ~np.isfinite(chunk)
     if bad.any():
@@ -76,7 +77,7 @@ def parse_csv(path: Path, *, target: str | None = None, task: Task | None = None
     with open(path, newline="", encoding="utf-8-sig") as f:
         try:
             reader = csv.reader(f, strict=True)
-            header = _read_header(reader, limits.max_features + 1)
+            header = read_header(reader, limits.max_features + 1)
             if target is None:
                 t = len(header) - 1
             elif target in header:

@@ -19,6 +19,11 @@ def parse_npz(path: Path, *, task: Task | None = None, limits: Limits | None = N
     from each .npy header before its array is allocated, and exactly that many bytes are then
     read from the decompressing stream: the sizes a zip's directory declares are not trusted."""
     limits = limits or Limits()
+    return _check_arrays(*read_arrays(path, limits), task, limits)
+
+
+def read_arrays(path: Path, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays X and y of the archive, as saved (any numeric or text dtype), within limits.max_bytes."""
     try:
         with zipfile.ZipFile(path) as zf:
             members = {name.removesuffix(".npy"): name for name in zf.namelist()}
@@ -33,7 +38,7 @@ def parse_npz(path: Path, *, task: Task | None = None, limits: Limits | None = N
         raise
     except Exception as e:  # noqa: BLE001 - zlib, zipfile, numpy header errors: all a damaged upload
         raise DatasetError(f"not a readable NPZ archive ({type(e).__name__}: {e})") from None
-    return _check_arrays(X, y, task, limits)
+    return X, y
 
 
 def _read_member(zf: zipfile.ZipFile, member: str, name: str, budget: list[int], limits: Limits) -> np.ndarray:

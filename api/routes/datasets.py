@@ -1,8 +1,8 @@
-"""/v1/datasets: upload (multipart, streamed), list, read, delete."""
+"""/v1/datasets: upload (multipart, streamed: CSV, NPZ or text), list, read, delete."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -20,7 +20,7 @@ from engine import TASKS
 from ..deps import CurrentKey, DatasetId, SessionDep, SettingsDep, get_owned
 from ..errors import EVERY_OPERATION, error_responses, problem
 from ..strict_json import StrictJSONRoute
-from ..ingest import DatasetError, Limits, ParsedDataset, parse_dataset
+from ..ingest import TOKENIZERS, UPLOAD_KINDS, DatasetError, Limits, ParsedDataset, parse_dataset
 from ..schemas import LIST_LIMIT_MAX, DatasetList, DatasetPublic, dataset_public
 from ..upload import UploadError, receive_upload
 
@@ -36,24 +36,59 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
     "type": "object", "required": ["file"],
     "properties": {
         "file": {"type": "string", "format": "binary",
-                 "description": "CSV with a header row (numeric features; the target may hold text "
-                                "labels), or NPZ with arrays X (N×F or N×C×H×W) and y."},
+                 "description": "CSV with a header row (numeric features; the target may hold text labels); "
+                                "NPZ with arrays X (N×F or N×C×H×W) and y; or UTF-8 text (a .txt name, or a "
+                                "text/plain part), a language_model's training text. A CSV with text_column "
+                                "holds texts and their labels: sequence_classification."},
         "name": {"type": "string", "maxLength": 200, "examples": [""],
                  "description": "Empty: the file name."},
         "target": {"type": "string", "examples": [""],
-                   "description": "CSV target column. Empty: the last column."},
+                   "description": "CSV target column. Empty: the last column (with text_column: the last "
+                                  "other one)."},
         "task": {"type": "string", "enum": [INFER, *TASKS], "default": INFER,
                  "description": "infer: text, or at most max_inferred_classes (default 50) distinct "
                                 "integers with two rows per value, is classification; other numbers are "
-                                "regression. The response says what was inferred and why."},
+                                "regression. The response says what was inferred and why. Text files have "
+                                "none (each next token is the target)."},
+        "kind": {"type": "string", "enum": [INFER, *UPLOAD_KINDS], "default": INFER,
+                 "description": "infer: text by its name or content type is a language_model; a CSV with "
+                                "text_column is sequence_classification; otherwise a table or images by X's "
+                                "shape. language_model reads any file as UTF-8 text. sequence_classification "
+                                "takes an NPZ whose X holds integer token ids (N×T) and class labels y "
+                                "(without it an integer X is a table of numbers)."},
+        "tokenizer": {"type": "string", "enum": list(TOKENIZERS), "default": "byte",
+                      "description": "Text (a text file, or a CSV's text_column). byte: 256 ids, one per "
+                                     "UTF-8 byte, any text. char: one id per distinct character of the upload "
+                                     "(at most max_char_vocab, default 1024), sorted; fewer ids per text. "
+                                     "Stored with the dataset. byte, the default, goes with any file."},
+        "text_column": {"type": "string", "examples": [""],
+                        "description": "CSV only: the column holding text makes a sequence_classification "
+                                       "dataset of two columns, the text and the target."},
+        "max_length": {"type": "string", "examples": [""],
+                       "description": "text_column only: ids per row; longer texts are cut, shorter ones "
+                                      "padded with the tokenizer's pad_id. Empty: the longest text's, which "
+                                      "must be within max_sequence_length (default 1024)."},
     }}}}}}
+_FIELDS = ("name", "target", "task", "kind", "tokenizer", "text_column", "max_length")
 
 
-def _form_fields(fields: dict[str, str], filename: str | None) -> tuple[str, str | None, str | None]:
-    unknown = sorted(set(fields) - {"name", "target", "task"})
+def _choice(fields: dict[str, str], field: str, valid: tuple[str, ...], infer: bool = True) -> str | None:
+    """The field's value if one of `valid`; empty (and infer, where it is a choice) mean absent."""
+    value = (fields.get(field) or "").strip()
+    if not value or (infer and value == INFER):
+        return None
+    if value not in valid:
+        choices = [INFER, *valid] if infer else list(valid)
+        raise problem(422, ["body", field], f"{field} {value!r} is not one of {choices}", "enum")
+    return value
+
+
+def _form_fields(fields: dict[str, str], filename: str | None) -> tuple[str, dict[str, Any]]:
+    """The dataset's name, and parse_dataset's keywords."""
+    unknown = sorted(set(fields) - set(_FIELDS))
     if unknown:
-        raise problem(422, ["body", unknown[0]], f"unknown form field {unknown[0]!r}; valid: file, name, "
-                      "target, task", "extra_forbidden")
+        raise problem(422, ["body", unknown[0]], f"unknown form field {unknown[0]!r}; valid: file, "
+                      f"{', '.join(_FIELDS)}", "extra_forbidden")
     for field, value in [*fields.items(), ("file", filename or "")]:
         at = first_control_char(value)
         if at is not None:
@@ -63,11 +98,16 @@ def _form_fields(fields: dict[str, str], filename: str | None) -> tuple[str, str
     name = (fields.get("name") or "").strip() or filename or "dataset"
     if len(name) > 200:
         raise problem(422, ["body", "name"], f"name is {len(name)} characters; at most 200")
-    task = (fields.get("task") or "").strip() or INFER
-    if task != INFER and task not in TASKS:
-        raise problem(422, ["body", "task"], f"task {task!r} is not one of {[INFER, *TASKS]}", "enum")
-    target = (fields.get("target") or "").strip() or None
-    return name, target, None if task == INFER else task
+    max_length = (fields.get("max_length") or "").strip() or None
+    if max_length is not None:
+        if not max_length.isdigit() or len(max_length) > 9:
+            raise problem(422, ["body", "max_length"], f"max_length {max_length!r} is not a whole number of "
+                          "ids per row", "int_parsing")
+        max_length = int(max_length)
+    return name, {"target": (fields.get("target") or "").strip() or None,
+                  "task": _choice(fields, "task", TASKS), "kind": _choice(fields, "kind", UPLOAD_KINDS),
+                  "tokenizer": _choice(fields, "tokenizer", TOKENIZERS, infer=False),
+                  "text_column": (fields.get("text_column") or "").strip() or None, "max_length": max_length}
 
 
 def _store(settings: Settings, owner_id: str, name: str, size: int, parsed: ParsedDataset) -> Dataset:
@@ -78,7 +118,7 @@ def _store(settings: Settings, owner_id: str, name: str, size: int, parsed: Pars
                   n_rows=parsed.n_rows, input_shape=parsed.input_shape, n_outputs=parsed.n_outputs,
                   target=parsed.target, feature_names=parsed.feature_names, classes=parsed.classes,
                   task_inferred=parsed.task_inferred, task_reason=parsed.task_reason, size_bytes=size,
-                  stored_bytes=len(data), path=relpath)
+                  stored_bytes=len(data), path=relpath, tokenizer=parsed.tokenizer, vocab_size=parsed.vocab_size)
     with get_sessionmaker(settings.database_url)() as session:
         lock_owner(session, owner_id)          # parallel uploads of one key are counted one at a time
         quota.check(session, settings, owner_id, len(data))
@@ -93,9 +133,9 @@ def _store(settings: Settings, owner_id: str, name: str, size: int, parsed: Pars
 
 
 @router.post("", status_code=201, response_model=DatasetPublic, openapi_extra=_UPLOAD_BODY,
-             summary="Upload a dataset (CSV or NPZ)",
-             responses=error_responses(413, 415, s413="The file, its rows or its arrays exceed a limit, or the "
-                                       "key's storage quota is full", s415="Not multipart/form-data"))
+             summary="Upload a dataset (CSV, NPZ or UTF-8 text)",
+             responses=error_responses(413, 415, s413="The file, its rows, its arrays or its tokens exceed a "
+                                       "limit, or the key's storage quota is full", s415="Not multipart/form-data"))
 async def upload_dataset(request: Request, response: Response, owner: CurrentKey,
                          settings: SettingsDep) -> DatasetPublic:
     try:
@@ -106,12 +146,14 @@ async def upload_dataset(request: Request, response: Response, owner: CurrentKey
         if upload.path is None:
             raise problem(422, ["body", "file"], "field 'file' is required: upload the dataset as a "
                           "multipart file part (curl -F file=@data.csv)", "missing")
-        name, target, task = _form_fields(upload.fields, upload.filename)
-        limits = Limits(settings.max_rows, settings.max_features, settings.max_upload_bytes,
-                        settings.max_inferred_classes)
+        name, options = _form_fields(upload.fields, upload.filename)
+        limits = Limits(max_rows=settings.max_rows, max_features=settings.max_features,
+                        max_bytes=settings.max_upload_bytes, max_inferred_classes=settings.max_inferred_classes,
+                        max_text_tokens=settings.max_text_tokens, max_char_vocab=settings.max_char_vocab,
+                        max_sequence_length=settings.max_sequence_length, max_vocab_size=settings.max_vocab_size)
         try:
-            parsed = await run_in_threadpool(parse_dataset, upload.path, upload.filename, target=target,
-                                             task=task, limits=limits)
+            parsed = await run_in_threadpool(parse_dataset, upload.path, upload.filename, limits=limits,
+                                             content_type=upload.content_type, **options)
         except DatasetError as e:
             raise problem(e.status, ["body", e.field], e.message, "invalid_dataset")
         try:

@@ -25,7 +25,8 @@ def test_the_upload_form_executes_as_it_is(svc):
     schema = svc.client.get("/openapi.json").json()
     form = schema["paths"]["/v1/datasets"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     filled = {name: swagger_initial_value(prop) for name, prop in form["properties"].items() if name != "file"}
-    assert filled == {"name": "", "target": "", "task": "infer"}
+    assert filled == {"name": "", "target": "", "task": "infer", "kind": "infer", "tokenizer": "byte",
+                      "text_column": "", "max_length": ""}
     # what Execute sends with only a file chosen: a dataset named after the file, the task inferred
     content = csv_bytes(["a", "b", "price"], [[i, i % 7, round(10 + 0.37 * i, 2)] for i in range(400)])
     dataset = svc.dataset(content, "houses.csv", **filled)
