@@ -17,7 +17,7 @@ from .gate import Gate
 from .malloc import return_large_buffers
 from .predict import ModelCache
 from .ratelimit import RateLimits
-from .routes import datasets, events, gradcheck, health, jobs, landscape, me, plots, results, sweeps
+from .routes import datasets, events, generate, gradcheck, health, jobs, landscape, me, plots, results, sweeps
 from .routes.events import StreamSlots
 from .routes.gradcheck import GradcheckSlots
 
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(results.router)
+    app.include_router(generate.router)
     app.include_router(events.router)
     app.include_router(me.router)
     app.include_router(sweeps.router)

@@ -95,10 +95,14 @@ class Client:
 
     # ------------------------------------------------------------------ datasets
     def upload_dataset(self, path: str | Path, *, name: str | None = None, target: str | None = None,
-                       task: str | None = None) -> dict[str, Any]:
-        """Upload a CSV or NPZ; task None lets the server infer it (the response says why)."""
+                       task: str | None = None, tokenizer: str | None = None, text_column: str | None = None,
+                       max_length: int | None = None) -> dict[str, Any]:
+        """Upload a CSV, NPZ or UTF-8 text (.txt: a language model's token stream); task None lets the server
+        infer it (the response says why). tokenizer: byte (default) or char, for text; text_column: a CSV's
+        column of texts (sequence classification), padded or cut to max_length tokens."""
         path = Path(path)
-        fields = {k: v for k, v in {"name": name, "target": target, "task": task}.items() if v}
+        fields = {k: v for k, v in {"name": name, "target": target, "task": task, "tokenizer": tokenizer,
+                                    "text_column": text_column, "max_length": max_length}.items() if v}
         with open(path, "rb") as f:
             return self._json("POST", "/v1/datasets", files={"file": (path.name, f)}, data=fields)
 
@@ -162,6 +166,13 @@ class Client:
         `IPython.display.Image(cr.plot(job_id, "grad_norms"))`."""
         params = {k: v for k, v in {"width": width, "height": height}.items() if v is not None}
         return self.request("GET", f"/v1/jobs/{job_id}/plots/{kind}.png", params=params).content
+
+    def generate(self, job_id: str, prompt: str, *, max_new_tokens: int = 100, temperature: float = 1.0,
+                 top_k: int | None = None, seed: int = 0) -> dict[str, Any]:
+        """Text from a trained language model: {text, generated, ids, prompt_tokens}; temperature 0 is greedy."""
+        body = {"prompt": prompt, "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed,
+                **({"top_k": top_k} if top_k is not None else {})}
+        return self._json("POST", f"/v1/jobs/{job_id}/generate", json=body)
 
     def predict(self, job_id: str, inputs: list[Any]) -> dict[str, Any]:
         """Outputs for rows shaped like the dataset's samples (+ probabilities and classes)."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from engine import Plan, SpecError, check_compatible, plan
+from engine import Plan, SpecError, check_compatible, format_shape, plan
 from engine.memory import estimate
+from engine.text import LANGUAGE_MODEL
 
 from .broker import queue_for
 from .jobspec import JobRequest
@@ -27,10 +28,31 @@ class Rejection(Exception):
         self.status, self.loc, self.message, self.type = status, loc, message, type_
 
 
+def _check_context(req: JobRequest, dataset: Dataset, settings: Settings) -> None:
+    """context_length is a text's, and a text needs one within the limit and within its training tokens."""
+    if dataset.task != LANGUAGE_MODEL:
+        if req.context_length is not None:
+            raise Rejection(422, ["body", "context_length"], f"context_length is for language models; dataset "
+                            f"{dataset.id} is a {dataset.kind} dataset (its rows give the input shape)")
+        return
+    if req.context_length is None:
+        raise Rejection(422, ["body", "context_length"], f"dataset {dataset.id} is a text (language_model): set "
+                        "context_length, the tokens of each training window (e.g. 64)", "missing")
+    if req.context_length > settings.max_context_length:
+        raise Rejection(422, ["body", "context_length"], f"context_length {req.context_length} exceeds the limit "
+                        f"of {settings.max_context_length} (max_context_length)", "limit_exceeded")
+    n_train = training_rows(dataset.n_rows, req.validation_split)
+    n_val = dataset.n_rows - n_train
+    if n_train < req.context_length + 1 or 0 < n_val < req.context_length + 1:
+        raise Rejection(422, ["body", "context_length"], f"the text has {dataset.n_rows} tokens: {n_train} to "
+                        f"train on and {n_val} to validate on at validation_split {req.validation_split}; a window "
+                        f"of context_length {req.context_length} needs {req.context_length + 1} in each")
+
+
 def _graph(req: JobRequest, dataset: Dataset) -> Plan:
     """Shape inference on the dataset's input shape; SpecError names the layer and both shapes."""
     try:
-        return plan(req.model, tuple(dataset.input_shape))
+        return plan(req.model, req.input_shape(dataset.input_shape))
     except SpecError:
         raise
     except ValueError as e:
@@ -46,11 +68,32 @@ def _check_loss(req: JobRequest, dataset: Dataset, graph: Plan) -> None:
         if squash is not None and last in ("softmax", "sigmoid"):
             raise ValueError(f"{req.loss.type} takes logits and applies {squash} itself: remove the final "
                              f"{last} (layers[{len(req.model.layers) - 1}]); predict still returns probabilities")
+        if dataset.task == LANGUAGE_MODEL:
+            _check_language_model(req, dataset, graph)
+            return
         classification = dataset.task == "classification"
         check_compatible(req.loss, dataset.task, dataset.n_outputs if classification else None,
                          tuple(graph.output_shape), n_targets=None if classification else dataset.n_outputs)
     except ValueError as e:
         raise Rejection(422, ["body", "loss"], str(e), "incompatible_loss") from None
+
+
+def _check_language_model(req: JobRequest, dataset: Dataset, graph: Plan) -> None:
+    """Token ids in, one row of logits over the vocabulary per position out, cross-entropy between."""
+    vocab = dataset.vocab_size
+    if graph.layers[0].kind != "embedding":
+        raise ValueError(f"a language model reads token ids: start the model with an embedding "
+                         f"(num_embeddings {vocab}, the dataset's vocabulary)")
+    if req.loss.type != "cross_entropy":
+        raise ValueError(f"a language model predicts each next token: use cross_entropy, not {req.loss.type}")
+    if tuple(graph.output_shape) != (req.context_length, vocab):
+        raise ValueError(f"the model outputs {format_shape(graph.output_shape)} but a language model on this "
+                         f"text needs (N, {req.context_length}, {vocab}): a logit per vocabulary id at every "
+                         f"position (end with a linear of out_features {vocab})")
+    for layer in graph.layers:
+        if layer.kind == "embedding" and layer.spec.num_embeddings < vocab:
+            raise ValueError(f"an embedding has num_embeddings {layer.spec.num_embeddings} but the text's ids run "
+                             f"to {vocab - 1}: set num_embeddings to {vocab}")
 
 
 def training_rows(n_rows: int, validation_split: float) -> int:
@@ -63,6 +106,8 @@ def _check_limits(req: JobRequest, dataset: Dataset, graph: Plan, settings: Sett
         raise Rejection(422, ["body", "model"], f"the model has {graph.n_parameters:,} trainable parameters; "
                         f"the limit is {settings.max_parameters:,}", "limit_exceeded")
     n_train = training_rows(dataset.n_rows, req.validation_split)
+    if dataset.task == LANGUAGE_MODEL:   # samples: the windows an epoch draws (about one pass by default)
+        n_train = req.batch_size * (req.steps_per_epoch or max(1, n_train // (req.batch_size * req.context_length)))
     if n_train < 1:
         raise Rejection(422, ["body", "validation_split"],
                         f"validation_split {req.validation_split} leaves no training rows of {dataset.n_rows}")
@@ -87,8 +132,11 @@ def _check_memory(req: JobRequest, dataset: Dataset, graph: Plan, settings: Sett
     """The training step's estimated memory (engine.memory) against max_job_memory_bytes."""
     item = req.torch_dtype.itemsize
     need = estimate(graph, item, req.optimizer)
-    data = 2 * dataset.n_rows * (math.prod(dataset.input_shape) + dataset.n_outputs) * item  # on the device, split
-    batch = min(req.batch_size, training_rows(dataset.n_rows, req.validation_split))
+    if dataset.task == LANGUAGE_MODEL:     # int64 ids on the device, and the validation windows' ids and targets
+        data, batch = 3 * dataset.n_rows * 8, req.batch_size
+    else:
+        data = 2 * dataset.n_rows * (math.prod(dataset.input_shape) + dataset.n_outputs) * item  # on the device
+        batch = min(req.batch_size, training_rows(dataset.n_rows, req.validation_split))
     total, limit = need.training_bytes(batch, data), settings.max_job_memory_bytes
     if total <= limit:
         return
@@ -105,6 +153,7 @@ def _check_memory(req: JobRequest, dataset: Dataset, graph: Plan, settings: Sett
 
 def admit(req: JobRequest, dataset: Dataset, settings: Settings) -> Plan:
     """The job's shape plan if it can run on `dataset` within the limits; raises SpecError or Rejection."""
+    _check_context(req, dataset, settings)
     graph = _graph(req, dataset)
     _check_loss(req, dataset, graph)
     _check_limits(req, dataset, graph, settings)
@@ -119,5 +168,5 @@ def new_job(req: JobRequest, dataset: Dataset, graph: Plan, owner_id: str, setti
     request = req.model_dump(mode="json", include=set(JobRequest.model_fields))   # a subclass's extras have columns
     return Job(id=new_id(), owner_id=owner_id, dataset_id=dataset.id, request=request,
                device=req.device, queue=queue_for(req.device), n_parameters=graph.n_parameters,
-               max_attempts=settings.max_attempts, input_shape=list(dataset.input_shape), task=dataset.task,
-               classes=dataset.classes, **columns)
+               max_attempts=settings.max_attempts, input_shape=list(req.input_shape(dataset.input_shape)),
+               task=dataset.task, classes=dataset.classes, tokenizer=dataset.tokenizer, **columns)

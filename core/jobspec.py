@@ -63,6 +63,14 @@ class JobRequest(TrainConfig):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="cuda: the gpu queue; cpu: the cpu queue; auto: whichever worker is free.")
     dtype: Literal["float32", "float64"] = "float32"
+    context_length: int | None = Field(None, ge=1, le=65_536, description=(
+        "A language model (a text dataset) only, and required there: the tokens of each training window, the "
+        "model's input length (N, T). Each step draws batch_size windows at seeded random offsets; "
+        "`steps_per_epoch` steps make an epoch."))
+
+    def input_shape(self, dataset_shape: list[int] | tuple[int, ...]) -> tuple[int, ...]:
+        """The model's input shape per sample: a text's windows of context_length ids, else the dataset's."""
+        return (self.context_length,) if self.context_length is not None else tuple(int(d) for d in dataset_shape)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig.model_validate(self.model_dump(include=set(TrainConfig.model_fields)))

@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     max_char_vocab: int = Field(1024, ge=1)
     max_sequence_length: int = Field(1024, ge=1)
     max_vocab_size: int = Field(1_000_000, ge=2, le=2**31 - 1)
+    max_context_length: int = Field(4096, ge=1)       # a language model's window, in tokens
+    max_generate_tokens: int = Field(2000, ge=1)      # new tokens per generate request
 
     # GET /v1/jobs/{id}/events (server-sent events): the stream reads the job's rows this often,
     # sends a keep-alive comment after this much silence, and ends after max_s (the client resumes

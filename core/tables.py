@@ -106,6 +106,7 @@ class Job(Base):
     input_shape: Mapped[list[Any] | None] = mapped_column(default=None)  # per sample: [F] or [C, H, W]
     task: Mapped[str | None] = mapped_column(String(16), default=None)   # classification | regression
     classes: Mapped[list[Any] | None] = mapped_column(default=None)      # original labels, index = class id
+    tokenizer: Mapped[dict[str, Any] | None] = mapped_column(default=None)  # a text dataset's (engine.text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # worker starts so far
     max_attempts: Mapped[int] = mapped_column(Integer)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)

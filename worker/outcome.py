@@ -14,7 +14,7 @@ WEIGHTS_FORMAT = "chainrule.weights"
 
 
 def weights_bytes(model: Model, request: JobRequest, input_shape: list[int] | tuple[int, ...], task: str,
-                  classes: list[Any] | None) -> bytes:
+                  classes: list[Any] | None, tokenizer: dict[str, Any] | None = None) -> bytes:
     """The trained state_dict, CPU and contiguous (loads with load_state_dict(strict=True))."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     metadata = {
@@ -27,4 +27,6 @@ def weights_bytes(model: Model, request: JobRequest, input_shape: list[int] | tu
         "task": task,
         "classes": json.dumps(classes),
     }
+    if tokenizer is not None:               # the ids' text travels with the weights (engine.text.Tokenizer.from_dict)
+        metadata["tokenizer"] = json.dumps(tokenizer)
     return save_safetensors(tensors, metadata=metadata)

@@ -22,6 +22,7 @@ from core.sweeps.study import PRUNED
 from core.tables import Dataset, Job, JobMetric
 from engine import checkpoint as ckpt_io, losses, optim
 from engine.train import FitResult, TrainingError, fit
+from engine.text import LANGUAGE_MODEL
 
 from . import devices, trial
 from .callbacks import Heartbeat, json_safe
@@ -108,7 +109,7 @@ def _fail(settings: Settings, claimed: Claim, heartbeat: Heartbeat, code: str, m
     return _ended(settings, claimed, heartbeat, JobStatus.FAILED, error_code=code, error_message=message)
 
 
-def _load_dataset(settings: Settings, job: Job) -> tuple[Dataset, torch.Tensor, torch.Tensor]:
+def _load_dataset(settings: Settings, job: Job) -> tuple[Dataset, torch.Tensor, torch.Tensor | None]:
     with session_scope(settings.database_url) as s:
         dataset = s.get(Dataset, job.dataset_id) if job.dataset_id else None
     if dataset is None:
@@ -119,6 +120,11 @@ def _load_dataset(settings: Settings, job: Job) -> tuple[Dataset, torch.Tensor, 
     except FileNotFoundError:
         raise JobFailed("dataset_missing", f"the tensor file of dataset {dataset.id} is missing from the "
                                            f"artifact store ({dataset.path}); upload it again") from None
+    if dataset.task == LANGUAGE_MODEL:        # a token stream; fit draws its windows and their targets
+        if "ids" not in tensors:
+            raise JobFailed("dataset_invalid", f"dataset file {dataset.path} holds {sorted(tensors)}, "
+                                               "expected the token stream 'ids'")
+        return dataset, tensors["ids"].long(), None
     if "X" not in tensors or "y" not in tensors:
         raise JobFailed("dataset_invalid", f"dataset file {dataset.path} holds {sorted(tensors)}, "
                                            "expected tensors 'X' and 'y'")
@@ -158,7 +164,7 @@ def _train(settings: Settings, claimed: Claim, device: torch.device, heartbeat: 
         raise JobFailed("invalid_job", f"the stored job request no longer validates: {exc}") from None
     dataset, X, y = _load_dataset(settings, job)
     try:
-        model = build_model(request, dataset.input_shape, device, compile=settings.engine_compile)
+        model = build_model(request, request.input_shape(dataset.input_shape), device, compile=settings.engine_compile)
         loss = losses.make(request.loss)
         optimizer = optim.make(request.optimizer, model.parameters())
     except (ValueError, KeyError) as exc:
@@ -191,7 +197,7 @@ def _train(settings: Settings, claimed: Claim, device: torch.device, heartbeat: 
         released = lifecycle.release(settings, claimed)
         return "lost" if released is None else str(released)
     relpath = artifacts.weights_relpath(claimed.job_id)
-    weights = weights_bytes(model, request, dataset.input_shape, dataset.task, dataset.classes)
+    weights = weights_bytes(model, request, model.input_shape, dataset.task, dataset.classes, dataset.tokenizer)
     artifacts.write_atomic(artifacts.resolve(settings, relpath), weights)
     return _ended(settings, claimed, heartbeat, JobStatus.SUCCEEDED, result=summary, weights_path=relpath,
                   artifact_bytes=len(weights),

@@ -12,8 +12,13 @@ from .common import AsJson, Key, Url, connect, console, fields, print_json, tabl
 app = typer.Typer(no_args_is_help=True, help="Upload and manage training data (CSV or NPZ).")
 COLUMNS = [("id", "id"), ("name", "name"), ("task", "task"), ("n_rows", "rows"), ("input_shape", "input"),
            ("n_outputs", "outputs"), ("created_at", "created")]
-DETAILS = ["id", "name", "format", "task", "task_reason", "n_rows", "input_shape", "n_outputs", "classes",
-           "target", "feature_names", "size_bytes", "created_at"]
+DETAILS = ["id", "name", "format", "kind", "task", "task_reason", "n_rows", "input_shape", "n_outputs", "classes",
+           "target", "feature_names", "tokenizer", "vocab_size", "n_tokens", "size_bytes", "created_at"]
+
+
+class Tokenizer(str, Enum):
+    byte = "byte"
+    char = "char"
 
 
 class TaskChoice(str, Enum):
@@ -29,16 +34,28 @@ def upload(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, rea
            target: Annotated[Optional[str], typer.Option(help="CSV target column. Default: the last.")] = None,
            task: Annotated[TaskChoice, typer.Option(help="infer: from the target (the server says why).")]
            = TaskChoice.infer,
+           tokenizer: Annotated[Optional[Tokenizer], typer.Option(help=(
+               "Text: byte (256 ids) or char (the text's own characters). Default: byte."))] = None,
+           text_column: Annotated[Optional[str], typer.Option(help=(
+               "CSV of texts and labels: the column holding the texts (sequence classification)."))] = None,
+           max_length: Annotated[Optional[int], typer.Option(min=1, help=(
+               "With --text-column: tokens per row, padded or cut."))] = None,
            url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
-    """Upload a dataset; prints its id and what task it is for, and why."""
+    """Upload a dataset (CSV, NPZ, or a UTF-8 .txt for a language model); prints its id and its task, and why."""
     with connect(url, key) as client:
         dataset = client.upload_dataset(file, name=name, target=target,
-                                        task=None if task is TaskChoice.infer else task.value)
+                                        task=None if task is TaskChoice.infer else task.value,
+                                        tokenizer=tokenizer.value if tokenizer else None, text_column=text_column,
+                                        max_length=max_length)
     if as_json:
         return print_json(dataset)
-    console.print(f"uploaded [bold]{dataset['name']}[/]: {dataset['n_rows']} rows, input "
-                  f"{dataset['input_shape']}, {dataset['task']} with {dataset['n_outputs']} output(s)",
-                  highlight=False)
+    if dataset.get("kind") == "language_model":
+        console.print(f"uploaded [bold]{dataset['name']}[/]: {dataset['n_tokens']:,} tokens, "
+                      f"{dataset['tokenizer']['kind']} tokenizer, vocabulary {dataset['vocab_size']}", highlight=False)
+    else:
+        console.print(f"uploaded [bold]{dataset['name']}[/]: {dataset['n_rows']} rows, input "
+                      f"{dataset['input_shape']}, {dataset['task']} with {dataset['n_outputs']} output(s)",
+                      highlight=False)
     console.print(f"task: {dataset['task_reason']}", highlight=False, soft_wrap=True)
     console.print(f"id: [bold]{dataset['id']}[/]", highlight=False)
 

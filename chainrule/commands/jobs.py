@@ -1,4 +1,4 @@
-"""`chainrule jobs submit|watch|list|show|cancel|delete|metrics|findings|weights|plot|predict`."""
+"""`chainrule jobs submit|watch|list|show|cancel|delete|metrics|findings|weights|plot|predict|generate`."""
 from __future__ import annotations
 
 import csv
@@ -226,3 +226,20 @@ def predict(job_id: JobId,
     out = [{"row": i, "class": (result.get("classes") or [None] * len(rows))[i], "output": result["outputs"][i]}
            for i in range(len(result["outputs"]))]
     table(out, [("row", "row"), ("class", "class"), ("output", "output")])
+
+
+@app.command()
+def generate(job_id: JobId,
+             prompt: Annotated[str, typer.Option("--prompt", "-p", help="The text to continue.")],
+             max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=1)] = 200,
+             temperature: Annotated[float, typer.Option(min=0, help="0: greedy (the likeliest token).")] = 0.8,
+             top_k: Annotated[Optional[int], typer.Option(min=1, help="Sample among the k likeliest.")] = None,
+             seed: Annotated[int, typer.Option(min=0, help="The same seed gives the same text.")] = 0,
+             url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
+    """Generate text with a trained language model: prints the prompt and its continuation."""
+    with connect(url, key) as client:
+        result = client.generate(job_id, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+                                 top_k=top_k, seed=seed)
+    if as_json:
+        return print_json(result)
+    sys.stdout.write(result["text"] + "\n")

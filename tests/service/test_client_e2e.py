@@ -145,3 +145,26 @@ def test_events_stream_a_whole_job_in_order_and_resume_after_a_drop(stack_factor
 def _write(path, content: bytes):
     path.write_bytes(content)
     return path
+
+
+def test_cli_text_walkthrough_a_gpt_on_a_text_and_its_generation(stack_factory):
+    """The README's text flow: upload a .txt (char tokenizer), submit a GPT job, watch it, generate."""
+    from sequence_support import gpt
+    stack = served(stack_factory)
+    (stack.root / "text.txt").write_text("Nothing is so good as it seems beforehand. " * 30)
+    cli(stack, "login", "--url", stack.api_url, "--key", stack.key)
+    up = cli(stack, "datasets", "upload", "text.txt", "--tokenizer", "char")
+    assert "1,290 tokens, char tokenizer, vocabulary 17" in up.stdout
+    dataset = json.loads(cli(stack, "datasets", "list", "--json").stdout)["items"][0]
+    job = {"model": gpt(vocab=17, dim=16, context=16, blocks=1, init_std=0.02), "context_length": 16,
+           "loss": "cross_entropy", "optimizer": {"type": "adamw", "lr": 0.01}, "epochs": 3, "batch_size": 8,
+           "steps_per_epoch": 20, "validation_split": 0.1}
+    (stack.root / "gpt.json").write_text(json.dumps(job))
+    run = cli(stack, "jobs", "submit", "gpt.json", "--dataset", dataset["id"], "--watch")
+    assert "epoch 3/3" in run.stdout and "succeeded" in run.stdout
+    job_id = run.stdout.split("submitted job ")[1].split()[0].rstrip(":")
+    text = cli(stack, "jobs", "generate", job_id, "--prompt", "Nothing", "-n", "30", "--temperature", "0").stdout
+    assert text.startswith("Nothing") and len(text.rstrip("\n")) == len("Nothing") + 30
+    again = json.loads(cli(stack, "jobs", "generate", job_id, "-p", "Nothing", "-n", "30", "--temperature", "0",
+                           "--json").stdout)
+    assert again["text"] == text.rstrip("\n") and again["prompt_tokens"] == 7

@@ -29,7 +29,8 @@ def test_job_is_committed_queued_and_sent_to_the_broker(svc, iris):
     assert job["status"] == "queued" and job["device"] == "cuda" and job["queue"] == "gpu"
     assert job["n_parameters"] == 4 * 8 + 8 + 8 * 3 + 3
     assert job["progress"] == {"epoch": 0, "epochs": 2, "step": 0, "total_steps": None, "fraction": 0.0}
-    assert job["request"]["loss"] == {"type": "cross_entropy", "label_smoothing": 0.0}  # defaults filled
+    assert job["request"]["loss"] == {"type": "cross_entropy", "label_smoothing": 0.0,
+                                      "ignore_index": -100}  # defaults filled
     assert job["request"]["optimizer"]["betas"] == [0.9, 0.999] and job["error"] is None
     with svc.session() as s:
         row = s.get(Job, job["id"])
@@ -66,11 +67,15 @@ def test_shape_mismatch_names_the_layer_and_both_shapes(svc):
     X = np.zeros((8, 1, 6, 6), dtype=np.float32)
     ds = svc.dataset(npz_bytes(X=X, y=np.arange(8) % 2), "img.npz")
     r = svc.submit(ds["id"], model=layers({"type": "conv2d", "out_channels": 4, "kernel_size": 3},
-                                          {"type": "linear", "out_features": 2}))
+                                          {"type": "self_attention", "num_heads": 2}))
     assert r.status_code == 422
     err = r.json()["detail"][0]
     assert err["loc"] == ["body", "model", "layers", 1] and err["type"] == "shape_mismatch"
-    assert "layers[1] (linear)" in err["msg"] and "(N, 4, 4, 4)" in err["msg"]
+    assert "layers[1] (self_attention)" in err["msg"] and "(N, 4, 4, 4)" in err["msg"]
+    # a linear acts on the last dim, as torch.nn.Linear: without a flatten the output does not fit the loss
+    r = svc.submit(ds["id"], model=layers({"type": "conv2d", "out_channels": 4, "kernel_size": 3},
+                                          {"type": "linear", "out_features": 2}))
+    assert r.status_code == 422 and "add a flatten and a linear layer at the end" in r.text
     r = svc.submit(ds["id"], model=layers({"type": "conv2d", "out_channels": 4, "kernel_size": 9},
                                           {"type": "flatten"}, {"type": "linear", "out_features": 2}))
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "model", "layers", 0]
