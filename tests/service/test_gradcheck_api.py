@@ -85,5 +85,6 @@ def test_what_cannot_be_checked_is_a_422_that_says_why(svc):
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "loss"]
     r = check(svc, model={"layers": [{"type": "linear", "out_features": 3}, {"type": "batchnorm"}]}, batch_size=1)
     assert r.status_code == 422 and "batchnorm" in r.text
-    r = check(svc, input_shape=[5, 5])
+    r = check(svc, model={"layers": [{"type": "conv2d", "out_channels": 2, "kernel_size": 3}, {"type": "flatten"},
+                                      {"type": "linear", "out_features": 3}]}, input_shape=[5])
     assert r.status_code == 422 and r.json()["detail"][0]["type"] == "shape_mismatch"

@@ -106,3 +106,16 @@ def test_generate_limits_and_another_keys_job(svc, text):
     r = svc.client.post(f"/v1/jobs/{job['id']}/generate", headers=svc.b, json={"prompt": "N"})
     assert r.status_code == 404
     assert artifacts.resolve(svc.settings, artifacts.weights_relpath(job["id"])).is_file()
+
+
+def test_the_readmes_gpt_example_is_nanogpts_char_model_and_is_admitted(svc):
+    """examples/gpt_char.json: 4 blocks of 4 heads, 128 wide, context 64, a head tied to the 85 characters
+    of the corpus; submitted as the README says, on a char text of 85 characters."""
+    from pathlib import Path
+    body = json.loads((Path(__file__).parents[2] / "examples" / "gpt_char.json").read_text())
+    chars = "".join(chr(c) for c in range(32, 117))                 # 85 characters, as the corpus has
+    text = svc.dataset((chars * 200).encode(), "corpus.txt", tokenizer="char")
+    assert text["vocab_size"] == 85
+    r = svc.submit(text["id"], **body)
+    assert r.status_code == 202, r.text
+    assert r.json()["n_parameters"] == 85 * 128 + 64 * 128 + 4 * (12 * 128 * 128 + 13 * 128) + 2 * 128
