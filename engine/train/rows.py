@@ -44,7 +44,8 @@ def split_rows(model, loss_name: str, X: Tensor, y: Tensor, config: TrainConfig,
     check_finite(X, "X")
     if task == "regression":
         check_finite(y, "y")
-    X = X.to(device=model.device, dtype=model.dtype)
+    X = X.to(device=model.device, dtype=model.input_dtype)      # token ids stay int64
+    model.check_ids(X)
     y = prepare_targets(loss_name, task, y, model.output_shape, dtype=model.dtype, device=model.device)
     train_idx, val_idx = split_indices(X.shape[0], config.validation_split, config.seed)
     if train_idx.numel() == 0:

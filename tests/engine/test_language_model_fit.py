@@ -75,3 +75,22 @@ def test_a_resumed_run_draws_the_same_windows_and_ends_identical():
     fit(resumed, loss3, opt3, stream(), None, CONFIG, task="language_model", resume=keep.checkpoints[-1])
     for name, value in model.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def test_a_sequence_classifier_fits_rows_of_ids_and_ids_past_the_table_are_named():
+    """Rows of token ids (N, T) with labels: embedding -> attention -> seq_pool -> linear, ids kept int64."""
+    spec = {"layers": [{"type": "embedding", "num_embeddings": 6, "embedding_dim": 8, "padding_idx": 5},
+                       {"type": "self_attention", "num_heads": 2, "causal": False},
+                       {"type": "seq_pool", "mode": "mean"}, {"type": "linear", "out_features": 2}]}
+    g = torch.Generator().manual_seed(0)
+    X = torch.randint(0, 5, (64, 7), generator=g)
+    y = (X == 3).any(dim=1).long()                       # is there a 3 in the row
+    model = Model.from_spec(spec, (7,), seed=0)
+    result = fit(model, losses.make("cross_entropy"), optim.make({"type": "adam", "lr": 0.02}, model.parameters()),
+                 X, y, {"epochs": 30, "batch_size": 16, "validation_split": 0.25}, task="classification")
+    assert result.history[-1]["train_accuracy"] > 0.9
+    bad = X.clone()
+    bad[10, 2] = 9
+    with pytest.raises(ValueError, match=r"token id 9, not a row of layers\[0\] \(embedding\); valid ids: 0..5"):
+        fit(model, losses.make("cross_entropy"), optim.make("adam", model.parameters()), bad, y, {"epochs": 1},
+            task="classification")
