@@ -109,10 +109,10 @@ def test_generate_limits_and_another_keys_job(svc, text):
 
 
 def test_the_readmes_gpt_example_is_nanogpts_char_model_and_is_admitted(svc):
-    """examples/gpt_char.json: 4 blocks of 4 heads, 128 wide, context 64, a head tied to the 85 characters
+    """examples/jobs/gpt_char.json: 4 blocks of 4 heads, 128 wide, context 64, a head tied to the 85 characters
     of the corpus; submitted as the README says, on a char text of 85 characters."""
     from pathlib import Path
-    body = json.loads((Path(__file__).parents[2] / "examples" / "gpt_char.json").read_text())
+    body = json.loads((Path(__file__).parents[2] / "examples" / "jobs" / "gpt_char.json").read_text())
     chars = "".join(chr(c) for c in range(32, 117))                 # 85 characters, as the corpus has
     text = svc.dataset((chars * 200).encode(), "corpus.txt", tokenizer="char")
     assert text["vocab_size"] == 85
