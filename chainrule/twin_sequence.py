@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engine.layers.embedding import sinusoids
 from engine.shapes import Shape
 
 
@@ -33,12 +34,7 @@ class PositionEmbedding(nn.Module):
         if kind == "learned":
             self.weight = nn.Parameter(torch.randn(max_len, dim))
         else:   # not in the state_dict, as the engine keeps none
-            position = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)
-            rate = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-math.log(10000.0) / dim))
-            table = torch.zeros(max_len, dim, dtype=torch.float64)
-            table[:, 0::2] = torch.sin(position * rate)
-            table[:, 1::2] = torch.cos(position * rate[:dim // 2])
-            self.register_buffer("table", table, persistent=False)
+            self.register_buffer("table", sinusoids(max_len, dim, torch.float64, "cpu"), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         table = self.weight if self.kind == "learned" else self.table.to(x.dtype)

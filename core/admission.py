@@ -13,6 +13,7 @@ from typing import Any
 from engine import Plan, SpecError, check_compatible, format_shape, plan
 from engine.memory import estimate
 from engine.text import LANGUAGE_MODEL
+from engine.train.windows import steps_per_epoch
 
 from .broker import queue_for
 from .jobspec import JobRequest
@@ -107,7 +108,7 @@ def _check_limits(req: JobRequest, dataset: Dataset, graph: Plan, settings: Sett
                         f"the limit is {settings.max_parameters:,}", "limit_exceeded")
     n_train = training_rows(dataset.n_rows, req.validation_split)
     if dataset.task == LANGUAGE_MODEL:   # samples: the windows an epoch draws (about one pass by default)
-        n_train = req.batch_size * (req.steps_per_epoch or max(1, n_train // (req.batch_size * req.context_length)))
+        n_train = req.batch_size * steps_per_epoch(req, n_train, req.context_length)
     if n_train < 1:
         raise Rejection(422, ["body", "validation_split"],
                         f"validation_split {req.validation_split} leaves no training rows of {dataset.n_rows}")

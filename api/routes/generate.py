@@ -13,7 +13,7 @@ from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
 from ..errors import EVERY_OPERATION, error_responses, problem
 from ..strict_json import StrictJSONRoute
 from .jobs import NOT_FOUND
-from .results import NOT_SUCCEEDED, _weights_path
+from .results import NOT_SUCCEEDED, succeeded_weights_path
 
 router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/jobs", tags=["jobs"],
                    responses=error_responses(*EVERY_OPERATION))
@@ -45,7 +45,7 @@ def generate_text(job_id: JobId, body: GenerateRequest, request: Request, sessio
     if job.task != LANGUAGE_MODEL or job.tokenizer is None:
         raise problem(409, ["path", "job_id"], f"job {job.id!r} is a {job.task} job; generation needs a language "
                       "model (a job on a text dataset)")
-    weights = _weights_path(job, settings, "it can generate")
+    weights = succeeded_weights_path(job, settings, "it can generate")
     if body.max_new_tokens > settings.max_generate_tokens:
         raise problem(422, ["body", "max_new_tokens"], f"max_new_tokens {body.max_new_tokens} exceeds the limit "
                       f"of {settings.max_generate_tokens} (max_generate_tokens)")

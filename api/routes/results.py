@@ -26,7 +26,7 @@ router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/jobs", tags=["jobs"]
 NOT_SUCCEEDED = error_responses(409, s409="The job has not succeeded (yet)")
 
 
-def _weights_path(job: Job, settings: Settings, what: str) -> Path:
+def succeeded_weights_path(job: Job, settings: Settings, what: str) -> Path:
     """The weights file of a succeeded job; 409 before it has succeeded, 404 if the file is gone."""
     if job.status != JobStatus.SUCCEEDED:
         raise problem(409, ["path", "job_id"], f"job {job.id!r} is {job.status}; {what} once it has succeeded")
@@ -68,7 +68,7 @@ def list_findings(job_id: JobId, session: SessionDep, owner: CurrentKey,
     "description": "safetensors; loads with torch_model.load_state_dict(load_file(path), strict=True)"}},
     response_class=FileResponse, summary="Download the trained weights (.safetensors)")
 def get_weights(job_id: JobId, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> FileResponse:
-    path = _weights_path(get_owned(session, owner, Job, job_id, "job"), settings, "weights can be downloaded")
+    path = succeeded_weights_path(get_owned(session, owner, Job, job_id, "job"), settings, "weights can be downloaded")
     return FileResponse(path, media_type="application/octet-stream", filename=f"{job_id}.safetensors")
 
 
@@ -77,7 +77,7 @@ def get_weights(job_id: JobId, session: SessionDep, owner: CurrentKey, settings:
 def predict_job(job_id: JobId, body: PredictRequest, request: Request, session: SessionDep, owner: CurrentKey,
                 settings: SettingsDep) -> PredictResponse:
     job = get_owned(session, owner, Job, job_id, "job")
-    weights = _weights_path(job, settings, "it can predict")
+    weights = succeeded_weights_path(job, settings, "it can predict")
     if len(body.inputs) > settings.max_predict_rows:
         raise problem(422, ["body", "inputs"], f"{len(body.inputs)} rows; at most {settings.max_predict_rows} "
                       "per request")

@@ -12,18 +12,18 @@ here; shape rules need the input shape and live in `engine.model.plan`.
 """
 from .base import Spec
 from .diagnostics import RULES, Diagnostics, Rules
-from .layers import (INPUT, MERGE_TYPES, GELU, Add, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Flatten,
-                     InitName, LayerBase, LayerNorm, LayerSpec, LeakyReLU, Linear, MaxPool2d, ModelSpec, Pad2,
-                     ReLU, Sigmoid, Size2, Softmax, Tanh, pair)
-from .layers import Conv1d, SeqPool
+from .layers import (INPUT, GELU, Add, AvgPool2d, BatchNorm, Concat, Conv1d, Conv2d, Dropout, Embedding, Flatten,
+                     InitName, LayerBase, LayerNorm, LayerSpec, LeakyReLU, Linear, MaxPool2d, Pad2, PositionEmbedding,
+                     ReLU, SelfAttention, SeqPool, Sigmoid, Size2, Softmax, Tanh, pair)
+from .model import MERGE_TYPES, ModelSpec, Repeat
 from .training import (SGD, Adam, AdamW, BCEWithLogitsLoss, ConstantLR, CosineAnnealingLR, CrossEntropyLoss,
                        EarlyStopping, ExponentialLR, HuberLoss, L1Loss, LossSpec, MSELoss, OptimizerSpec,
                        RMSprop, ScheduleBase, ScheduleSpec, StepLR, TrainConfig)
 
 __all__ = ["Spec", "INPUT", "MERGE_TYPES", "InitName", "Size2", "Pad2", "pair", "LayerBase", "Linear", "Conv2d",
            "MaxPool2d", "AvgPool2d", "Flatten", "BatchNorm", "LayerNorm", "Dropout", "ReLU", "LeakyReLU",
-           "Sigmoid", "Tanh", "GELU", "Softmax", "Add", "Concat", "LayerSpec", "ModelSpec",
+           "Sigmoid", "Tanh", "GELU", "Softmax", "Add", "Concat", "Conv1d", "SeqPool", "Embedding",
+           "PositionEmbedding", "SelfAttention", "Repeat", "LayerSpec", "ModelSpec",
            "CrossEntropyLoss", "MSELoss", "L1Loss", "HuberLoss", "BCEWithLogitsLoss", "LossSpec", "SGD",
            "RMSprop", "Adam", "AdamW", "OptimizerSpec", "ScheduleBase", "ConstantLR", "StepLR",
            "ExponentialLR", "CosineAnnealingLR", "ScheduleSpec", "EarlyStopping", "TrainConfig", "Diagnostics", "Rules", "RULES"]
-__all__ += ["Conv1d", "SeqPool"]

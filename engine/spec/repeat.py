@@ -20,8 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from .base import Spec
-
-INPUT = "input"
+from .layers import INPUT
 
 
 def _as_dict(layer: Any) -> Any:

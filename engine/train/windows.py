@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from ..spec import TrainConfig
+from ..text import LANGUAGE_MODEL
 from .rows import BatchPlan, Rows
 
-LANGUAGE_MODEL = "language_model"
 MAX_VAL_WINDOWS = 256
 
 
@@ -54,9 +54,14 @@ def tail_windows(tail: Tensor, context: int) -> tuple[Tensor, Tensor]:
     return tail[rows], tail[rows + 1]
 
 
+def steps_per_epoch(config: TrainConfig, n_train: int, context: int) -> int:
+    """config.steps_per_epoch; absent, about one pass over the n_train training tokens."""
+    return config.steps_per_epoch or max(1, n_train // (config.batch_size * context))
+
+
 def window_plan(config: TrainConfig, n_train: int, context: int) -> BatchPlan:
-    """steps_per_epoch batches of batch_size windows; absent, about one pass over the training tokens."""
-    steps = config.steps_per_epoch or max(1, n_train // (config.batch_size * context))
+    """An epoch's steps, each of batch_size windows."""
+    steps = steps_per_epoch(config, n_train, context)
     return BatchPlan([(0, config.batch_size)] * steps, steps - 1)
 
 
