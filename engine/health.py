@@ -13,7 +13,8 @@ For every relu layer (from its output on that batch, seen by `OutputStats`):
     dead_fraction fraction of units (features, or channel x position) that are 0 for
                   every sample of the batch
 An observer may add other statistics of a layer's output (engine.diagnostics.ActivationStats:
-mean, std, saturated fraction), merged into that layer's entry. Each entry also has "type"
+mean, std, saturated fraction; 0-dim tensors, or 1-D ones that become lists, such as the attention
+entropy of each head), merged into that layer's entry. Each entry also has "type"
 (the layer's spec type). Output, JSON-ready, in layer order:
     {"0": {"type": "linear", "grad_norm": .., "weight_norm": .., "update_ratio": ..},
      "1": {"type": "relu", "dead_fraction": ..}, ...}
@@ -67,6 +68,20 @@ class OutputStats:
             self.dead_fraction[key] = dead_fraction(output)
 
 
+def to_host(values: list[Tensor]) -> list[Any]:
+    """0-dim tensors as floats and 1-D ones as lists of floats (one per attention head, say), read
+    back from the device in one transfer."""
+    if not values:
+        return []
+    flat = torch.cat([v.detach().to(torch.float64).reshape(-1) for v in values]).tolist()
+    out, at = [], 0
+    for v in values:
+        n = v.numel()
+        out.append(flat[at] if v.dim() == 0 else flat[at:at + n])
+        at += n
+    return out
+
+
 def layer_health(model, grads_before: Tensor, params_before: Tensor, outputs: OutputStats,
                  spans: list[tuple[str, str, int, int]] | None = None) -> dict[str, dict[str, Any]]:
     """Health of every layer with parameters and every relu; see the module docstring.
@@ -84,8 +99,7 @@ def layer_health(model, grads_before: Tensor, params_before: Tensor, outputs: Ou
                  torch.linalg.vector_norm(delta[start:end]), torch.linalg.vector_norm(params_before[start:end])]
     dead = list(outputs.dead_fraction.items())
     more = [(key, name, v) for key, named in outputs.stats.items() for name, v in named.items()]
-    numbers = torch.stack([v.to(torch.float64) for v in vals] + [f for _, f in dead]
-                          + [v.to(torch.float64) for _, _, v in more]).tolist() if vals or dead or more else []
+    numbers = to_host(vals + [f for _, f in dead] + [v for _, _, v in more])
     by_key: dict[str, dict[str, Any]] = {}
     for i, (key, kind, _, _) in enumerate(spans):
         grad_norm, weight_norm, update_norm, weight_norm_before = numbers[4 * i:4 * i + 4]

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..health import to_host
 from .stats import ActivationStats
 
 WEIGHT_LAYERS = ("linear", "conv2d", "conv1d")
@@ -62,7 +63,7 @@ def _read(model, stats: ActivationStats, grad_std: dict[str, Tensor]) -> dict[st
     named = [(key, name, v) for key, d in stats.stats.items() for name, v in d.items()]
     named += [(key, "dead_fraction", v) for key, v in stats.dead_fraction.items()]
     named += [(key, "grad_std", v) for key, v in grad_std.items()]
-    values = torch.stack([v.to(torch.float64) for _, _, v in named]).tolist() if named else []
+    values = to_host([v for _, _, v in named])
     layers: dict[str, dict[str, Any]] = {key: {"type": layer.spec.type} for key, layer in model.layer_items()}
     for (key, name, _), v in zip(named, values):
         layers[key][name] = v

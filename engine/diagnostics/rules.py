@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+from .attention_rules import attention_collapsed, attention_uniform
 from .findings import Signal, layer_label
 from .trace import Trace
 
 SEVERITY = {"vanishing_gradient": "warning", "exploding_gradient": "error", "dead_relu": "warning",
             "saturated_activation": "warning", "poor_initialization": "warning", "update_ratio": "warning",
             "loss_not_decreasing": "warning", "overfitting": "warning", "divergence": "error",
-            "non_finite": "error"}
+            "non_finite": "error", "attention_collapsed": "warning", "attention_uniform": "warning"}
 NON_FINITE_HINT = ("lower lr, add grad_clip_norm, standardize the inputs, and check the data for extreme "
                    "values")
 INIT_HINT = ("remove `init` from the layers for the defaults (He for layers that feed relu, Xavier for "
@@ -203,7 +204,8 @@ RuleFunction = Callable[[Any, Trace], list[Signal]]
 EPOCH_RULES: dict[str, RuleFunction] = {
     "non_finite": non_finite, "divergence": divergence, "exploding_gradient": exploding_gradient,
     "vanishing_gradient": vanishing_gradient, "dead_relu": dead_relu, "saturated_activation": saturated_activation,
-    "update_ratio": update_ratio, "loss_not_decreasing": loss_not_decreasing, "overfitting": overfitting}
+    "update_ratio": update_ratio, "attention_collapsed": attention_collapsed, "attention_uniform": attention_uniform,
+    "loss_not_decreasing": loss_not_decreasing, "overfitting": overfitting}
 
 
 def initial_signals(cfg, report: dict[str, Any]) -> list[Signal]:

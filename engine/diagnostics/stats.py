@@ -11,8 +11,15 @@ gradient health in one transfer. Per layer:
                               only the negative slope's (leaky_relu)
     saturated_fraction        sigmoid, tanh: outputs where the derivative is below 1% of its
                               maximum: sigma' = y (1 - y) < 0.01 * 1/4,  tanh' = 1 - y^2 < 0.01
+    attention_entropy         self_attention: per head (a list of H), the entropy in nats of each
+                              query's attention weights, -sum_j P_ij log P_ij, averaged over the
+                              batch's queries. 0: every query looks at one token (collapsed);
+    attention_entropy_max     its largest possible value, the uniform attention's: log T, or for a
+                              causal mask the mean over positions i of log(i + 1)
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -31,6 +38,18 @@ def saturated_fraction(kind: str, y: Tensor) -> Tensor:
     else:
         raise ValueError(f"saturation is measured for sigmoid and tanh, not {kind}")
     return (derivative < SATURATION * peak).to(torch.float64).mean()
+
+
+def attention_entropy(probs: Tensor) -> Tensor:
+    """Mean entropy (nats) of each head's attention rows: P (B, H, T, T) -> (H,). 0 log 0 = 0."""
+    return -torch.special.xlogy(probs, probs).sum(-1).mean(dim=(0, 2))
+
+
+def uniform_entropy(t: int, causal: bool) -> float:
+    """The attention entropy of uniform weights over what a query may see (T keys, or i + 1 causally)."""
+    if t <= 0:
+        return 0.0
+    return math.lgamma(t + 1) / t if causal else math.log(t)        # mean of log(i + 1), i < T: log(T!) / T
 
 
 def inactive_fraction(y: Tensor) -> Tensor:
@@ -52,4 +71,9 @@ class ActivationStats(OutputStats):
             named["dead_fraction"] = inactive_fraction(output)
         elif layer.kind in ("sigmoid", "tanh"):
             named["saturated_fraction"] = saturated_fraction(layer.kind, output)
+        elif layer.kind == "self_attention" and layer.attention_weights() is not None:
+            probs = layer.attention_weights()                       # (B, H, T, T)
+            named["attention_entropy"] = attention_entropy(probs)   # (H,)
+            named["attention_entropy_max"] = torch.tensor(uniform_entropy(probs.shape[-1], layer.spec.causal),
+                                                         dtype=torch.float64)
         self.stats[key] = named

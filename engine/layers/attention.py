@@ -95,6 +95,10 @@ class SelfAttention(Layer):
         self.cache = (x2, q, k, v, probs, mask, weights, y, scale)
         return out.view(b, n, d)
 
+    def attention_weights(self) -> Tensor | None:
+        """P of the last forward, (B, H, T, T) before dropout, or None once the backward has used it."""
+        return self.cache[4] if self.cache else None
+
     def backward(self, dout: Tensor) -> Tensor | None:
         (x2, q, k, v, probs, mask, weights, y, scale), self.cache = self.cache, None
         b, n, d = dout.shape

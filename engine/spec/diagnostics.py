@@ -77,6 +77,19 @@ class NonFinite(Rule):
     """The loss, a gradient or a weight became NaN or infinite (the run always stops)."""
 
 
+class AttentionCollapsed(Rule):
+    threshold: Real = Field(0.1, gt=0, description="A head's attention entropy in nats (averaged over queries) "
+                            "below which each query looks at one token: exp(0.1) = 1.1 tokens' worth.")
+    consecutive: int = Field(2, ge=1, le=1000, description="Epochs in a row the condition must hold.")
+
+
+class AttentionUniform(Rule):
+    threshold: Real = Field(0.98, gt=0, le=1, description="A head's attention entropy over the uniform "
+                            "attention's (log T, causal: the mean of log(i + 1)) above which it averages.")
+    consecutive: int = Field(3, ge=1, le=1000, description="Epochs in a row the condition must hold (every "
+                             "head starts near uniform).")
+
+
 class Rules(Spec):
     vanishing_gradient: VanishingGradient = VanishingGradient()
     exploding_gradient: ExplodingGradient = ExplodingGradient()
@@ -87,6 +100,8 @@ class Rules(Spec):
     loss_not_decreasing: LossNotDecreasing = LossNotDecreasing()
     overfitting: Overfitting = Overfitting()
     divergence: Divergence = Divergence()
+    attention_collapsed: AttentionCollapsed = AttentionCollapsed()
+    attention_uniform: AttentionUniform = AttentionUniform()
     non_finite: NonFinite = NonFinite()
 
     @model_validator(mode="before")
