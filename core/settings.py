@@ -109,6 +109,26 @@ class Settings(BaseSettings):
     rate_limit_per_address: str = "200/second"
 
     # GET /v1/jobs/{id}/plots/{kind}.png: width and height in pixels (query parameters) within
+    # load shedding, per API process: past max_requests_in_flight a request is a 503 "busy" at once;
+    # one waits at most db_pool_timeout_s for a pooled connection (db_pool_size + db_max_overflow of
+    # them), then is a 503 "busy" too, never "unavailable" (that is an outage)
+    max_requests_in_flight: int = Field(64, ge=1)
+    db_pool_size: int = Field(20, ge=1)
+    db_max_overflow: int = Field(20, ge=0)
+    db_pool_timeout_s: float = Field(0.5, gt=0)
+    busy_retry_after_s: int = Field(1, ge=1)
+    # a disk (data_dir's) with less free space than this makes /readyz not ready; a write that
+    # finds it full is a 507 naming data_dir, and a job whose checkpoint cannot be written fails disk_full
+    min_free_disk_bytes: int = Field(100 * 1024**2, ge=0)
+    # slow clients: the request line and headers must arrive within header_timeout_s, and each piece
+    # of a body within body_timeout_s of the last (else 408 and the connection is closed); a client
+    # address holds at most max_connections_per_address connections to one API process
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)
+    max_connections_per_address: int = Field(64, ge=1)
+    # open event streams per API process, all keys together (503 busy past it)
+    max_event_streams: int = Field(512, ge=1)
+
     # these bounds, so a request's memory and drawing time stay bounded
     plot_min_px: int = 200
     plot_max_px: int = 2400
