@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from core.db import PoolLimits, set_pool_limits
 from core.settings import Settings, get_settings
 
 from . import docs, errors, ui
@@ -17,7 +18,9 @@ from .gate import Gate
 from .malloc import return_large_buffers
 from .predict import ModelCache
 from .ratelimit import RateLimits
-from .routes import datasets, events, generate, gradcheck, health, jobs, landscape, me, plots, results, sweeps
+from .shedding import InFlightLimit
+from .routes import (attention, datasets, events, generate, gradcheck, health, jobs, landscape, me, plots, results,
+                     sweeps)
 from .routes.events import StreamSlots
 from .routes.gradcheck import GradcheckSlots
 
@@ -62,7 +65,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                       {"name": "health", "description": "Probes for orchestrators."}],
         docs_url=None, redoc_url=None, generate_unique_id_function=operation_id,
     )
+    set_pool_limits(settings.database_url, PoolLimits(settings.db_pool_size, settings.db_max_overflow,
+                                                      settings.db_pool_timeout_s))
     app.add_middleware(Gate, settings=settings, rate_limits=RateLimits(settings))
+    app.add_middleware(InFlightLimit, max_in_flight=settings.max_requests_in_flight,   # outermost: first
+                       retry_after_s=settings.busy_retry_after_s)
     app.state.settings = settings
     app.state.key_cache = KeyCache()
     app.state.model_cache = ModelCache()
@@ -76,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(results.router)
     app.include_router(generate.router)
+    app.include_router(attention.router)
     app.include_router(events.router)
     app.include_router(me.router)
     app.include_router(sweeps.router)

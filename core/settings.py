@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     max_vocab_size: int = Field(1_000_000, ge=2, le=2**31 - 1)
     max_context_length: int = Field(4096, ge=1)       # a language model's window, in tokens
     max_generate_tokens: int = Field(2000, ge=1)      # new tokens per generate request
+    max_attention_cells: int = Field(1_000_000, ge=1)  # layers x heads x T x T numbers per attention-map answer
 
     # GET /v1/jobs/{id}/events (server-sent events): the stream reads the job's rows this often,
     # sends a keep-alive comment after this much silence, and ends after max_s (the client resumes
@@ -108,7 +109,6 @@ class Settings(BaseSettings):
     rate_limit_per_key: str = "100/second"       # one window each: a Redis round trip per request apiece
     rate_limit_per_address: str = "200/second"
 
-    # GET /v1/jobs/{id}/plots/{kind}.png: width and height in pixels (query parameters) within
     # load shedding, per API process: past max_requests_in_flight a request is a 503 "busy" at once;
     # one waits at most db_pool_timeout_s for a pooled connection (db_pool_size + db_max_overflow of
     # them), then is a 503 "busy" too, never "unavailable" (that is an outage)
@@ -129,6 +129,7 @@ class Settings(BaseSettings):
     # open event streams per API process, all keys together (503 busy past it)
     max_event_streams: int = Field(512, ge=1)
 
+    # GET /v1/jobs/{id}/plots/{kind}.png: width and height in pixels (query parameters) within
     # these bounds, so a request's memory and drawing time stay bounded
     plot_min_px: int = 200
     plot_max_px: int = 2400
