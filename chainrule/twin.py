@@ -87,6 +87,8 @@ def _module(spec, in_shape: Shape, generator: torch.Generator | None) -> nn.Modu
         return nn.GELU(approximate=spec.approximate)
     if kind == "softmax":
         return nn.Softmax(dim=spec.dim)
+    if kind == "standardize":
+        return Standardize(in_shape, spec.mean, spec.std, spec.inverse)
     if kind == "add":
         return Add()
     if kind == "concat":
@@ -110,6 +112,25 @@ class SeededDropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std per feature (dim 1), or x * std + mean with inverse; mean and std are buffers (C,)
+    in the state_dict, as the engine's layer keeps them. Without the spec's values: 0 and 1 until loaded."""
+
+    def __init__(self, in_shape: Shape, mean: list[float] | None, std: list[float] | None, inverse: bool):
+        super().__init__()
+        features, self.inverse = in_shape[0], inverse
+        self.register_buffer("mean", torch.zeros(features) if mean is None else torch.tensor(mean, dtype=torch.float64))
+        self.register_buffer("std", torch.ones(features) if std is None else torch.tensor(std, dtype=torch.float64))
+        self.view = (features,) + (1,) * (len(in_shape) - 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean, std = self.mean.view(self.view), self.std.view(self.view)
+        return x * std + mean if self.inverse else (x - mean) / std
+
+    def extra_repr(self) -> str:
+        return f"features={self.view[0]}, inverse={self.inverse}"
 
 
 class Add(nn.Module):

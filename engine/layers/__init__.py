@@ -27,6 +27,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "embedding": ("embedding", "Embedding"),
     "position_embedding": ("embedding", "PositionEmbedding"),
     "self_attention": ("attention", "SelfAttention"),
+    "standardize": ("standardize", "Standardize"),
 }
 
 

@@ -14,7 +14,7 @@ from .base import Spec
 from .diagnostics import RULES, Diagnostics, Rules
 from .layers import (INPUT, GELU, Add, AvgPool2d, BatchNorm, Concat, Conv1d, Conv2d, Dropout, Embedding, Flatten,
                      InitName, LayerBase, LayerNorm, LayerSpec, LeakyReLU, Linear, MaxPool2d, Pad2, PositionEmbedding,
-                     ReLU, SelfAttention, SeqPool, Sigmoid, Size2, Softmax, Tanh, pair)
+                     ReLU, SelfAttention, SeqPool, Sigmoid, Size2, Softmax, Standardize, Tanh, pair)
 from .model import MERGE_TYPES, ModelSpec, Repeat
 from .training import (SGD, Adam, AdamW, BCEWithLogitsLoss, ConstantLR, CosineAnnealingLR, CrossEntropyLoss,
                        EarlyStopping, ExponentialLR, HuberLoss, L1Loss, LossSpec, MSELoss, OptimizerSpec,
@@ -23,7 +23,7 @@ from .training import (SGD, Adam, AdamW, BCEWithLogitsLoss, ConstantLR, CosineAn
 __all__ = ["Spec", "INPUT", "MERGE_TYPES", "InitName", "Size2", "Pad2", "pair", "LayerBase", "Linear", "Conv2d",
            "MaxPool2d", "AvgPool2d", "Flatten", "BatchNorm", "LayerNorm", "Dropout", "ReLU", "LeakyReLU",
            "Sigmoid", "Tanh", "GELU", "Softmax", "Add", "Concat", "Conv1d", "SeqPool", "Embedding",
-           "PositionEmbedding", "SelfAttention", "Repeat", "LayerSpec", "ModelSpec",
+           "PositionEmbedding", "SelfAttention", "Standardize", "Repeat", "LayerSpec", "ModelSpec",
            "CrossEntropyLoss", "MSELoss", "L1Loss", "HuberLoss", "BCEWithLogitsLoss", "LossSpec", "SGD",
            "RMSprop", "Adam", "AdamW", "OptimizerSpec", "ScheduleBase", "ConstantLR", "StepLR",
            "ExponentialLR", "CosineAnnealingLR", "ScheduleSpec", "EarlyStopping", "TrainConfig", "Diagnostics", "Rules", "RULES"]

@@ -195,10 +195,33 @@ class SeqPool(LayerBase):
                                                       "as the second input.")
 
 
+Positive = Annotated[Real, Field(gt=0)]
+
+
+class Standardize(LayerBase):
+    """y = (x - mean) / std per feature (dim 1: a column of (N, D), a channel of (N, C, H, W)); with
+    inverse, y = x * std + mean. mean and std are fixed buffers, not parameters (engine/layers/standardize.py)."""
+    type: Literal["standardize"]
+    mean: list[Real] | None = Field(None, min_length=1, max_length=1_000_000, description=(
+        "One per feature. Absent (with std): 0 and 1 until the state_dict is loaded; a job's "
+        "preprocessing.standardize fills them from its training split."))
+    std: list[Positive] | None = Field(None, min_length=1, max_length=1_000_000, description="One per feature, > 0.")
+    inverse: bool = Field(False, description="Scale back: y = x * std + mean (a standardized target's units).")
+
+    @model_validator(mode="after")
+    def _both(self) -> "Standardize":
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("standardize: give both mean and std, or neither (0 and 1 until a state_dict is loaded)")
+        if self.mean is not None and len(self.mean) != len(self.std):
+            raise ValueError(f"standardize: mean has {len(self.mean)} values and std {len(self.std)}; "
+                             "give one of each per feature")
+        return self
+
+
 LayerSpec = Annotated[
     Union[Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, BatchNorm, LayerNorm, Dropout,
           ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax, Add, Concat,
-          Conv1d, SeqPool,
+          Conv1d, SeqPool, Standardize,
           Embedding, PositionEmbedding, SelfAttention],
     Field(discriminator="type"),
 ]

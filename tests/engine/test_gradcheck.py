@@ -29,6 +29,9 @@ def vector_spec(rng: random.Random, out: int) -> list[dict]:
         layers.append(dict(rng.choice(ACTIVATIONS)))
         if rng.random() < 0.4:
             layers.append({"type": "dropout", "p": 0.3})
+    if rng.random() < 0.5:      # fixed per-feature scaling in front: buffers, so nothing of it is checked
+        layers.insert(0, {"type": "standardize", "mean": [rng.uniform(-3, 3) for _ in range(5)],
+                          "std": [rng.uniform(0.1, 10) for _ in range(5)]})
     return layers + [{"type": "linear", "out_features": out}]
 
 
