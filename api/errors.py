@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.db import is_unavailable
+from core.db import is_busy, is_unavailable
 from core.tables import ID_PATTERN
 from engine import SpecError
 
@@ -36,7 +36,8 @@ ERROR_STATUSES = {
     415: "Not the content type this operation takes",
     422: "Invalid input: `detail` lists each problem with its location",
     429: "Too many requests (see Retry-After), or too many queued and running jobs",
-    503: "A dependency (the database) is unavailable; retry after Retry-After",
+    503: "Busy (this process has all the work it can take) or a dependency (the database) is "
+         "unavailable; retry after Retry-After",
 }
 EVERY_OPERATION = (401, 413, 422, 429, 503)   # auth, body size, validation, rate limits, database
 
@@ -116,9 +117,18 @@ def unavailable_response() -> JSONResponse:
                         status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
+def busy_response(retry_after_s: int, why: str) -> JSONResponse:
+    """Load shed: the service is up and will answer soon; not an outage."""
+    return JSONResponse({"detail": f"the service is busy ({why}); retry in {retry_after_s} s"},
+                        status_code=503, headers={"Retry-After": str(retry_after_s)})
+
+
 async def unhandled_error(request: Request, exc: Exception) -> JSONResponse:
-    """A 503 with Retry-After when the database is unreachable (a dependency down, not a bug), else a 500.
-    Also the handler of SQLAlchemy errors raised inside routes: an integrity error stays a 500."""
+    """A 503 with Retry-After when the database is unreachable (a dependency down, not a bug) or no
+    pooled connection came free in time (busy), else a 500. Also the handler of SQLAlchemy errors
+    raised inside routes: an integrity error stays a 500."""
+    if is_busy(exc):
+        return busy_response(request.app.state.settings.busy_retry_after_s, "every database connection is in use")
     if is_unavailable(exc):
         log.warning("database unavailable on %s %s: %s: %s", request.method, request.url.path,
                     type(exc).__name__, str(exc).splitlines()[0][:300])

@@ -17,11 +17,11 @@ from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.db import is_unavailable
+from core.db import is_busy, is_unavailable
 from core.settings import Settings
 
 from .deps import authenticate
-from .errors import unavailable_response
+from .errors import busy_response, unavailable_response
 from .ratelimit import RateLimits, Verdict
 
 PROBES = ("/healthz", "/readyz")    # orchestrators call these; they are never limited
@@ -69,6 +69,8 @@ class Gate:
         except HTTPException as e:
             return JSONResponse({"detail": e.detail}, status_code=e.status_code, headers=e.headers)
         except Exception as e:
+            if is_busy(e):
+                return busy_response(self.settings.busy_retry_after_s, "every database connection is in use")
             if is_unavailable(e):
                 return unavailable_response()
             raise

@@ -255,8 +255,23 @@ def job_fields(job: Any) -> dict[str, Any]:
 NO_FINDINGS = {"counts": {"info": 0, "warning": 0, "error": 0}, "latest": None}
 
 
+HEAVY_JOB_FIELDS = ("request", "init_report")   # in lists only when ?fields= names them
+
+
+class JobSummary(JobPublic):
+    """A job as a list shows it: JobPublic without its heavy fields unless `?fields=` names them
+    (a page of 100 full jobs was megabytes); GET /v1/jobs/{id} always has them."""
+    request: dict[str, Any] | None = Field(None, description="The submitted job; null unless fields=request.")
+    init_report: dict[str, Any] | None = Field(None, description="The step-0 report; null unless "
+                                               "fields=init_report.")
+
+    @classmethod
+    def from_row_with(cls, job: Job, fields: set[str]) -> "JobSummary":
+        return cls.model_validate({**job_fields(job), **{f: None for f in HEAVY_JOB_FIELDS if f not in fields}})
+
+
 class JobList(BaseModel):
-    items: list[JobPublic]
+    items: list[JobSummary]
     total: int
     limit: int
     offset: int

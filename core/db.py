@@ -5,6 +5,7 @@ import logging
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
@@ -32,12 +33,34 @@ def _ensure_sqlite_dir(url: str) -> None:
         os.chmod(path, 0o600)                  # a file an older version made 0644
 
 
-@lru_cache
+@dataclass(frozen=True)
+class PoolLimits:
+    """A process's connections to one database: `size` kept, `overflow` more when busy, and how long a
+    request waits for one to come free before it is told the service is busy (not that the database is
+    down: a pool timeout is is_busy, not an outage)."""
+    size: int = 20
+    overflow: int = 20
+    timeout_s: float = 30.0
+
+
+_pool_limits: dict[str, PoolLimits] = {}
+
+
+def set_pool_limits(url: str, limits: PoolLimits) -> None:
+    """The limits of the engines get_engine(url) makes from now on (the API sets a short timeout)."""
+    _pool_limits[url] = limits
+
+
 def get_engine(url: str) -> Engine:
+    return _engine(url, _pool_limits.get(url, PoolLimits()))
+
+
+@lru_cache
+def _engine(url: str, pool: PoolLimits) -> Engine:
     _ensure_sqlite_dir(url)
+    sizes = dict(pool_size=pool.size, max_overflow=pool.overflow, pool_timeout=pool.timeout_s)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               pool_size=20, max_overflow=20)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **sizes)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _):  # WAL: readers never wait on the worker's writes
@@ -48,7 +71,7 @@ def get_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
         return engine
-    engine = create_engine(url, pool_size=20, max_overflow=20)
+    engine = create_engine(url, **sizes)
     _ping_after_idle(engine)
     return engine
 
@@ -80,10 +103,17 @@ def _ping_after_idle(engine: Engine) -> None:
             raise
 
 
+def is_busy(exc: BaseException) -> bool:
+    """True when no pooled connection came free within the pool's timeout: this process has all the
+    work it can take (a 503 "busy"), the database itself may be fine."""
+    return isinstance(exc, sa_exc.TimeoutError)
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """True when `exc` says the database cannot be reached or cannot serve now (a 503, a retry),
-    False for errors that are bugs whenever they happen (an integrity error, a bad statement)."""
-    if isinstance(exc, sa_exc.TimeoutError):          # no pooled connection came free in time
+    False for errors that are bugs whenever they happen (an integrity error, a bad statement).
+    A busy pool (is_busy) counts: a worker retries it the same way."""
+    if is_busy(exc):
         return True
     if not isinstance(exc, sa_exc.DBAPIError):
         return False
@@ -114,9 +144,13 @@ def retry_unavailable(action: Callable[[], T], what: str, patience_s: float, fir
         wait = min(2 * wait, max_wait_s)
 
 
-@lru_cache
 def get_sessionmaker(url: str) -> sessionmaker[Session]:
-    return sessionmaker(get_engine(url), expire_on_commit=False)
+    return _sessionmaker(get_engine(url))
+
+
+@lru_cache
+def _sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
 
 
 @contextmanager

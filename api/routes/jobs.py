@@ -6,7 +6,7 @@ between statuses are core.lifecycle's; results (metrics, weights, predict) are r
 from __future__ import annotations
 
 import shutil
-from typing import Annotated
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Response
@@ -22,7 +22,7 @@ from core.tables import ID_PATTERN, JOB_ROW, Dataset, Job, JobTag
 
 from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
 from ..errors import EVERY_OPERATION, error_responses, problem
-from ..schemas import LIST_LIMIT_MAX, MAX_TAGS, JobList, JobPublic, JobSubmit, job_fields
+from ..schemas import LIST_LIMIT_MAX, MAX_TAGS, JobList, JobPublic, JobSubmit, JobSummary, job_fields
 from ..strict_json import StrictJSONRoute
 
 router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/jobs", tags=["jobs"],
@@ -68,14 +68,19 @@ def list_jobs(session: SessionDep, owner: CurrentKey,
                   "Only jobs with this tag; repeat it for jobs that have every one of the tags."))] = None,
               sweep: Annotated[str | None, Query(pattern=ID_PATTERN, description="Only this sweep's trials.")] = None,
               limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = 20,
-              offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> JobList:
+              offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+              fields: Annotated[list[Literal["request", "init_report"]] | None, Query(
+                  max_length=2, description="Heavy fields each item should carry (repeat for both); "
+                  "without it items are summaries, those fields null.")] = None) -> JobList:
     where = [Job.owner_id == owner.id] + ([Job.status == status] if status else []) + \
         ([Job.name == name.strip()] if name else []) + ([Job.sweep_id == sweep] if sweep else [])
     where += [exists().where(JobTag.job_id == Job.id, JobTag.tag == t) for t in dict.fromkeys(tag or [])]
     total = session.scalar(select(func.count()).select_from(Job).where(*where))
     rows = session.scalars(select(Job).where(*where).order_by(Job.created_at.desc(), Job.id)
                            .limit(limit).offset(offset))
-    return JobList(items=[JobPublic.from_row(j) for j in rows], total=total, limit=limit, offset=offset)
+    wanted = set(fields or ())
+    return JobList(items=[JobSummary.from_row_with(j, wanted) for j in rows], total=total, limit=limit,
+                   offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND, summary="Status and progress of a job")

@@ -39,7 +39,8 @@ def test_job_is_committed_queued_and_sent_to_the_broker(svc, iris):
     assert len(messages) == 1 and job["id"] in messages[0].read_text() and ".gpu." in messages[0].name
     polled = svc.client.get(r.headers["location"], headers=svc.a)   # the hand-serialized fast path
     assert polled.headers["content-type"] == "application/json"
-    assert polled.json() == job == svc.client.get("/v1/jobs", headers=svc.a).json()["items"][0]
+    assert polled.json() == job == svc.client.get(
+        "/v1/jobs?fields=request&fields=init_report", headers=svc.a).json()["items"][0]
     assert JobPublic.model_validate(polled.json()).created_at.tzinfo is not None
 
 

@@ -16,7 +16,8 @@ def test_status_poll_answers_the_owner_only_and_matches_the_list(svc, iris):
     assert svc.client.get(url, headers=svc.b).status_code == 404     # another key's job, on the same path
     svc.client.post(f"{url}/cancel", headers=svc.a)
     again = svc.client.get(url, headers=svc.a).json()                # the cached key, a fresh row
-    assert again["status"] == "cancelled" and again == svc.client.get("/v1/jobs", headers=svc.a).json()["items"][0]
+    assert again["status"] == "cancelled" and again == svc.client.get(
+        "/v1/jobs?fields=request&fields=init_report", headers=svc.a).json()["items"][0]
 
 
 @pytest.mark.postgres

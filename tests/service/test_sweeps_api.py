@@ -26,7 +26,7 @@ def body(dataset_id: str, **overrides) -> dict:
 
 
 def trial_jobs(svc, sweep_id: str, status: str | None = None) -> list[dict]:
-    query = f"/v1/jobs?sweep={sweep_id}&limit=100" + (f"&status={status}" if status else "")
+    query = f"/v1/jobs?sweep={sweep_id}&limit=100&fields=request" + (f"&status={status}" if status else "")
     return svc.client.get(query, headers=svc.a).json()["items"]
 
 
