@@ -107,7 +107,8 @@ export class LineChart {
     const series = Object.fromEntries(this.labels.map((label, i) => [label, (ys[i] || []).filter((v) => v !== null && v !== undefined).length]));
     this.el.dataset.points = String(n);
     const y = this.plot.scales.y;
-    debug.charts[this.name] = {points: n, series, y: [y.min, y.max], markers: this.markers.map((m) => ({x: m.x, label: m.label}))};
+    const last = Object.fromEntries(this.labels.map((label, i) => [label, (ys[i] || []).filter((v) => v !== null && v !== undefined).at(-1) ?? null]));
+    debug.charts[this.name] = {points: n, series, last, y: [y.min, y.max], markers: this.markers.map((m) => ({x: m.x, label: m.label}))};
   }
 
   destroy() {

@@ -19,8 +19,10 @@ export function colour(t) {
 // new Heatmap(parent, {name, title, xLabel, yLabel, valueLabel, log}); setData(xs, rows, values)
 // values[r][c] is the value of row r at column c (null: missing); xs labels the columns.
 export class Heatmap {
-  constructor(parent, {name, title, xLabel, yLabel = "", valueLabel, log = true, description = "", marker = null}) {
-    Object.assign(this, {name, xLabel, yLabel, valueLabel, log, marker});
+  constructor(parent, {name, title, xLabel, yLabel = "", valueLabel, log = true, description = "", marker = null,
+                       rowHeight = null, fixed = null}) {
+    // rowHeight: px per row (default 16 to 40); fixed: [lo, hi] of the colour scale (default: the data's)
+    Object.assign(this, {name, xLabel, yLabel, valueLabel, log, marker, rowHeight, fixed});
     this.canvas = h("canvas", {role: "img", "aria-label": title});
     this.tip = h("div", {class: "tip", hidden: true});
     this.readout = h("p", {class: "readout", "aria-live": "polite"}, "Hover a cell for its value.");
@@ -41,7 +43,7 @@ export class Heatmap {
     for (const row of values) for (const v of row) {
       if (typeof v === "number" && Number.isFinite(v) && (!this.log || v > 0)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
     }
-    [this.lo, this.hi] = lo <= hi ? [lo, hi] : [1, 1];
+    [this.lo, this.hi] = this.fixed ? this.fixed : lo <= hi ? [lo, hi] : [1, 1];
     this.el.dataset.rows = String(rows.length);
     this.el.dataset.cols = String(xs.length);
     debug.heatmaps[this.name] = {rows: rows.slice(), cols: xs.length, lo: this.lo, hi: this.hi};
@@ -58,7 +60,7 @@ export class Heatmap {
     const ctx = this.canvas.getContext("2d");
     ctx.font = "12px system-ui, sans-serif";
     const labelWidth = Math.min(140, Math.max(30, ...this.rows.map((r) => ctx.measureText(r).width + 8)));
-    const rowHeight = Math.max(16, Math.min(40, 240 / Math.max(this.rows.length, 1)));
+    const rowHeight = this.rowHeight ?? Math.max(16, Math.min(40, 240 / Math.max(this.rows.length, 1)));
     const plot = {left: labelWidth + 18, top: 8, width: Math.max(60, width - labelWidth - 18 - 90),
                   height: rowHeight * Math.max(this.rows.length, 1)};
     return {plot, height: plot.top + plot.height + 42};
@@ -93,7 +95,8 @@ export class Heatmap {
     ctx.fillStyle = "#222";
     ctx.font = "12px system-ui, sans-serif";
     ctx.textAlign = "right"; ctx.textBaseline = "middle";
-    this.rows.forEach((label, r) => ctx.fillText(label, plot.left - 6, plot.top + (r + 0.5) * rh));
+    const every = Math.ceil(12 / rh);          // rows lower than the font: label every k-th
+    this.rows.forEach((label, r) => { if (r % every === 0) ctx.fillText(label, plot.left - 6, plot.top + (r + 0.5) * rh); });
     ctx.textAlign = "center"; ctx.textBaseline = "top";
     const step = Math.max(1, Math.ceil(this.xs.length / Math.max(2, Math.floor(plot.width / 50))));
     for (let c = 0; c < this.xs.length; c += step) {

@@ -73,7 +73,7 @@ function collapseRepeats(names) {
   const out = [];
   for (let i = 0; i < names.length;) {
     let best = {size: 1, count: 1};
-    for (let size = 1; size <= 3; size++) {
+    for (let size = 1; size <= 12; size++) {          // a transformer block is about 8 layers
       let count = 1;
       while (names.slice(i, i + size).join() === names.slice(i + count * size, i + (count + 1) * size).join()) count++;
       if (count > 1 && count * size > best.count * best.size) best = {size, count};
@@ -102,4 +102,53 @@ export function scheduleSummary(schedule) {
   const {type, warmup_steps: warmup, warmup_start_factor: _f, ...rest} = schedule;
   const args = Object.entries(rest).map(([k, v]) => `${k}=${v}`).join(" ");
   return `${type}${args ? ` ${args}` : ""}${warmup ? `, warm-up ${warmup} steps` : ""}`;
+}
+
+// a layer's repeat block: "blocks.0" for "blocks.0.attn" (engine/spec/repeat.py names the layers of
+// block i `{name}.{i}.{layer}`); null for a layer outside any block
+export function blockOf(key) {
+  const m = /^(.+\.\d+)\.[^.]+$/.exec(key);
+  return m ? m[1] : null;
+}
+
+// Per-layer `field` (a norm) grouped by block: a block's value is the 2-norm of its layers' values,
+// sqrt(sum v²), i.e. the norm of all its parameters' gradients together; layers outside a block keep
+// their own row. {keys, labels, values, blocks}: blocks is how many block rows there are (0: none).
+export function blockTable(epochs, field) {
+  const t = layerTable(epochs, field), rows = new Map();
+  t.keys.forEach((key, i) => {
+    const block = blockOf(key), name = block ?? t.labels[i];
+    if (!rows.has(name)) rows.set(name, {block: block !== null, members: []});
+    rows.get(name).members.push(t.values[i]);
+  });
+  const labels = [...rows.keys()], entries = [...rows.values()];
+  const values = entries.map(({members}) => epochs.map((_, j) => {
+    const vs = members.map((m) => m[j]);
+    return vs.some((v) => v === null) ? null : Math.sqrt(vs.reduce((s, v) => s + v * v, 0));
+  }));
+  return {keys: labels, labels, values, blocks: entries.filter((e) => e.block).length};
+}
+
+// Each attention head's entropy over epochs: one series per (layer, head), and the uniform value
+// (log T, causal: the mean of log(i + 1)) the heads start near.
+export function entropyTable(epochs) {
+  const t = layerTable(epochs, "attention_entropy"), labels = [], values = [];
+  const heads = (i) => Math.max(0, ...epochs.map((e) => {
+    const v = e.layers && e.layers[t.keys[i]] && e.layers[t.keys[i]].attention_entropy;
+    return Array.isArray(v) ? v.length : 0;
+  }));
+  t.keys.forEach((key, i) => {
+    for (let head = 0; head < heads(i); head++) {
+      labels.push(`${key} head ${head}`);
+      values.push(epochs.map((e) => {
+        const v = e.layers && e.layers[key] && e.layers[key].attention_entropy;
+        return Array.isArray(v) && typeof v[head] === "number" ? v[head] : null;
+      }));
+    }
+  });
+  const uniform = epochs.map((e) => {
+    const entry = Object.values(e.layers || {}).find((l) => typeof l.attention_entropy_max === "number");
+    return entry ? entry.attention_entropy_max : null;
+  });
+  return {labels, values, uniform};
 }

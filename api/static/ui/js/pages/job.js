@@ -10,6 +10,7 @@ import {
 } from "../series.js";
 import {follow} from "../sse.js";
 import {Health, findingsTable, initReport} from "./job_health.js";
+import {SequencePanels} from "./job_sequence.js";
 
 export const NAME = "job";
 const ACTIVE = new Set(["queued", "running"]);
@@ -42,6 +43,7 @@ class JobView {
          findings ? h("section", {class: "panel", id: "findings"}, h("h2", {}, "Findings"), this.findingsBody) : null);
     this.charts = this.makeCurves(main);
     this.health = new Health(main);
+    this.sequence = new SequencePanels({main, curves: this.curves, healthGrid: this.health.grid, job, page});
     this.initChart = initReport(main, job.init_report);
     main.append(modelPanel(job));
     this.drawHeader();
@@ -75,7 +77,7 @@ class JobView {
     else if (kind === "finding" && this.findings) this.findings.push(data);
     else if (kind === "status") {
       Object.assign(this.job, {status: data.status, error: data.error});
-      if (!ACTIVE.has(data.status)) this.refresh();
+      if (!ACTIVE.has(data.status)) { this.sequence.finished(); this.refresh(); }
     }
     this.schedule();
   }
@@ -101,6 +103,7 @@ class JobView {
     this.charts.metric.setData(x, this.charts.metric.names.map((n) => column(e, n)));
     this.charts.lr.setData(x, [column(e, "lr")]);
     this.health.update(e);
+    this.sequence.update(e);
     if (this.findings) {
       const markers = findingMarkers(this.findings, e);
       this.charts.loss.setMarkers(markers);
@@ -150,6 +153,7 @@ class JobView {
   destroy() {
     Object.values(this.charts).forEach((c) => c.destroy());
     this.health.destroy();
+    this.sequence.destroy();
     this.initChart?.destroy();
   }
 }
