@@ -125,3 +125,16 @@ def split_indices(n: int, validation_split: float, seed: int) -> tuple[Tensor, T
     n_val = int(round(n * validation_split))
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[:n - n_val], perm[n - n_val:]
+
+
+def standard_scaling(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean, std) per feature of x (N, C, ...) over every other dim, float64 (C,); y (N,) is one feature.
+
+    The population std, as sklearn's StandardScaler; a feature constant over the rows (std within
+    float64 rounding of 0) gets std 1, so standardizing centres it instead of dividing by 0."""
+    if x.shape[0] == 0:
+        raise ValueError("no rows to compute a mean and a std from")
+    rows = x.to(torch.float64).reshape(x.shape[0], x.shape[1] if x.dim() > 1 else 1, -1)   # (N, C, rest)
+    std, mean = torch.std_mean(rows.transpose(0, 1).reshape(rows.shape[1], -1), dim=1, correction=0)   # (C,)
+    constant = std <= 1e-12 * mean.abs().clamp_min(1.0)
+    return mean, torch.where(constant, torch.ones_like(std), std)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..spec.diagnostics import Diagnostics
 from .findings import Finding, Signal
+from .input_scale import unscaled_inputs
 from .rules import EPOCH_RULES, NON_FINITE_HINT, SEVERITY, initial_signals
 from .trace import Trace
 
@@ -37,13 +38,14 @@ class Diagnosis:
                 yield code, rule, cfg
 
     def start(self) -> list[Finding]:
-        """Findings of the init report (epoch 0, step 0)."""
-        cfg = self.config.rules.poor_initialization
-        if not (self.config.enabled and cfg.enabled and self.init_report):
+        """Findings of the init report (epoch 0, step 0): the inputs' scales, then the initialization."""
+        if not (self.config.enabled and self.init_report):
             return []
         types = {k: e["type"] for k, e in self.init_report["layers"].items()}
-        return [Finding.of("poor_initialization", SEVERITY["poor_initialization"], 0, 0, s, types)
-                for s in initial_signals(cfg, self.init_report)]
+        signals = {"unscaled_inputs": lambda cfg: unscaled_inputs(cfg, self.init_report.get("input_scale")),
+                   "poor_initialization": lambda cfg: initial_signals(cfg, self.init_report)}
+        return [Finding.of(code, SEVERITY[code], 0, 0, s, types) for code, signals_of in signals.items()
+                if getattr(self.config.rules, code).enabled for s in signals_of(getattr(self.config.rules, code))]
 
     def after_epoch(self, metrics: dict[str, Any]) -> list[Finding]:
         """The findings that start with this epoch (metrics: one epoch of engine.fit's history)."""

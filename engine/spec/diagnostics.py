@@ -90,12 +90,18 @@ class AttentionUniform(Rule):
                              "head starts near uniform).")
 
 
+class UnscaledInputs(Rule):
+    threshold: Real = Field(100.0, gt=1, description="At step 0, the largest input feature's root mean square "
+                            "over the smallest's (training rows): above this factor the inputs need scaling.")
+
+
 class Rules(Spec):
     vanishing_gradient: VanishingGradient = VanishingGradient()
     exploding_gradient: ExplodingGradient = ExplodingGradient()
     dead_relu: DeadRelu = DeadRelu()
     saturated_activation: SaturatedActivation = SaturatedActivation()
     poor_initialization: PoorInitialization = PoorInitialization()
+    unscaled_inputs: UnscaledInputs = UnscaledInputs()
     update_ratio: UpdateRatio = UpdateRatio()
     loss_not_decreasing: LossNotDecreasing = LossNotDecreasing()
     overfitting: Overfitting = Overfitting()

@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import health
 from ..diagnostics import ActivationStats, Diagnosis, Diagnostics, Finding, init_report
+from ..diagnostics.input_scale import input_scale
 from .callbacks import Callbacks
 from .errors import DiagnosisStop, NonFiniteError
 from .windows import LANGUAGE_MODEL, first_windows
@@ -35,6 +36,8 @@ class Watch:
                 n = min(batch_size, rows.X_train.shape[0])
                 xb, yb = rows.X_train[:n], rows.y_train[:n]
             run.init_report = init_report(model, loss, xb, yb)
+            if rows.kind != LANGUAGE_MODEL:    # over every training row: the unscaled_inputs rule reads it
+                run.init_report["input_scale"] = input_scale(model, rows.X_train)
             self.diagnosis = Diagnosis(self.config, run.init_report)
             findings = self.diagnosis.start()
             run.init_report["findings"] = [f.as_dict() for f in findings]
