@@ -15,7 +15,8 @@ from .findings import Signal, layer_label
 from .trace import Trace
 
 SEVERITY = {"vanishing_gradient": "warning", "exploding_gradient": "error", "dead_relu": "warning",
-            "saturated_activation": "warning", "poor_initialization": "warning", "unscaled_inputs": "warning", "update_ratio": "warning",
+            "saturated_activation": "warning", "poor_initialization": "warning", "unscaled_inputs": "warning",
+            "update_ratio": "warning",
             "loss_not_decreasing": "warning", "overfitting": "warning", "divergence": "error",
             "non_finite": "error", "attention_collapsed": "warning", "attention_uniform": "warning"}
 NON_FINITE_HINT = ("lower lr, add grad_clip_norm, standardize the inputs, and check the data for extreme "
