@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.db import is_busy, is_unavailable
+from core.disk import full_message, is_disk_full
 from core.tables import ID_PATTERN
 from engine import SpecError
 
@@ -38,8 +39,11 @@ ERROR_STATUSES = {
     429: "Too many requests (see Retry-After), or too many queued and running jobs",
     503: "Busy (this process has all the work it can take) or a dependency (the database) is "
          "unavailable; retry after Retry-After",
+    507: "The disk holding the data directory is full; retry once space is freed",
 }
-EVERY_OPERATION = (401, 413, 422, 429, 503)   # auth, body size, validation, rate limits, database
+# auth, body size, validation, rate limits, the database (busy or down), a full disk (SQLite writes
+# its WAL on reads too)
+EVERY_OPERATION = (401, 413, 422, 429, 503, 507)
 
 
 def error_responses(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
@@ -127,6 +131,10 @@ async def unhandled_error(request: Request, exc: Exception) -> JSONResponse:
     """A 503 with Retry-After when the database is unreachable (a dependency down, not a bug) or no
     pooled connection came free in time (busy), else a 500. Also the handler of SQLAlchemy errors
     raised inside routes: an integrity error stays a 500."""
+    if is_disk_full(exc):
+        log.error("disk full on %s %s: %s: %s", request.method, request.url.path, type(exc).__name__,
+                  str(exc).splitlines()[0][:300] if str(exc) else "")
+        return JSONResponse({"detail": full_message(request.app.state.settings)}, status_code=507)
     if is_busy(exc):
         return busy_response(request.app.state.settings.busy_retry_after_s, "every database connection is in use")
     if is_unavailable(exc):
@@ -143,4 +151,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(SpecError, spec_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(SQLAlchemyError, unhandled_error)
+    app.add_exception_handler(OSError, unhandled_error)      # a full disk is a 507, any other OSError a 500
     app.add_exception_handler(Exception, unhandled_error)

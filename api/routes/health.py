@@ -1,6 +1,10 @@
-"""Liveness and readiness probes (no auth: orchestrators call them)."""
+"""Liveness and readiness probes (no auth: orchestrators call them).
+
+/readyz says only which dependency is ready: its body is public, so the reason (an address, an
+exception's text) goes to the log, never into the answer."""
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 
@@ -8,6 +12,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from core import disk
 from core.db import get_engine
 from core.settings import Settings
 
@@ -15,6 +20,7 @@ from ..deps import SettingsDep
 from ..errors import error_responses
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger("chainrule.api")
 BROKER_TIMEOUT_S = 1.0
 
 
@@ -44,21 +50,30 @@ def check_broker(settings: Settings) -> None:
             conn.ensure_connection(max_retries=1)
 
 
+def check_disk(settings: Settings) -> None:
+    free = disk.free_bytes(settings)
+    if free < settings.min_free_disk_bytes:
+        raise OSError(f"{free} bytes free under {settings.data_dir}, less than min_free_disk_bytes "
+                      f"({settings.min_free_disk_bytes})")
+
+
 @router.get("/healthz", summary="Liveness: the process answers")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: the database and the broker answer",
-            responses=error_responses(503, s503="The database or the broker is unavailable"))
+@router.get("/readyz", summary="Readiness: the database, the broker and free disk space",
+            responses=error_responses(503, s503="The database or the broker is unavailable, or the data "
+                                      "directory's disk has less than min_free_disk_bytes free"))
 def readyz(settings: SettingsDep) -> JSONResponse:
     checks: dict[str, str] = {}
-    for name, check in (("database", check_database), ("broker", check_broker)):
+    for name, check in (("database", check_database), ("broker", check_broker), ("disk", check_disk)):
         try:
             check(settings)
             checks[name] = "ok"
-        except Exception as e:  # noqa: BLE001 - any failure means not ready, and says why
-            checks[name] = f"unavailable: {type(e).__name__}: {e}"[:500]
+        except Exception as e:  # noqa: BLE001 - any failure means not ready; why goes to the log only
+            log.warning("readyz: %s not ready: %s: %s", name, type(e).__name__, str(e)[:500])
+            checks[name] = "unavailable"
     if all(v == "ok" for v in checks.values()):
         return JSONResponse({"status": "ready", "checks": checks})
     failed = ", ".join(k for k, v in checks.items() if v != "ok")

@@ -22,7 +22,7 @@ def pg_svc(tmp_path, pg_server, redis_server):
 
 def test_flow_on_postgres_and_redis(pg_svc):
     svc = pg_svc
-    assert svc.client.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert svc.client.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok", "disk": "ok"}
     ds = svc.dataset(iris_like(), "iris.csv")
     r = svc.submit(ds["id"])
     assert r.status_code == 202, r.text
