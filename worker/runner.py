@@ -76,11 +76,11 @@ def run_job(settings: Settings, job_id: str, worker_device: torch.device) -> str
         log.info("job %s failed: %s", job_id, exc)
         return _fail(settings, claimed, heartbeat, exc.code, str(exc))
     except Exception as exc:
-        if is_unavailable(exc):   # not the job's fault: back to the queue, no attempt spent
         if disk.is_disk_full(exc):   # a checkpoint, the weights or a row found no space: said, not retried
             log.error("job %s: disk full: %s: %s", job_id, type(exc).__name__, exc)
             return _fail(settings, claimed, heartbeat, disk.CODE, f"{disk.full_message(settings)}; the job's "
                          f"checkpoint or weights could not be written ({type(exc).__name__})")
+        if is_unavailable(exc):   # not the job's fault: back to the queue, no attempt spent
             log.warning("job %s: database unavailable mid-job (%s); handing the job back", job_id, exc)
             heartbeat.stop()
             released = retry_unavailable(lambda: lifecycle.release(settings, claimed), f"job {job_id}: release",
