@@ -20,6 +20,7 @@ import torch
 from core.jobspec import build_model
 from engine import Model, format_shape
 from engine.memory import estimate
+from engine.text import Tokenizer
 
 CACHE_SIZE = 4
 
@@ -54,6 +55,24 @@ def inputs_to_array(inputs: list[Any], input_shape: tuple[int, ...]) -> np.ndarr
     if bad.any():
         raise InputError(f"inputs[{int(np.argmax(bad))}] holds a non-finite value (NaN or infinity)")
     return arr
+
+
+def texts_to_ids(inputs: list[Any], job: Any, input_shape: tuple[int, ...]) -> np.ndarray:
+    """A sequence classifier's raw texts as (N, T) int64 ids: the job's tokenizer (its dataset's), each
+    text cut to T = input_shape[0] tokens or right-padded with the pad id, as the dataset's rows were."""
+    bad = next((i for i, v in enumerate(inputs) if not isinstance(v, str)), None)
+    if bad is not None:
+        raise InputError(f"inputs[{bad}] is {type(inputs[bad]).__name__}; send every row as text (this job's "
+                         f"rows are texts of at most {input_shape[0]} tokens), or every row as {input_shape[0]} "
+                         "token ids")
+    tokenizer = Tokenizer.from_dict(job.tokenizer)
+    texts: list[str] = inputs
+    for i, text in enumerate(texts):
+        try:
+            tokenizer.encode(text)
+        except ValueError as e:
+            raise InputError(f"inputs[{i}]: {e}") from None
+    return tokenizer.encode_padded(texts, input_shape[0]).numpy()
 
 
 @dataclass

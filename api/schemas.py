@@ -295,7 +295,9 @@ class PredictRequest(BaseModel):
         {"inputs": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}]})
 
     inputs: list[Any] = Field(min_length=1, description="Rows shaped like the dataset's input_shape: "
-                                                        "[F] numbers, or [C][H][W] nested lists.")
+                                                        "[F] numbers, or [C][H][W] nested lists; for a sequence "
+                                                        "classifier trained on texts, the texts themselves "
+                                                        "(tokenized and padded as its dataset was).")
 
 
 class PredictResponse(BaseModel):

@@ -13,11 +13,12 @@ from core.lifecycle import JobStatus
 from core.settings import Settings
 from core.tables import Job, JobFinding, JobMetric
 from engine.diagnostics import RULES
+from engine.text import LANGUAGE_MODEL
 
 from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
 from ..errors import EVERY_OPERATION, error_responses, problem
 from ..strict_json import StrictJSONRoute
-from ..predict import InputError, inputs_to_array, predict
+from ..predict import InputError, inputs_to_array, predict, texts_to_ids
 from ..schemas import LIST_LIMIT_MAX, FindingList, MetricsPublic, PredictRequest, PredictResponse, metrics_entry
 from .jobs import NOT_FOUND
 
@@ -72,6 +73,11 @@ def get_weights(job_id: JobId, session: SessionDep, owner: CurrentKey, settings:
     return FileResponse(path, media_type="application/octet-stream", filename=f"{job_id}.safetensors")
 
 
+def _texts(inputs: list, job: Job) -> bool:
+    """A sequence classifier's rows sent as raw text (its dataset's tokenizer makes the ids)."""
+    return job.tokenizer is not None and job.task != LANGUAGE_MODEL and any(isinstance(v, str) for v in inputs)
+
+
 @router.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True,
              responses={**NOT_FOUND, **NOT_SUCCEEDED}, summary="Run the trained network on rows")
 def predict_job(job_id: JobId, body: PredictRequest, request: Request, session: SessionDep, owner: CurrentKey,
@@ -86,7 +92,7 @@ def predict_job(job_id: JobId, body: PredictRequest, request: Request, session: 
                       "and its dataset was deleted, so predict cannot check inputs; download its weights instead")
     shape = tuple(int(d) for d in job.input_shape)
     try:
-        x = inputs_to_array(body.inputs, shape)
+        x = texts_to_ids(body.inputs, job, shape) if _texts(body.inputs, job) else inputs_to_array(body.inputs, shape)
     except InputError as e:
         raise problem(422, ["body", "inputs"], str(e))
     loaded = request.app.state.model_cache.get(job.id, job.request, shape, weights)
