@@ -10,6 +10,7 @@ import logging
 import math
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -25,6 +26,12 @@ from .schemas import ErrorBody
 
 log = logging.getLogger("chainrule.api")
 _MAX_INPUT_REPR = 200
+# every error body stays under 8 KB, whatever the request held: a message is cut, a list of problems
+# ends with one that counts the rest (a 17.8 MB NPZ once got a 2.09 MB answer)
+MAX_ERROR_BYTES = 8 * 1024
+_MAX_MESSAGE_CHARS = 2000
+_MAX_LOC_CHARS = 100
+_PROBLEMS_BUDGET = MAX_ERROR_BYTES - 1024    # room left for the closing count
 RETRY_AFTER_S = 5    # what a 503 asks a client to wait
 
 
@@ -60,6 +67,30 @@ def problem(status: int, loc: list[Any], msg: str, type_: str = "value_error") -
     if status == 422:
         return HTTPException(422, [{"type": type_, "loc": loc, "msg": msg}])
     return HTTPException(status, msg)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def bounded(detail: Any) -> Any:
+    """`detail` within MAX_ERROR_BYTES: a string cut, a list of problems cut to what fits, then a count."""
+    if isinstance(detail, str):
+        return _cut(detail, _MAX_MESSAGE_CHARS)
+    if not isinstance(detail, list):
+        return detail
+    out, size = [], 0
+    for i, item in enumerate(detail):
+        if isinstance(item, dict):
+            item = {**item, "msg": _cut(str(item.get("msg", "")), _MAX_MESSAGE_CHARS // 2),
+                    "loc": [_cut(p, _MAX_LOC_CHARS) if isinstance(p, str) else p for p in item.get("loc", [])]}
+        size += len(orjson.dumps(item, default=str))
+        if size > _PROBLEMS_BUDGET:
+            out.append({"type": "too_many_errors", "loc": [],
+                        "msg": f"{len(detail) - i} more problems not listed; fix those above and send it again"})
+            break
+        out.append(item)
+    return out
 
 
 def _readable(err: dict[str, Any]) -> dict[str, Any]:
@@ -99,12 +130,12 @@ def _path(loc: list[Any]) -> str:
 
 
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return JSONResponse({"detail": [_readable(e) for e in exc.errors()]}, status_code=422)
+    return JSONResponse({"detail": bounded([_readable(e) for e in exc.errors()])}, status_code=422)
 
 
 async def spec_error(request: Request, exc: SpecError) -> JSONResponse:
-    return JSONResponse({"detail": [{"type": "shape_mismatch", "loc": ["body", "model", "layers", exc.index],
-                                     "msg": str(exc)}]}, status_code=422)
+    problem_ = {"type": "shape_mismatch", "loc": ["body", "model", "layers", exc.index], "msg": str(exc)}
+    return JSONResponse({"detail": bounded([problem_])}, status_code=422)
 
 
 async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -113,7 +144,7 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> JSONRespo
         detail = f"no route {request.method} {request.url.path}; see /docs for the API"
     elif exc.status_code == 405:
         detail = f"method {request.method} is not allowed on {request.url.path}"
-    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse({"detail": bounded(detail)}, status_code=exc.status_code, headers=exc.headers)
 
 
 def unavailable_response() -> JSONResponse:

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from core import artifacts, quota
 from core.db import get_sessionmaker
-from core.jobspec import first_control_char
+from core.jobspec import describe_char, first_control_char
 from core.lifecycle import ACTIVE, lock_owner
 from core.settings import Settings
 from core.sweeps import SweepStatus
@@ -93,8 +93,8 @@ def _form_fields(fields: dict[str, str], filename: str | None) -> tuple[str, dic
         at = first_control_char(value)
         if at is not None:
             what = "the file name" if field == "file" else f"form field {field!r}"
-            raise problem(422, ["body", field], f"{what} holds a control character ({value[at]!r} at "
-                          f"position {at}); use printable text")
+            raise problem(422, ["body", field], f"{what} holds {describe_char(value[at])} at position {at}; "
+                          "use printable text")
     name = (fields.get("name") or "").strip() or filename or "dataset"
     if len(name) > 200:
         raise problem(422, ["body", "name"], f"name is {len(name)} characters; at most 200")
