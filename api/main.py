@@ -20,7 +20,7 @@ from .predict import ModelCache
 from .ratelimit import RateLimits
 from .shedding import InFlightLimit
 from .routes import (attention, datasets, events, generate, gradcheck, health, jobs, landscape, me, plots, results,
-                     sweeps)
+                     split, sweeps)
 from .routes.events import StreamSlots
 from .routes.gradcheck import GradcheckSlots
 
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(results.router)
+    app.include_router(split.router)
     app.include_router(generate.router)
     app.include_router(attention.router)
     app.include_router(events.router)

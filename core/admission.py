@@ -16,9 +16,9 @@ from engine.text import LANGUAGE_MODEL
 from engine.train.windows import steps_per_epoch
 
 from .broker import queue_for
-from .jobspec import JobRequest
+from .jobspec import JobRequest, served_spec
 from .settings import Settings
-from .tables import Dataset, Job, new_id
+from .tables import SEQUENCE_CLASSIFICATION, Dataset, Job, new_id
 
 SQUASHES = {"cross_entropy": "softmax", "bce_with_logits": "sigmoid"}  # what the loss applies itself
 
@@ -50,10 +50,24 @@ def _check_context(req: JobRequest, dataset: Dataset, settings: Settings) -> Non
                         f"of context_length {req.context_length} needs {req.context_length + 1} in each")
 
 
+def _check_preprocessing(req: JobRequest, dataset: Dataset) -> None:
+    """Standardized inputs are float features (not token ids); a standardized target is a regression's."""
+    choice = req.preprocessing.standardize
+    loc = ["body", "preprocessing", "standardize"]
+    if req.preprocessing.inputs and dataset.kind in (LANGUAGE_MODEL, SEQUENCE_CLASSIFICATION):
+        raise Rejection(422, loc, f"standardize {choice!r} scales numeric features, but dataset {dataset.id} is "
+                        f"{dataset.kind}: its inputs are token ids; use 'none'")
+    if req.preprocessing.targets and dataset.task != "regression":
+        valid = "'inputs' or 'none'" if dataset.kind not in (LANGUAGE_MODEL, SEQUENCE_CLASSIFICATION) else "'none'"
+        raise Rejection(422, loc, f"standardize {choice!r} scales a regression's targets, but dataset {dataset.id} "
+                        f"is {dataset.task}: its targets are labels; use {valid}")
+
+
 def _graph(req: JobRequest, dataset: Dataset) -> Plan:
-    """Shape inference on the dataset's input shape; SpecError names the layer and both shapes."""
+    """Shape inference on the dataset's input shape, of the network with its preprocessing layers;
+    SpecError names the layer and both shapes."""
     try:
-        return plan(req.model, req.input_shape(dataset.input_shape))
+        return plan(served_spec(req), req.input_shape(dataset.input_shape))
     except SpecError:
         raise
     except ValueError as e:
@@ -155,6 +169,7 @@ def _check_memory(req: JobRequest, dataset: Dataset, graph: Plan, settings: Sett
 def admit(req: JobRequest, dataset: Dataset, settings: Settings) -> Plan:
     """The job's shape plan if it can run on `dataset` within the limits; raises SpecError or Rejection."""
     _check_context(req, dataset, settings)
+    _check_preprocessing(req, dataset)
     graph = _graph(req, dataset)
     _check_loss(req, dataset, graph)
     _check_limits(req, dataset, graph, settings)

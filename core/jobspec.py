@@ -2,7 +2,6 @@
 re-read it and build its network with `build_model`, the one place a job becomes a Model."""
 from __future__ import annotations
 
-import unicodedata
 from typing import Annotated, Any, Literal
 
 import torch
@@ -11,30 +10,22 @@ from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 from engine import Model
 from engine.spec import Adam, LossSpec, ModelSpec, OptimizerSpec, TrainConfig
 
+from .preprocessing import Preprocessing, Scaling, model_spec
 from .tables import ID_PATTERN
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def first_control_char(text: str) -> int | None:
-    """Where `text` holds a control character (NUL, a newline, DEL, ...) or a Unicode format character
-    (category Cf: a bidi override such as U+202E that shows a name reversed, a zero-width space), or
-    None: names and labels are printable text, and PostgreSQL refuses a NUL in a text column outright."""
-    return next((i for i, ch in enumerate(text)
-                 if ord(ch) < 32 or 127 <= ord(ch) < 160 or unicodedata.category(ch) == "Cf"), None)
-
-
-def describe_char(ch: str) -> str:
-    """'a control character (U+0000)', 'a format character (U+202E RIGHT-TO-LEFT OVERRIDE)'."""
-    what = "a format character" if unicodedata.category(ch) == "Cf" else "a control character"
-    name = unicodedata.name(ch, "")
-    return f"{what} (U+{ord(ch):04X}{' ' + name if name else ''})"
+    """Where `text` holds a control character (NUL, a newline, DEL, ...), or None: names and labels
+    are printable text, and PostgreSQL refuses a NUL in a text column outright."""
+    return next((i for i, ch in enumerate(text) if ord(ch) < 32 or 127 <= ord(ch) < 160), None)
 
 
 def _printable(text: str) -> str:
     at = first_control_char(text)
     if at is not None:
-        raise ValueError(f"holds {describe_char(text[at])} at position {at}; use printable text")
+        raise ValueError(f"holds a control character (code {ord(text[at])}) at position {at}; use printable text")
     return text
 
 
@@ -78,6 +69,10 @@ class JobRequest(TrainConfig):
         "model's input length (N, T). Each step draws batch_size windows at seeded random offsets; "
         "`steps_per_epoch` steps make an epoch."))
 
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing, description=(
+        "Standardization with the training split's statistics, carried in the model as standardize layers "
+        "(docs/datasets.md#scaling)."))
+
     def input_shape(self, dataset_shape: list[int] | tuple[int, ...]) -> tuple[int, ...]:
         """The model's input shape per sample: a text's windows of context_length ids, else the dataset's."""
         return (self.context_length,) if self.context_length is not None else tuple(int(d) for d in dataset_shape)
@@ -90,10 +85,19 @@ class JobRequest(TrainConfig):
         return TORCH_DTYPES[self.dtype]
 
 
+def served_spec(request: JobRequest, scaling: Scaling | None = None) -> ModelSpec:
+    """The network predict runs and the weights describe: the job's, with its preprocessing layers."""
+    return model_spec(request.model, request.preprocessing, scaling)
+
+
 def build_model(request: JobRequest | dict[str, Any], input_shape: tuple[int, ...] | list[int],
-                device: str | torch.device = "cpu", compile: bool = False) -> Model:
-    """The job's network, initialised from its seed, in its dtype, on `device`; compile: its norms'
-    formulas through torch.compile (Settings.engine_compile)."""
+                device: str | torch.device = "cpu", compile: bool = False, *, scaling: Scaling | None = None,
+                served: bool = True) -> Model:
+    """The job's network with its preprocessing layers (core.preprocessing), initialised from its seed, in
+    its dtype, on `device`; compile: its norms' formulas through torch.compile (Settings.engine_compile).
+    scaling: the training split's statistics (None: identity until the weights are loaded); served=False:
+    the network training fits, without the layer that scales a standardized target back."""
     req = request if isinstance(request, JobRequest) else JobRequest.model_validate(request)
-    return Model.from_spec(req.model, tuple(int(d) for d in input_shape), seed=req.seed,
+    spec = model_spec(req.model, req.preprocessing, scaling, served=served)
+    return Model.from_spec(spec, tuple(int(d) for d in input_shape), seed=req.seed,
                            dtype=req.torch_dtype, device=device, compile=compile)

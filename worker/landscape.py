@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from core import artifacts, landscapes
 from core.db import session_scope
-from core.jobspec import JobRequest, build_model
+from core.jobspec import JobRequest, build_model, served_spec
 from core.jsonsafe import json_safe
 from core.lifecycle import JobStatus
 from core.settings import Settings
@@ -108,10 +108,13 @@ def compute(settings: Settings, job_id: str, attempt: int, device: torch.device)
     weights = artifacts.resolve(settings, job.weights_path or artifacts.weights_relpath(job_id))
     if not weights.is_file():
         raise JobFailed("weights_missing", f"the weights file of job {job_id} is missing from the store")
-    final = Model.from_spec(request.model, shape, dtype=torch.float64, device=device)
+    final = Model.from_spec(served_spec(request), shape, dtype=torch.float64, device=device)
     final.load_state_dict(load_file(str(weights)), strict=True)
     X, y = _rows(settings, job, request, options["samples"], options["seed"], device)
     initial, verified = _initial_state(request, shape, job)
+    if initial is not None:     # the preprocessing's statistics: in place from the first step on
+        initial.update({f"{key}.{name}": b.cpu() for key, layer in final.layer_items() if layer.kind == "standardize"
+                        for name, b in layer.buffers.items()})
     tick = Progress(settings, job_id, attempt, evaluations(options["points"], options["grid"], options["iterations"],
                                                            options["trace_samples"], final.n_parameters))
     result = landscape(final, initial, losses.make(request.loss, check_labels=False), X, y,

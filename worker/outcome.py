@@ -20,7 +20,7 @@ def weights_bytes(model: Model, request: JobRequest, input_shape: list[int] | tu
     metadata = {
         "format": "pt",
         WEIGHTS_FORMAT: "1",
-        "model_spec": json.dumps(request.model.model_dump(mode="json")),
+        "model_spec": json.dumps(model.spec.model_dump(mode="json")),   # with its preprocessing layers
         "input_shape": json.dumps([int(d) for d in input_shape]),
         "output_shape": json.dumps(list(model.output_shape)),
         "dtype": request.dtype,

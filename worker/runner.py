@@ -17,6 +17,7 @@ from core import artifacts, disk, findings as stored_findings, lifecycle
 from core.db import is_unavailable, retry_unavailable, session_scope
 from core.jobspec import JobRequest, build_model
 from core.lifecycle import Claim, JobStatus
+from core.preprocessing import Scaling
 from core.settings import Settings
 from core.sweeps.study import PRUNED
 from core.tables import Dataset, Job, JobMetric
@@ -168,7 +169,10 @@ def _train(settings: Settings, claimed: Claim, device: torch.device, heartbeat: 
         raise JobFailed("invalid_job", f"the stored job request no longer validates: {exc}") from None
     dataset, X, y = _load_dataset(settings, job)
     try:
-        model = build_model(request, request.input_shape(dataset.input_shape), device, compile=settings.engine_compile)
+        scaling = Scaling.of(request.preprocessing, X, y, request.validation_split, request.seed) \
+            if request.preprocessing.standardize != "none" else None
+        shape = request.input_shape(dataset.input_shape)
+        model = build_model(request, shape, device, compile=settings.engine_compile, scaling=scaling, served=False)
         loss = losses.make(request.loss)
         optimizer = optim.make(request.optimizer, model.parameters())
     except (ValueError, KeyError) as exc:
@@ -181,7 +185,8 @@ def _train(settings: Settings, claimed: Claim, device: torch.device, heartbeat: 
                  resume.step)
     callbacks = trial.callbacks_for(settings, claimed, heartbeat, job.sweep_id, request.epochs)
     try:
-        result = fit(model, loss, optimizer, X, y, request.train_config(), task=dataset.task,
+        result = fit(model, loss, optimizer, X, y if scaling is None else scaling.scale_targets(y),
+                     request.train_config(), task=dataset.task,
                      callbacks=callbacks, resume=resume, checkpoint_every=1)
     except ValueError as exc:  # fit checks data and config before the first step, in the user's terms
         raise JobFailed("invalid_job", str(exc)) from None
@@ -201,7 +206,11 @@ def _train(settings: Settings, claimed: Claim, device: torch.device, heartbeat: 
         released = lifecycle.release(settings, claimed)
         return "lost" if released is None else str(released)
     relpath = artifacts.weights_relpath(claimed.job_id)
-    weights = weights_bytes(model, request, model.input_shape, dataset.task, dataset.classes, dataset.tokenizer)
+    served = model
+    if scaling is not None and scaling.targets is not None:    # the trained network, then the targets' unscaling
+        served = build_model(request, shape, device, scaling=scaling)
+        served.load_state_dict(model.state_dict(), strict=False)
+    weights = weights_bytes(served, request, served.input_shape, dataset.task, dataset.classes, dataset.tokenizer)
     artifacts.write_atomic(artifacts.resolve(settings, relpath), weights)
     return _ended(settings, claimed, heartbeat, JobStatus.SUCCEEDED, result=summary, weights_path=relpath,
                   artifact_bytes=len(weights),
