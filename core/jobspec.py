@@ -2,6 +2,7 @@
 re-read it and build its network with `build_model`, the one place a job becomes a Model."""
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any, Literal
 
 import torch
@@ -17,15 +18,24 @@ TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def first_control_char(text: str) -> int | None:
-    """Where `text` holds a control character (NUL, a newline, DEL, ...), or None: names and labels
-    are printable text, and PostgreSQL refuses a NUL in a text column outright."""
-    return next((i for i, ch in enumerate(text) if ord(ch) < 32 or 127 <= ord(ch) < 160), None)
+    """Where `text` holds a control character (NUL, a newline, DEL, ...) or a Unicode format character
+    (category Cf: a bidi override such as U+202E that shows a name reversed, a zero-width space), or
+    None: names and labels are printable text, and PostgreSQL refuses a NUL in a text column outright."""
+    return next((i for i, ch in enumerate(text)
+                 if ord(ch) < 32 or 127 <= ord(ch) < 160 or unicodedata.category(ch) == "Cf"), None)
+
+
+def describe_char(ch: str) -> str:
+    """'a control character (U+0000)', 'a format character (U+202E RIGHT-TO-LEFT OVERRIDE)'."""
+    what = "a format character" if unicodedata.category(ch) == "Cf" else "a control character"
+    name = unicodedata.name(ch, "")
+    return f"{what} (U+{ord(ch):04X}{' ' + name if name else ''})"
 
 
 def _printable(text: str) -> str:
     at = first_control_char(text)
     if at is not None:
-        raise ValueError(f"holds a control character (code {ord(text[at])}) at position {at}; use printable text")
+        raise ValueError(f"holds {describe_char(text[at])} at position {at}; use printable text")
     return text
 
 
