@@ -68,7 +68,8 @@ def test_not_raised_below_the_threshold_and_the_threshold_is_configurable():
 
 
 def test_per_channel_on_images_and_none_for_token_ids_or_all_zero_features():
-    images = torch.randn(10, 2, 4, 4, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0, 500.0]).view(1, 2, 1, 1)
+    images = torch.randn(10, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    images[:, 1] *= 500.0                                                    # channel 1 is 500x channel 0
     model = Model.from_spec({"layers": [{"type": "flatten"}, {"type": "linear", "out_features": 2}]}, (2, 4, 4))
     scale = input_scale(model, images)
     assert scale["largest"]["feature"] == 1 and 300 < scale["ratio"] < 800

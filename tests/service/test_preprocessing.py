@@ -130,3 +130,41 @@ def test_the_split_is_the_owners_only(svc):
     split = split_of(svc, job["id"])
     assert len(split["validation_rows"]) == 3 and split["seed"] == 0 and split["validation_split"] == 0.25
     assert svc.client.delete(f"/v1/datasets/{iris['id']}", headers=svc.a).status_code in (204, 409)
+
+
+def test_the_split_route_is_in_the_openapi_document(svc):
+    operation = svc.client.get("/openapi.json").json()["paths"]["/v1/jobs/{job_id}/split"]["get"]
+    assert operation["operationId"] == "get_split" and {"200", "404", "409"} <= set(operation["responses"])
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("SplitPublic")
+
+
+def wine_run(standardize: str, optimizer: dict, epochs: int) -> list[dict]:
+    """The worker's path without the database: the job's network, the split's statistics, fit."""
+    from sklearn.datasets import load_wine
+
+    from core.jobspec import JobRequest, build_model
+    from core.preprocessing import Scaling
+    from engine import fit, losses, optim
+    wine = load_wine()
+    X, y = torch.tensor(wine.data, dtype=torch.float32), torch.tensor(wine.target)
+    req = JobRequest.model_validate({
+        "dataset_id": "00000000-0000-0000-0000-000000000000", "loss": "cross_entropy", "optimizer": optimizer,
+        "model": {"layers": [{"type": "linear", "out_features": 32}, {"type": "relu"},
+                             {"type": "linear", "out_features": 3}]},
+        "epochs": epochs, "batch_size": 16, "validation_split": 0.25, "seed": 0,
+        "preprocessing": {"standardize": standardize}})
+    model = build_model(req, (13,), scaling=Scaling.of(req.preprocessing, X, y, req.validation_split, req.seed),
+                        served=False)
+    result = fit(model, losses.make(req.loss), optim.make(req.optimizer, model.parameters()), X, y,
+                 req.train_config(), task="classification")
+    return result.history
+
+
+@pytest.mark.parametrize("optimizer, raw_at_most", [({"type": "adam", "lr": 1e-3}, 0.85),
+                                                    ({"type": "sgd", "lr": 0.01}, 0.5)])
+def test_raw_wine_trains_worse_than_standardized_wine(optimizer, raw_at_most):
+    """Wine's proline (near 750) beside its hue (near 1): the same network, seed and split, 30 epochs. Measured:
+    Adam 0.77 raw vs 0.95 standardized validation accuracy; SGD 0.41 (one class) vs 0.93."""
+    raw, scaled = wine_run("none", optimizer, 30), wine_run("inputs", optimizer, 30)
+    assert max(h["val_accuracy"] for h in raw) <= raw_at_most
+    assert scaled[-1]["val_accuracy"] >= 0.93 and scaled[-1]["train_loss"] < raw[-1]["train_loss"]
