@@ -252,6 +252,37 @@ class Landscape(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+
+class Webhook(Base):
+    """A key's subscription: events (core.webhooks.EVENTS) POSTed to url, signed with secret."""
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[Any]] = mapped_column()
+    secret: Mapped[str] = mapped_column(String(256))           # the HMAC key: kept as given, it signs
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """The outbox: one event for one webhook, written in the transaction of the change it reports; its
+    moves (pending -> delivered | failed) and attempts are core.webhooks.delivery's."""
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_webhook_created", "webhook_id", "created_at"),
+                      Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"))
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)   # the delivery id header
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)                    # the exact JSON sent, the same on every attempt
+    status: Mapped[str] = mapped_column(String(16))            # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempt_log: Mapped[list[Any]] = mapped_column(default=list)   # [{attempt, at, status_code, error, ms}]
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    locked_until: Mapped[datetime | None] = mapped_column(default=None)   # a worker's lease while it sends
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)        # last handed to the broker
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
 # the status of a job's landscape (null: none asked for), read with the job in the same SELECT: a
 # primary-key subquery, so a page can tell whether there is one to fetch without a 404
 LANDSCAPE_STATUS = select(Landscape.status).where(Landscape.job_id == Job.id).scalar_subquery()
