@@ -4,6 +4,7 @@ those ids and the torch twin on them."""
 from __future__ import annotations
 
 import csv
+import json
 import io
 
 import pytest
@@ -65,3 +66,17 @@ def test_predict_on_raw_text_equals_predict_on_its_ids_and_the_twin(svc):
 
     r = svc.client.post(f"/v1/jobs/{job['id']}/predict", headers=svc.a, json={"inputs": ["good", [1, 2]]})
     assert r.status_code == 422 and "inputs[1] is list; send every row as text" in r.text
+
+
+def test_the_word_language_example_is_admitted_on_words_as_its_readme_uploads_them(svc):
+    """examples/jobs/word_language.json on a CSV of words (text_column word, max_length 20, byte ids)."""
+    from pathlib import Path
+    body = json.loads((Path(__file__).parents[2] / "examples" / "jobs" / "word_language.json").read_text())
+    rows = [["butterfly", "english"], ["schmetterling", "german"], ["papillon", "french"]]
+    content = ("word,language\n" + "".join(",".join(r) + "\n" for r in rows * 4)).encode()
+    ds = svc.dataset(content, "words.csv", text_column="word", max_length="20")
+    assert ds["input_shape"] == [20] and ds["tokenizer"]["pad_id"] == 256
+    r = svc.submit(ds["id"], **body)
+    assert r.status_code == 202, r.text
+    block = 4 * 32 * 32 + 4 * 32 + 2 * 2 * 32 + 2 * 32 * 128 + 128 + 32
+    assert r.json()["n_parameters"] == 257 * 32 + 20 * 32 + 2 * block + 2 * 32 + 33 * 3
