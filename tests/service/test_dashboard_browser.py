@@ -188,6 +188,68 @@ def test_findings_of_a_bad_network_are_listed_and_marked_on_the_curves(page, ser
     assert f"{counts['warning']} warning" in listed and counts["warning"] >= 1
 
 
+def test_the_job_page_shows_the_apis_numbers(page, served):
+    """Every number the job page prints or plots is the API's, at the 4 significant digits the page
+    shows: the init table (activation std is the report's output_std), the gradient heat map's cells
+    and colour scale, the update-ratio and saturation lines, the curves' last points, the latest
+    losses and each finding's epoch, rule and value."""
+    job_id = served.jobs["sigmoid"]
+    job = served.http.get(f"/v1/jobs/{job_id}").json()
+    epochs = served.http.get(f"/v1/jobs/{job_id}/metrics").json()["epochs"]
+    findings = served.http.get(f"/v1/jobs/{job_id}/findings", params={"limit": 100}).json()["items"]
+    sign_in(page, served.api_url, served.key)
+    goto(page, served.api_url, f"#/jobs/{job_id}")
+
+    init = job["init_report"]["layers"]
+    shown = _rows(page, "#init-table tbody tr")
+    assert [row[1] for row in shown] == [f"{key} {layer['type']}" for key, layer in init.items()]
+    for (_, _, activation_std, grad_std), layer in zip(shown, init.values()):
+        assert _shown(activation_std) == pytest.approx(layer["output_std"], rel=1e-3)
+        assert _shown(grad_std) == (pytest.approx(layer["grad_std"], rel=1e-3) if "grad_std" in layer else None)
+
+    last, heatmap = epochs[-1], state(page, "heatmaps.grad_norms")
+    norms = [e["layers"][key]["grad_norm"] for e in epochs for key in e["layers"] if "grad_norm" in e["layers"][key]]
+    assert heatmap["lo"] == pytest.approx(min(norms), rel=1e-12) and heatmap["hi"] == pytest.approx(max(norms), rel=1e-12)
+    box, rows, cols = heatmap["box"], heatmap["rows"], heatmap["cols"]
+    canvas = page.locator("[data-heatmap=grad_norms] canvas")
+    for row, col in ((0, cols - 1), (len(rows) - 1, 0), (len(rows) // 2, cols // 2)):
+        canvas.hover(position={"x": box["left"] + (col + 0.5) * box["width"] / cols,
+                               "y": box["top"] + (row + 0.5) * box["height"] / len(rows)})
+        key, epoch = rows[row].split()[0], epochs[col]["epoch"]
+        readout = page.inner_text("[data-heatmap=grad_norms] .readout")
+        assert readout.startswith(f"layer {rows[row]} · epoch {epoch}: grad norm "), readout
+        assert _shown(readout.rsplit(" ", 1)[1]) == pytest.approx(epochs[col]["layers"][key]["grad_norm"], rel=1e-3)
+    ratios, fractions = state(page, "charts.update_ratios.last"), state(page, "charts.fractions.last")
+    assert ratios == {f"{k} {v['type']}": pytest.approx(v["update_ratio"], rel=1e-12)
+                      for k, v in last["layers"].items() if "update_ratio" in v}
+    assert fractions == {f"{k} {v['type']} saturated": pytest.approx(v["saturated_fraction"], rel=1e-12)
+                         for k, v in last["layers"].items() if "saturated_fraction" in v}
+
+    for chart, names in (("loss", ("train_loss", "val_loss")), ("metric", ("train_accuracy", "val_accuracy")),
+                         ("lr", ("lr",))):
+        assert state(page, f"charts.{chart}.last") == {n: pytest.approx(last[n], rel=1e-12) for n in names}
+    header = page.locator("#job-header")
+    facts = dict(zip(header.locator("dt").all_inner_texts(), header.locator("dd").all_inner_texts()))
+    for label, name in (("latest train loss", "train_loss"), ("latest val loss", "val_loss")):
+        assert _shown(facts[label]) == pytest.approx(job["latest_metrics"][name], rel=1e-3)
+
+    shown = _rows(page, "#findings-table tr.finding")
+    assert len(shown) == len(findings) >= 1
+    for (epoch, severity, code, _, value, _), finding in zip(shown, findings):
+        assert (int(epoch), code) == (finding["epoch"], finding["code"]) and finding["severity"] in severity
+        assert _shown(value.split(" (threshold")[0]) == pytest.approx(finding["value"], rel=1e-3)
+
+
+def _rows(page, selector: str) -> list[list[str]]:
+    """Each matching table row's cells, as the page shows them."""
+    return page.locator(selector).evaluate_all("rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))")
+
+
+def _shown(text: str) -> float | None:
+    """A number as the page prints it (dom.js num: 4 significant digits, '–' for none)."""
+    return None if text == "–" else float(text)
+
+
 def test_a_failed_job_shows_its_error(page, served):
     failing = _failing_job(served)
     sign_in(page, served.api_url, served.key)

@@ -75,6 +75,7 @@ export class Heatmap {
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, width, height);
     this.plotBox = plot;
+    if (debug.heatmaps[this.name]) debug.heatmaps[this.name].box = plot;   // where each cell is, for the tests to hover
     const n = this.xs.length, cw = plot.width / Math.max(n, 1), rh = plot.height / Math.max(this.rows.length, 1);
     // more columns than pixels (a long job): one pixel column shows the column at its centre, as an
     // image scaled down does; hovering still reads each epoch's own value

@@ -66,13 +66,13 @@ export class Health {
   }
 }
 
-// init_report: {layers: {key: {type, activation_std, grad_std}} | [{key, type, activation_std, grad_std}], ...}
+// init_report (engine/diagnostics/init_report.py): {layers: {key: {type, output_mean, output_std, grad_std}}, ...};
+// a layer's activation std is its output_std
 export function initRows(report) {
   const layers = report && report.layers;
   if (!layers) return [];
-  const list = Array.isArray(layers) ? layers : Object.entries(layers).map(([key, v]) => ({key, ...v}));
-  return list.map((l, i) => ({key: l.key ?? l.layer ?? String(i), type: l.type || "",
-                              activation_std: l.activation_std ?? null, grad_std: l.grad_std ?? null}));
+  return Object.entries(layers).map(([key, l]) => ({
+    key, type: l.type || "", activation_std: l.output_std ?? null, grad_std: l.grad_std ?? null}));
 }
 
 export function initReport(parent, report) {
@@ -90,8 +90,8 @@ export function initReport(parent, report) {
     series: [{label: "activation std"}, {label: "gradient std"}]});
   chart.setData(rows.map((_, i) => i), [positiveOnly(rows.map((r) => r.activation_std)), positiveOnly(rows.map((r) => r.grad_std))]);
   section.append(table(["position", "layer", "activation std", "gradient std"], rows.map((r, i) =>
-    h("tr", {}, h("td", {class: "num"}, i), h("td", {}, `${r.key} ${r.type}`), h("td", {class: "num"}, num(r.activation_std)),
-      h("td", {class: "num"}, num(r.grad_std))))));
+    h("tr", {dataset: {layer: r.key}}, h("td", {class: "num"}, i), h("td", {}, `${r.key} ${r.type}`),
+      h("td", {class: "num"}, num(r.activation_std)), h("td", {class: "num"}, num(r.grad_std)))), {id: "init-table"}));
   return chart;
 }
 
