@@ -168,6 +168,16 @@ class Settings(BaseSettings):
                                            # before it gives a message or an outcome up
     broker_poll_interval_s: float = 0.05   # embedded transport only
 
+    # webhooks (core.webhooks): subscriptions per key; an attempt's timeout; attempts per delivery,
+    # the n-th retry after webhook_retry_base_s * 2**(n-1) seconds, capped at webhook_retry_max_s;
+    # loopback, private and link-local targets are refused unless allowed (SSRF)
+    max_webhooks_per_key: int = Field(20, ge=1)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_max_attempts: int = Field(8, ge=1, le=50)
+    webhook_retry_base_s: float = Field(30.0, gt=0)
+    webhook_retry_max_s: float = Field(3600.0, gt=0)
+    webhook_allow_private_targets: bool = False
+
     @field_validator("rate_limit_per_key", "rate_limit_per_address")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
