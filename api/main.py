@@ -17,6 +17,7 @@ from .deps import KeyCache
 from .gate import Gate
 from .malloc import return_large_buffers
 from .predict import ModelCache
+from .body_timeout import BodyTimeout
 from .ratelimit import RateLimits
 from .shedding import InFlightLimit
 from .routes import (attention, datasets, events, generate, gradcheck, health, jobs, landscape, me, plots, results,
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     set_pool_limits(settings.database_url, PoolLimits(settings.db_pool_size, settings.db_max_overflow,
                                                       settings.db_pool_timeout_s))
     app.add_middleware(Gate, settings=settings, rate_limits=RateLimits(settings))
+    app.add_middleware(BodyTimeout, timeout_s=settings.body_timeout_s)
     app.add_middleware(InFlightLimit, max_in_flight=settings.max_requests_in_flight,   # outermost: first
                        retry_after_s=settings.busy_retry_after_s)
     app.state.settings = settings
