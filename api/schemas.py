@@ -298,6 +298,10 @@ class PredictRequest(BaseModel):
                                                         "[F] numbers, or [C][H][W] nested lists; for a sequence "
                                                         "classifier trained on texts, the texts themselves "
                                                         "(tokenized and padded as its dataset was).")
+    columns: list[str] | None = Field(None, min_length=1, max_length=10_000, description=(
+        "A CSV dataset's rows by name: the names of the rows' values (the CSV's header). The values are "
+        "put in the training order by name; a column that is not a feature (the target left in the file) "
+        "or a missing one is a 422 naming it."))
 
 
 class PredictResponse(BaseModel):

@@ -174,9 +174,11 @@ class Client:
                 **({"top_k": top_k} if top_k is not None else {})}
         return self._json("POST", f"/v1/jobs/{job_id}/generate", json=body)
 
-    def predict(self, job_id: str, inputs: list[Any]) -> dict[str, Any]:
-        """Outputs for rows shaped like the dataset's samples (+ probabilities and classes)."""
-        return self._json("POST", f"/v1/jobs/{job_id}/predict", json={"inputs": inputs})
+    def predict(self, job_id: str, inputs: list[Any], columns: list[str] | None = None) -> dict[str, Any]:
+        """Outputs for rows shaped like the dataset's samples (+ probabilities and classes); columns: the
+        rows' column names (a CSV header), matched to the dataset's feature columns by name."""
+        body = {"inputs": inputs} if columns is None else {"inputs": inputs, "columns": columns}
+        return self._json("POST", f"/v1/jobs/{job_id}/predict", json=body)
 
     def findings(self, job_id: str, *, severity: str | None = None, code: str | None = None,
                  after_id: int = 0) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from core import artifacts, findings
 from core.lifecycle import JobStatus
 from core.settings import Settings
-from core.tables import Job, JobFinding, JobMetric
+from core.tables import Dataset, Job, JobFinding, JobMetric
 from engine.diagnostics import RULES
 from engine.text import LANGUAGE_MODEL
 
@@ -19,6 +19,7 @@ from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
 from ..errors import EVERY_OPERATION, error_responses, problem
 from ..strict_json import StrictJSONRoute
 from ..predict import InputError, inputs_to_array, predict, texts_to_ids
+from ..predict_columns import ColumnsError, feature_rows
 from ..schemas import LIST_LIMIT_MAX, FindingList, MetricsPublic, PredictRequest, PredictResponse, metrics_entry
 from .jobs import NOT_FOUND
 
@@ -91,10 +92,12 @@ def predict_job(job_id: JobId, body: PredictRequest, request: Request, session: 
         raise problem(409, ["path", "job_id"], f"job {job.id!r} predates recording its input shape on the job "
                       "and its dataset was deleted, so predict cannot check inputs; download its weights instead")
     shape = tuple(int(d) for d in job.input_shape)
+    dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
     try:
-        x = texts_to_ids(body.inputs, job, shape) if _texts(body.inputs, job) else inputs_to_array(body.inputs, shape)
+        x = texts_to_ids(body.inputs, job, shape) if _texts(body.inputs, job) else \
+            inputs_to_array(feature_rows(body.inputs, body.columns, dataset), shape)
     except InputError as e:
-        raise problem(422, ["body", "inputs"], str(e))
+        raise problem(422, ["body", "columns" if isinstance(e, ColumnsError) else "inputs"], str(e))
     loaded = request.app.state.model_cache.get(job.id, job.request, shape, weights)
     classes = job.classes if job.task == "classification" else None
     return PredictResponse(**predict(loaded, x, job.request["loss"]["type"], classes, settings.predict_memory_bytes))

@@ -99,7 +99,7 @@ def test_predict_on_a_job_without_a_recorded_input_shape_is_409(svc, iris):
 
 @pytest.mark.parametrize("inputs, words", [
     ([], "at least 1 item"),
-    ([[1, 2, 3, 4], [1, 2, 3]], "inputs[1] has shape (3,); expected (4,)"),
+    ([[1, 2, 3, 4], [1, 2, 3]], "inputs[1] has 3 values; the model takes the dataset's 4 feature columns"),
     ([[1, 2, 3, 4], [1, 2, 3, "x"]], "inputs[1] holds non-numbers"),
     ([[1, 2, 3, 4], [[1, 2], 3, 4, 5]], "inputs[1] is ragged"),
     ([1, 2, 3, 4], "inputs[0] has shape ()"),
