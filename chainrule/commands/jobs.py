@@ -190,18 +190,29 @@ def plot(job_id: JobId,
     console.print(f"wrote {path} ({kind.value}, {len(png):,} bytes)", highlight=False)
 
 
-def read_inputs(path: Path) -> list[Any]:
-    """Rows from JSON ([[...], ...] or {"inputs": [...]}) or CSV (numbers; a header row is skipped)."""
+def read_inputs(path: Path) -> tuple[list[Any], list[str] | None]:
+    """Rows and their column names, from JSON ([[...], ...] or {"inputs": [...], "columns": [...]}) or CSV.
+    A CSV's header names its columns: the server matches them to the dataset's features by name and
+    names a column that is not one (the target left in the file), so a cell under a header is sent as
+    it is when it is not a number; without a header every cell must be a number."""
     if path.suffix.lower() == ".csv":
         with open(path, newline="") as f:
             rows = [r for r in csv.reader(f) if r]
+        if rows and not _numeric(rows[0]):
+            return [[_cell(v) for v in r] for r in rows[1:]], [name.strip() for name in rows[0]]
         try:
-            return [[float(v) for v in r] for r in rows[1:]] if rows and not _numeric(rows[0]) else \
-                [[float(v) for v in r] for r in rows]
+            return [[float(v) for v in r] for r in rows], None
         except ValueError as exc:
-            fail(f"{path}: every cell after the header must be a number ({exc})")
+            fail(f"{path}: every cell must be a number, or the first line must name the columns ({exc})")
     data = read_json(str(path), "inputs file")
-    return data.get("inputs", data) if isinstance(data, dict) else data
+    return (data.get("inputs", data), data.get("columns")) if isinstance(data, dict) else (data, None)
+
+
+def _cell(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def _numeric(row: list[str]) -> bool:
@@ -218,9 +229,9 @@ def predict(job_id: JobId,
                 "Rows as JSON ([[...], ...] or {\"inputs\": [...]}) or CSV of feature values."))],
             url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
     """Run the trained network on rows."""
-    rows = read_inputs(inputs)
+    rows, columns = read_inputs(inputs)
     with connect(url, key) as client:
-        result = client.predict(job_id, rows)
+        result = client.predict(job_id, rows, columns)
     if as_json:
         return print_json(result)
     out = [{"row": i, "class": (result.get("classes") or [None] * len(rows))[i], "output": result["outputs"][i]}

@@ -78,6 +78,13 @@ def test_cli_walkthrough_against_chainrule_serve(stack_factory, tmp_path):
     expected = net(torch.tensor([[0.5, 1.0, -0.2, 2.0], [1, 2, 3, 4]])).detach()
     assert torch.allclose(torch.tensor(predicted["outputs"]), expected, atol=1e-4)
     assert set(predicted["classes"]) <= {"alpha", "beta", "gamma"}
+    # a CSV's header names its columns: matched to the features by name, and the target left in is named
+    (stack.root / "named.csv").write_text("x3,x0,x1,x2\n2.0,0.5,1.0,-0.2\n4,1,2,3\n")
+    assert json.loads(cli(stack, "jobs", "predict", job_id, "--inputs", "named.csv", "--json").stdout) == predicted
+    (stack.root / "train.csv").write_text("x0,x1,x2,x3,label\n0.5,1.0,-0.2,2.0,alpha\n")
+    refused = cli(stack, "jobs", "predict", job_id, "--inputs", "train.csv", check=False)
+    assert refused.returncode == 1 and "'label' is the dataset's target column" in refused.stderr, refused.stderr
+    assert "['x0', 'x1', 'x2', 'x3']" in refused.stderr
 
     # an API error is one line with the API's message and a non-zero exit, no traceback
     gone = cli(stack, "jobs", "show", "00000000-0000-4000-8000-000000000000", check=False)
