@@ -23,6 +23,7 @@ from .shedding import InFlightLimit
 from .routes import (attention, datasets, events, generate, gradcheck, health, jobs, landscape, me, plots, results,
                      split, sweeps)
 from .routes.events import StreamSlots
+from .routes.export import router as export_router
 from .routes.gradcheck import GradcheckSlots
 
 VERSION = "0.1.0"
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(results.router)
+    app.include_router(export_router)
     app.include_router(split.router)
     app.include_router(generate.router)
     app.include_router(attention.router)

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
 
@@ -180,6 +181,20 @@ def list_datasets(session: SessionDep, owner: CurrentKey,
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=NOT_FOUND, summary="Read a dataset")
 def get_dataset(dataset_id: DatasetId, session: SessionDep, owner: CurrentKey) -> DatasetPublic:
     return dataset_public(get_owned(session, owner, Dataset, dataset_id, "dataset"))
+
+
+@router.get("/{dataset_id}/file", response_class=FileResponse, summary="Download the dataset as it is trained on",
+            responses={**NOT_FOUND, 200: {"content": {"application/octet-stream": {}}, "description": (
+                "safetensors: X (N, *input_shape) and y (class ids or targets), or a text's token stream "
+                "ids, as parsed from the upload; what a job's script.py reads")}})
+def get_dataset_file(dataset_id: DatasetId, session: SessionDep, owner: CurrentKey,
+                     settings: SettingsDep) -> FileResponse:
+    row = get_owned(session, owner, Dataset, dataset_id, "dataset")
+    path = artifacts.resolve(settings, row.path)
+    if not path.is_file():
+        raise problem(404, ["path", "dataset_id"], f"the tensor file of dataset {dataset_id!r} is missing from "
+                      "the store; upload it again")
+    return FileResponse(path, media_type="application/octet-stream", filename=f"{dataset_id}.safetensors")
 
 
 @router.delete("/{dataset_id}", status_code=204, summary="Delete a dataset and its file",
