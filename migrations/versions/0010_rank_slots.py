@@ -22,7 +22,7 @@ def upgrade() -> None:
         sa.Column('slot', sa.Integer(), nullable=False),
         sa.Column('job_id', sa.String(length=36), nullable=True),
         sa.Column('attempt', sa.Integer(), nullable=True),
-        sa.Column('reserved_at', sa.DateTime(), nullable=True),
+        sa.Column('reserved_at', sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint('host', 'slot'),
     )
     with op.batch_alter_table('rank_slots', schema=None) as batch_op:
