@@ -268,20 +268,29 @@ class Model:
                             "forward(x, training=True) first (a forward with training=False keeps nothing "
                             "for backward unless for_backward=True)")
 
-    def backward(self, dout: Tensor, need_input_grad: bool = True) -> Tensor | None:
+    def backward(self, dout: Tensor, need_input_grad: bool = True,
+                 after_layer: Callable[[int], None] | None = None) -> Tensor | None:
         """dout: dL/d(output) of the last training forward -> dL/d(input); fills `grads()`.
 
         need_input_grad=False (training): returns None and skips every gradient that only
         leads to the input: the input-gradient matmul of the first linear / conv, and the
         backward of any parameter-free layers before it.
+        after_layer(i): called once layer i's backward is done (i falls: every layer from i on is
+        done, so its parameters' gradients are final); data parallelism starts its all-reduces there.
         """
         self._answer(dout)
         for layer in self._input_edge:
             layer.need_dx = need_input_grad
         self._allow_reuse(not self._observed)
-        if self._sequential:
+        if self._sequential and after_layer is None:
             for layer in self._reversed[need_input_grad]:
                 dout = layer.backward(dout)
+            return dout if need_input_grad else None
+        if self._sequential:
+            last = len(self.layers) - 1
+            for k, layer in enumerate(self._reversed[need_input_grad]):
+                dout = layer.backward(dout)
+                after_layer(last - k)
             return dout if need_input_grad else None
         douts: dict[int, Tensor] = {len(self.layers) - 1: dout}   # dL/d(output of layer i)
         for i in range(len(self.layers) - 1, -1, -1):
@@ -290,6 +299,8 @@ class Model:
             dy = douts.pop(i)
             layer, ins = self.layers[i], self._inputs[i]
             dxs = layer.backward(dy) if layer.merge else [layer.backward(dy)]
+            if after_layer is not None:
+                after_layer(i)
             for j, dx in zip(ins, dxs):
                 if dx is not None and (need_input_grad or self._wants_grad(j)):  # None: integer ids
                     douts[j] = dx if j not in douts else douts[j] + dx  # branches add up

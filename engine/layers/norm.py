@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ..shapes import format_shape
 from .base import Layer, Shape, ShapeError
+from .sync_norm import batchnorm_sync_backward, batchnorm_sync_forward
 
 
 def batchnorm_train_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
@@ -100,8 +101,12 @@ def layernorm_backward(dy: Tensor, xhat: Tensor, rstd: Tensor, weight: Tensor | 
 
 
 class BatchNorm(Layer):
-    """BatchNorm1d on (N, C), BatchNorm2d on (N, C, H, W); running stats as torch.nn."""
+    """BatchNorm1d on (N, C), BatchNorm2d on (N, C, H, W); running stats as torch.nn.
+
+    sync: None (this process's batch), or the data-parallel side that makes training batches use
+    the statistics of the global batch over all ranks (sync_norm.py; set by DataParallel)."""
     kind = "batchnorm"
+    sync = None
 
     def infer(self, in_shapes: list[Shape]) -> Shape:
         (shape,) = in_shapes
@@ -137,6 +142,12 @@ class BatchNorm(Layer):
     def forward(self, x: Tensor, training: bool) -> Tensor:
         dims, bc = self._layout()                     # x: (N, C) or (N, C, H, W)
         weight, bias = self.params.get("weight"), self.params.get("bias")
+        if training and self.sync is not None:
+            y, xhat, mean, var, inv_std, m = batchnorm_sync_forward(x, weight, bias, self.spec.eps, dims, bc,
+                                                                    self.sync)
+            self._track(mean, var, m)
+            self.cache = xhat, inv_std, True, m          # m: the global batch's values per channel
+            return y
         if training:
             m = x.numel() // self.channels           # values per channel: N or N*H*W
             if m <= 1:
@@ -144,22 +155,27 @@ class BatchNorm(Layer):
                                  f"{list(x.shape)}; batchnorm needs a batch of at least 2 samples")
             y, xhat, mean, var, inv_std = self.formula(batchnorm_train_forward)(x, weight, bias, self.spec.eps,
                                                                                 dims, bc)
-            mom = self.spec.momentum                 # torch: new = (1-mom) old + mom batch
-            self.buffers["running_mean"].mul_(1 - mom).add_(mean, alpha=mom)
-            self.buffers["running_var"].mul_(1 - mom).add_(var * (m / (m - 1)), alpha=mom)  # unbiased
-            self.buffers["num_batches_tracked"].add_(1)
+            self._track(mean, var, m)
         else:
             inv_std = torch.rsqrt(self.buffers["running_var"] + self.spec.eps)  # (C,)
             xhat = (x - self.buffers["running_mean"].view(bc)).mul_(inv_std.view(bc))
             y = xhat.clone() if weight is None else torch.mul(xhat, weight.view(bc)).add_(bias.view(bc))
-        self.cache = xhat, inv_std, training             # (N, C, ...), (C,), batch statistics used?
+        self.cache = xhat, inv_std, training, None       # (N, C, ...), (C,), batch statistics used?, synced m
         return y
+
+    def _track(self, mean: Tensor, var: Tensor, m: int) -> None:
+        mom = self.spec.momentum                 # torch: new = (1-mom) old + mom batch
+        self.buffers["running_mean"].mul_(1 - mom).add_(mean, alpha=mom)
+        self.buffers["running_var"].mul_(1 - mom).add_(var * (m / (m - 1)), alpha=mom)  # unbiased
+        self.buffers["num_batches_tracked"].add_(1)
 
     def backward(self, dy: Tensor) -> Tensor:
         dims, bc = self._layout()
-        (xhat, inv_std, training), self.cache = self.cache, None
+        (xhat, inv_std, training, synced_m), self.cache = self.cache, None
         weight = self.params.get("weight")
-        if training:
+        if synced_m is not None:                     # the statistics of the global batch over the ranks
+            dx, dgamma, dbeta = batchnorm_sync_backward(dy, xhat, inv_std, weight, dims, bc, synced_m, self.sync)
+        elif training:
             # the batch statistics depend on x too: the closed form, in x-hat's buffer (eager)
             out = None if self.compile else xhat
             dx, dgamma, dbeta = self.formula(batchnorm_backward)(dy, xhat, inv_std, weight, dims, bc, out)

@@ -152,14 +152,16 @@ class _EpochLoop:
     """What stays fixed through one fit call, and the steps of an epoch."""
 
     def __init__(self, model, loss, optimizer, rows: Rows, batches: BatchPlan, run: _Run,
-                 callbacks: Callbacks, task: str):
+                 callbacks: Callbacks, task: str, parallel=None):
         self.model, self.loss, self.optimizer, self.rows, self.batches, self.run = \
             model, loss, optimizer, rows, batches, run
-        self.callbacks, self.task, self.config = callbacks, task, run.config
+        self.callbacks, self.task, self.config, self.parallel = callbacks, task, run.config, parallel
         self.watch = Watch(self.config.diagnostics, callbacks)
         self.total_steps = self.config.epochs * len(batches.bounds)
         self.schedule = schedules.make(self.config.schedule, run.base_lr, self.total_steps)
-        self.train_step = TrainStep(model, loss, optimizer, self.config.grad_clip_norm)
+        clip = self.config.grad_clip_norm
+        self.train_step = TrainStep(model, loss, optimizer, clip) if parallel is None else \
+            parallel.step(model, loss, optimizer, clip)
         self.spans = health.param_spans(model)
 
     def epochs(self, checkpoint_every: int) -> str:
@@ -168,7 +170,7 @@ class _EpochLoop:
         report = _overrides(callbacks, "on_checkpoint")
         for epoch in range(run.epoch + 1, self.config.epochs + 1):
             started = time.perf_counter()
-            if callbacks.should_stop():    # before the epoch's shuffle draw: a boundary checkpoint is exact
+            if self.should_stop():         # before the epoch's shuffle draw: a boundary checkpoint is exact
                 if report:
                     callbacks.on_checkpoint(run.checkpoint(self.model, self.optimizer, "cancelled"))
                 return "cancelled"
@@ -176,6 +178,8 @@ class _EpochLoop:
             if trained is None:            # cancelled mid-epoch: no checkpoint, its weights resume inexactly
                 return "cancelled"
             metrics = self.epoch_metrics(epoch, *trained, started)
+            if self.parallel is not None:  # rank 0's numbers on every rank: the same decisions below
+                metrics = self.parallel.agree(metrics)
             findings = self.watch.judge(metrics)
             run.history.append(metrics)
             run.epoch = epoch
@@ -190,16 +194,25 @@ class _EpochLoop:
                 return "early_stopped"
         return "completed"
 
+    def should_stop(self) -> bool:
+        """The callbacks' answer; in data parallelism, True on every rank when any rank's is."""
+        stop = self.callbacks.should_stop()
+        return stop if self.parallel is None else self.parallel.any(stop)
+
     def train_epoch(self, epoch: int) -> tuple[dict[str, float], dict[str, Any]] | None:
         """An epoch's steps: (train metrics, layer health), or None if should_stop ends it midway."""
-        run, rows = self.run, self.rows
+        run, rows, parallel = self.run, self.rows, self.parallel
+        if parallel is not None:
+            parallel.begin_epoch(epoch)
         meter = Meter(rows.kind, rows.y_train.shape[1] if rows.y_train.dim() == 2 else 1,
                       rows.X_train.device, rows.ss_train)
         layers: dict[str, Any] = {}
         report = _overrides(self.callbacks, "on_step")
         for b, (xb, yb) in enumerate(self.batches_of_epoch()):
-            if b and self.callbacks.should_stop():   # before every step; batch 0's is epochs()'s
+            if b and self.should_stop():             # before every step; batch 0's is epochs()'s
                 return None
+            if parallel is not None:                 # this rank's rows of the global batch
+                xb, yb = parallel.shard(xb, yb)
             self.optimizer.lr = self.schedule.lr_at(run.step)
             try:
                 if b == self.batches.health_batch:
@@ -216,6 +229,9 @@ class _EpochLoop:
             if report:
                 self.callbacks.on_step(Progress(epoch, self.config.epochs, run.step, self.total_steps,
                                                 run.step / max(self.total_steps, 1)))
+        if parallel is not None:
+            parallel.reduce_meter(meter)
+            parallel.sync_buffers()                  # rank 0's running statistics: evaluated, checkpointed
         return meter.result("train"), layers
 
     def batches_of_epoch(self):
@@ -246,7 +262,7 @@ class _EpochLoop:
 
 def fit(model, loss, optimizer, X: Tensor, y: Tensor | None, config: TrainConfig | dict, *,
         task: str, callbacks: Callbacks | None = None, resume: Checkpoint | None = None,
-        checkpoint_every: int = 1) -> FitResult:
+        checkpoint_every: int = 1, parallel=None) -> FitResult:
     """Train `model` in place on (X, y); see the package docstring.
 
     X: (N, *model.input_shape); y: (N,) integer labels (classification) or (N,) / (N, k) floats
@@ -256,6 +272,8 @@ def fit(model, loss, optimizer, X: Tensor, y: Tensor | None, config: TrainConfig
     config.diagnostics.stop_on finds something. checkpoint_every: epochs between
     on_checkpoint calls (0: only when the run ends). `loss` is read for its spec: fit trains with
     losses.make(loss.spec, check_labels=False), as the labels are checked once, up front, here.
+    parallel: a train.distributed.DataParallel: this process is one rank of a data-parallel run on
+    the global batch_size (every rank calls fit alike; only rank 0's callbacks should write).
     """
     started = time.perf_counter()
     config = config if isinstance(config, TrainConfig) else TrainConfig.model_validate(config)
@@ -268,8 +286,11 @@ def fit(model, loss, optimizer, X: Tensor, y: Tensor | None, config: TrainConfig
         batches = BatchPlan.of(model, rows.X_train.shape[0], config.batch_size)
     best = _Best(_monitored(config.early_stopping, rows), config.early_stopping)
     run = _start_run(model, optimizer, config, best, resume)
+    if parallel is not None:                   # rank 0's parameters, fresh or resumed
+        parallel.attach(model, config.seed)
+        batches = parallel.plan(batches)
     unchecked = losses.make(loss.spec, check_labels=False)   # no per-batch host sync to check labels
-    loop = _EpochLoop(model, unchecked, optimizer, rows, batches, run, callbacks, task)
+    loop = _EpochLoop(model, unchecked, optimizer, rows, batches, run, callbacks, task, parallel)
     loop.watch.begin(model, unchecked, rows, config.batch_size, run)
     status = loop.epochs(checkpoint_every)
     best.restore(model, run.history[-1]["epoch"] if run.history else None)

@@ -57,13 +57,17 @@ class TrainStep:
     def _forward_backward(self, xb: Tensor, yb: Tensor, observe: Observer | None) -> Tensor:
         out = self.model.forward(xb, True, observe=observe)
         loss = self.loss.forward(out, yb)
-        self.model.backward(self.loss.backward(), need_input_grad=False)   # training needs no dL/dinput
-        value = loss.item()                      # the one host sync per step: the finiteness check
+        value = self._backward(loss)
         self.output, self.value = out, value
         if not math.isfinite(value):
             key, kind, found_in = find_nonfinite_layer(self.model)
             raise NonFiniteError.describe(value, None, None, key, kind, found_in)
         return loss
+
+    def _backward(self, loss: Tensor) -> float:
+        """Fill the gradients; the loss as a float (data parallelism: the global batch's)."""
+        self.model.backward(self.loss.backward(), need_input_grad=False)   # training needs no dL/dinput
+        return loss.item()                       # the one host sync per step: the finiteness check
 
     def _apply(self) -> None:
         if self.grad_clip_norm is not None:
