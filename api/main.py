@@ -21,7 +21,7 @@ from .body_timeout import BodyTimeout
 from .ratelimit import RateLimits
 from .shedding import InFlightLimit
 from .routes import (attention, datasets, events, generate, gradcheck, health, jobs, landscape, me, plots, results,
-                     split, sweeps)
+                     split, sweeps, webhooks)
 from .routes.events import StreamSlots
 from .routes.export import router as export_router
 from .routes.gradcheck import GradcheckSlots
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                           "network's loss landscape and curvature."},
                       {"name": "keys", "description": "The API key a request acts for."},
                       {"name": "sweeps", "description": "Hyperparameter searches: every trial is a job."},
+                      {"name": "webhooks", "description": "Signed HTTP callbacks when jobs and sweeps end."},
                       {"name": "health", "description": "Probes for orchestrators."}],
         docs_url=None, redoc_url=None, generate_unique_id_function=operation_id,
     )
@@ -95,4 +96,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(plots.router)
     app.include_router(gradcheck.router)
     app.include_router(landscape.router)
+    app.include_router(webhooks.router)
     return app

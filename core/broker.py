@@ -15,6 +15,7 @@ from .settings import Settings
 
 TRAIN_TASK = "chainrule.train"
 LANDSCAPE_TASK = "chainrule.landscape"   # a job's loss landscape (core.landscapes), on the job's queue
+WEBHOOK_TASK = "chainrule.webhook"       # one attempt at a webhook delivery (core.webhooks), on `auto`
 QUEUES = ("cpu", "gpu", "auto")  # `auto` is consumed by every worker: whichever is free takes it
 
 

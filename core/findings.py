@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from engine.diagnostics import SEVERITIES
 
 from .tables import Job, JobFinding
+from .webhooks import outbox
 
 
 def to_row(job_id: str, finding: dict[str, Any]) -> JobFinding:
@@ -51,6 +52,8 @@ def record(session: Session, job_id: str, findings: list[dict[str, Any]], fence:
                           .values(findings_summary=summary(session, job_id))).rowcount
     if not won:
         session.rollback()
+    else:
+        outbox.error_findings(session, job_id, findings)
     return bool(won)
 
 

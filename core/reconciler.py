@@ -20,7 +20,9 @@ Rules (one pass):
   e) hyperparameter sweeps (core.sweeps): a running one with a free slot and trials left gets its
      next trials, one whose trials have all ended is ended, and the still active trials of a
      cancelled one are stopped (core.sweeps.scheduler.advance_all);
-  f) loss-landscape analyses: core.landscapes.reconcile (sent again, or failed with the reason).
+  f) loss-landscape analyses: core.landscapes.reconcile (sent again, or failed with the reason);
+  g) webhook deliveries that are due and not in a worker's hands -> sent to a worker (core.webhooks.delivery):
+     the rows this pass's moves wrote, a retry whose backoff has passed, one whose worker died mid-send.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from .lifecycle import JobStatus
 from .settings import Settings
 from .sweeps import scheduler
 from .tables import Job, as_utc, utcnow
+from .webhooks import delivery as webhook_delivery, outbox
 
 log = logging.getLogger("chainrule.reconciler")
 
@@ -63,6 +66,7 @@ class PassSummary:
     cancelled: list[str] = field(default_factory=list)
     trials_made: list[str] = field(default_factory=list)     # sweep trials made (their job ids)
     trials_stopped: list[str] = field(default_factory=list)  # trials of cancelled sweeps stopped
+    webhooks_sent: list[str] = field(default_factory=list)   # webhook deliveries handed to a worker
 
     def __bool__(self) -> bool:
         return any(self.__dict__.values())
@@ -131,11 +135,14 @@ def _watch_waiting(settings: Settings, summary: PassSummary) -> None:
                 continue
             s.execute(update(Job).where(*mine, Job.waiting_since.is_(None)).values(waiting_since=now))
             given_up = now - timedelta(seconds=settings.worker_wait_s)
-            summary.failed += s.scalars(
+            failed = s.scalars(
                 update(Job).where(*mine, Job.waiting_since < given_up)
                 .values(status=JobStatus.FAILED, finished_at=now, error_code="no_worker",
                         error_message=no_worker_message(queue, settings.worker_wait_s))
                 .returning(Job.id)).all()
+            for job_id in failed:
+                outbox.job_ended(s, None, job_id)    # sent by rule g, later in this pass
+            summary.failed += failed
 
 
 def reconcile(settings: Settings) -> PassSummary:
@@ -148,6 +155,7 @@ def reconcile(settings: Settings) -> PassSummary:
     for name, job_ids in scheduler.advance_all(settings).items():
         getattr(summary, name).extend(job_ids)
     landscapes.reconcile(settings)
+    summary.webhooks_sent += webhook_delivery.dispatch_due(settings)
     if summary:
         log.info("reconciled: %s", summary.counts())
     return summary

@@ -1,5 +1,6 @@
-"""The Celery app and its tasks: `chainrule.train(job_id)`, and `chainrule.landscape(job_id)` (a trained
-job's loss landscape, worker/landscape.py).
+"""The Celery app and its tasks: `chainrule.train(job_id)`, `chainrule.landscape(job_id)` (a trained
+job's loss landscape, worker/landscape.py) and `chainrule.webhook(delivery_id)` (one attempt at a webhook
+delivery, core.webhooks.delivery).
 
 Start it with `chainrule worker` (pool solo: one training job per process), or
 `celery -A worker.app worker -P solo -Q cpu,auto`. The task is thin: it passes the id to
@@ -21,9 +22,10 @@ import torch
 from celery import signals
 
 from core import reconciler, workers
-from core.broker import LANDSCAPE_TASK, TRAIN_TASK, celery_app
+from core.broker import LANDSCAPE_TASK, TRAIN_TASK, WEBHOOK_TASK, celery_app
 from core.sweeps import scheduler
 from core.settings import get_settings
+from core.webhooks import delivery
 
 from . import devices, landscape, runner
 from .callbacks import SHUTDOWN
@@ -70,6 +72,14 @@ def train(job_id: str) -> str:
 @app.task(name=LANDSCAPE_TASK, acks_late=True, ignore_result=True)
 def compute_landscape(job_id: str) -> str:
     return _for_job(LANDSCAPE_TASK, job_id, landscape.run_landscape)
+
+
+@app.task(name=WEBHOOK_TASK, acks_late=True, ignore_result=True)
+def deliver_webhook(delivery_id: str) -> str:
+    if not isinstance(delivery_id, str):
+        log.error("%s expects a delivery id string, got %r; dropping the message", WEBHOOK_TASK, delivery_id)
+        return "invalid"
+    return delivery.deliver(settings, delivery_id)
 
 
 def _beat() -> None:

@@ -14,6 +14,7 @@ from ..broker import TRAIN_TASK, send
 from ..db import session_scope
 from ..settings import Settings
 from ..tables import ApiKey, Job, utcnow
+from ..webhooks import outbox
 from .status import ACTIVE, JobStatus
 
 log = logging.getLogger("chainrule.lifecycle")
@@ -93,6 +94,8 @@ def reject(session: Session, job: Job, code: str, message: str) -> Job:
     the sweep trial it belongs to)."""
     job.status, job.error_code, job.error_message, job.finished_at = JobStatus.FAILED, code, message, utcnow()
     session.add(job)
+    session.flush()
+    outbox.job_ended(session, None, job.id)   # sent at the reconciler's next pass
     return job
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from .. import artifacts
+from ..webhooks import outbox
 from ..db import session_scope
 from ..settings import Settings
 from ..tables import Job, as_utc, utcnow
@@ -92,6 +93,8 @@ def finish(settings: Settings, claim_: Claim, status: JobStatus, **values: Any) 
     with session_scope(settings.database_url) as s:
         won = s.execute(update(Job).where(*fenced(claim_.job_id, claim_.attempt))
                         .values(status=status, finished_at=now, heartbeat_at=now, **values)).rowcount
+        if won:
+            outbox.job_ended(s, settings, claim_.job_id)
     if not won:
         log.warning("job %s: not running as attempt %d any more; outcome %r discarded",
                     claim_.job_id, claim_.attempt, str(status))
@@ -132,6 +135,7 @@ def cancel(settings: Settings, job_id: str) -> None:
                 return
             if changed:
                 if status == JobStatus.QUEUED:
+                    outbox.job_ended(s, settings, job_id)
                     artifacts.remove_checkpoint(settings, job_id)   # of an earlier, lost attempt
                 return
 
@@ -142,6 +146,7 @@ def cancel_queued(settings: Settings, session: Session, job_id: str) -> bool:
                                                 Job.cancel_requested.is_(True))
                               .values(status=JobStatus.CANCELLED, finished_at=utcnow())).rowcount
     if changed:
+        outbox.job_ended(session, settings, job_id)
         log.info("job %s was cancelled while queued", job_id)
         artifacts.remove_checkpoint(settings, job_id)
     return bool(changed)
@@ -182,6 +187,8 @@ def recover_lost(settings: Settings, job: Job, stale: Any) -> JobStatus | None:
                   "error_message": lost_worker_message(job, beat_at)}
     with session_scope(settings.database_url) as s:
         won = s.execute(update(Job).where(*fenced(job.id, job.attempts), stale).values(**values)).rowcount
+        if won and values["status"] != JobStatus.QUEUED:
+            outbox.job_ended(s, settings, job.id)
     if not won:
         return None
     if values["status"] == JobStatus.QUEUED:

@@ -31,6 +31,7 @@ from ..lifecycle import ACTIVE, JobStatus
 from ..quota import StorageFull
 from ..settings import Settings
 from ..tables import Dataset, Job, Sweep, SweepTrial, new_id, utcnow
+from ..webhooks import outbox
 from . import space, store, study
 from .spec import SweepRequest, SweepStatus
 
@@ -116,6 +117,8 @@ def _trial_job(session: Session, settings: Settings, sweep: Sweep, spec: SweepRe
 def _end(session: Session, sweep: Sweep, status: SweepStatus, code: str | None = None,
          message: str | None = None) -> None:
     sweep.status, sweep.finished_at, sweep.error_code, sweep.error_message = status, utcnow(), code, message
+    session.flush()
+    outbox.sweep_ended(session, None, sweep.id)   # sent at the reconciler's next pass
     log.info("sweep %s: %s%s", sweep.id, status, f" ({code}: {message})" if code else "")
 
 
@@ -138,6 +141,8 @@ def finish_if_done(settings: Settings, sweep_id: str) -> SweepStatus | None:
                                         f"error: {first}"[:4000]}
         won = s.execute(update(Sweep).where(Sweep.id == sweep_id, Sweep.status == SweepStatus.RUNNING)
                         .values(**values)).rowcount
+        if won:
+            outbox.sweep_ended(s, settings, sweep_id)
     if won:
         log.info("sweep %s: %s", sweep_id, values["status"])
     return values["status"] if won else None
@@ -147,8 +152,9 @@ def cancel(settings: Settings, sweep_id: str) -> None:
     """running -> cancelled at once (no trial is made after), then every queued trial cancelled
     and every running one flagged: its worker stops it at its next poll. Idempotent."""
     with session_scope(settings.database_url) as s:
-        s.execute(update(Sweep).where(Sweep.id == sweep_id, Sweep.status == SweepStatus.RUNNING)
-                  .values(status=SweepStatus.CANCELLED, cancel_requested=True, finished_at=utcnow()))
+        if s.execute(update(Sweep).where(Sweep.id == sweep_id, Sweep.status == SweepStatus.RUNNING)
+                     .values(status=SweepStatus.CANCELLED, cancel_requested=True, finished_at=utcnow())).rowcount:
+            outbox.sweep_ended(s, settings, sweep_id)
     stop_trials(settings, sweep_id)
 
 
