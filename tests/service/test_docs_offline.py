@@ -16,6 +16,14 @@ def test_docs_pages_load_only_what_the_service_serves(svc, page):
     assert "fonts.googleapis" not in html and "cdn.jsdelivr" not in html
 
 
+def test_redoc_is_served_without_its_badges_remote_logo(svc):
+    """The bundle as served names no image on another host (the vendored file, unchanged, names one)."""
+    bundle = svc.client.get("/redoc/redoc.standalone.js")
+    assert bundle.status_code == 200 and bundle.headers["content-type"].startswith("text/javascript")
+    assert b"cdn.redoc.ly" not in bundle.content and len(bundle.content) > 500_000
+    assert 'src="/redoc/redoc.standalone.js"' in svc.client.get("/redoc").text
+
+
 def test_swagger_ui_does_not_call_the_online_validator(svc):
     html = svc.client.get("/docs").text
     assert '"validatorUrl": null' in html
