@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from core import artifacts, landscapes
 from core.db import session_scope
+from core.hessian_report import hessian_report, products_bound
 from core.jobspec import JobRequest, build_model, served_spec
 from core.jsonsafe import json_safe
 from core.lifecycle import JobStatus
@@ -35,6 +36,9 @@ from . import devices
 from .runner import JobFailed, is_out_of_memory
 
 log = logging.getLogger("chainrule.worker")
+# the Hessian's options and their defaults (a landscape requested before the density had none)
+HESSIAN_DEFAULTS = {"iterations": 200, "trace_samples": 20, "tolerance": 1e-3, "density_vectors": 3,
+                    "density_steps": 40, "seed": 0}
 
 
 class Stopped(Exception):
@@ -89,15 +93,17 @@ def _rows(settings: Settings, job: Job, request: JobRequest, samples: int, seed:
     return X, _targets(request.loss.type, tensors["y"].index_select(0, pick), torch.float64, device)
 
 
-def _initial_state(request: JobRequest, input_shape, job: Job) -> tuple[dict | None, str]:
-    """The initial weights rebuilt from the seed, and whether they match the job's fingerprint."""
+def initial_state(request: JobRequest, input_shape, job: Job, final: Model) -> tuple[dict | None, str]:
+    """The initial weights rebuilt from the seed, and whether they match the job's fingerprint. Its
+    standardize layers hold the final network's statistics: the run had them from its first step."""
     initial = build_model(request, input_shape, "cpu")
     expected = (job.init_report or {}).get("initial_weights_sha256")
-    if expected is None:
-        return initial.state_dict(), "unverified"
-    if weights_digest(initial) != expected:
+    if expected is not None and weights_digest(initial) != expected:
         return None, "mismatch"
-    return initial.state_dict(), "verified"
+    state = initial.state_dict()
+    state.update({f"{key}.{name}": b.cpu() for key, layer in final.layer_items() if layer.kind == "standardize"
+                  for name, b in layer.buffers.items()})
+    return state, "unverified" if expected is None else "verified"
 
 
 def compute(settings: Settings, job_id: str, attempt: int, device: torch.device) -> dict:
@@ -111,16 +117,13 @@ def compute(settings: Settings, job_id: str, attempt: int, device: torch.device)
     final = Model.from_spec(served_spec(request), shape, dtype=torch.float64, device=device)
     final.load_state_dict(load_file(str(weights)), strict=True)
     X, y = _rows(settings, job, request, options["samples"], options["seed"], device)
-    initial, verified = _initial_state(request, shape, job)
-    if initial is not None:     # the preprocessing's statistics: in place from the first step on
-        initial.update({f"{key}.{name}": b.cpu() for key, layer in final.layer_items() if layer.kind == "standardize"
-                        for name, b in layer.buffers.items()})
-    tick = Progress(settings, job_id, attempt, evaluations(options["points"], options["grid"], options["iterations"],
-                                                           options["trace_samples"], final.n_parameters))
+    initial, verified = initial_state(request, shape, job, final)
+    hessian_options = {name: options.get(name, default) for name, default in HESSIAN_DEFAULTS.items()}
+    tick = Progress(settings, job_id, attempt, evaluations(options["points"], options["grid"], products_bound(
+        final.n_parameters, **{k: v for k, v in hessian_options.items() if k not in ("tolerance", "seed")})))
     result = landscape(final, initial, losses.make(request.loss, check_labels=False), X, y,
-                       points=options["points"], grid=options["grid"], span=options["span"],
-                       iterations=options["iterations"], trace_samples=options["trace_samples"],
-                       tolerance=options["tolerance"], seed=options["seed"], tick=tick)
+                       points=options["points"], grid=options["grid"], span=options["span"], seed=options["seed"],
+                       curvature=lambda gradient, theta: hessian_report(gradient, theta, **hessian_options), tick=tick)
     return json_safe({**result, "initial_weights": verified})
 
 

@@ -18,6 +18,17 @@ from worker import runner
 
 pytestmark = pytest.mark.timeout(120)
 CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small networks: a second thread only waits on the first (7.8 s for a run of 0.2 s on a loaded machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 NET = {"layers": [{"type": "linear", "out_features": 16}, {"type": "relu"}, {"type": "linear", "out_features": 1}]}
 
 
@@ -168,3 +179,28 @@ def test_raw_wine_trains_worse_than_standardized_wine(optimizer, raw_at_most):
     raw, scaled = wine_run("none", optimizer, 30), wine_run("inputs", optimizer, 30)
     assert max(h["val_accuracy"] for h in raw) <= raw_at_most
     assert scaled[-1]["val_accuracy"] >= 0.93 and scaled[-1]["train_loss"] < raw[-1]["train_loss"]
+
+
+
+def test_a_landscape_of_a_standardized_job_starts_from_the_network_as_it_trained(svc):
+    """The landscape's initial weights (alpha = 0) sit behind the standardize_inputs statistics the run had
+    from step 0, not the identity a bare rebuild holds; the seed's weights still match the fingerprint."""
+    from core import artifacts
+    from core.jobspec import JobRequest, served_spec
+    from core.tables import Job
+    from engine import Model
+    from worker.landscape import initial_state
+    X, _, content = scaled_regression()
+    data = svc.dataset(content, "scaled.csv", target="y", task="regression")
+    job = trained(svc, data["id"], epochs=2, preprocessing={"standardize": "both"})
+    weights = load(artifacts.resolve(svc.settings, artifacts.weights_relpath(job["id"])).read_bytes())
+    request = JobRequest.model_validate(job["request"])
+    final = Model.from_spec(served_spec(request), (3,), dtype=torch.float64)
+    final.load_state_dict(weights)
+    with svc.session() as s:
+        row = s.get(Job, job["id"])
+    state, verified = initial_state(request, (3,), row, final)
+    assert verified == "verified"
+    for name in ("0.mean", "0.std", "4.mean", "4.std"):
+        assert torch.equal(state[name], weights[name].double()) and not torch.equal(state[name], 0 * state[name] + 1)
+    assert not torch.equal(state["1.weight"], weights["1.weight"])            # the weights are the seed's
