@@ -10,7 +10,8 @@ Server side (configured by CHAINRULE_* environment variables, core.settings):
 
 Client side (over HTTP; --url/--key, CHAINRULE_URL / CHAINRULE_API_KEY, or `chainrule login`):
     chainrule login | datasets upload/list/show/delete | jobs submit/watch/list/show/cancel/delete/
-    metrics/weights/predict   (see `chainrule jobs --help`)
+    metrics/findings/weights/plot/predict/generate/gradcheck | jobs landscape request/watch/show/plot/
+    cancel | sweeps submit/watch/list/show/cancel/delete   (see `chainrule jobs --help`)
 
 This package is the composition root, the only one that imports both api/ and worker/; each is
 imported lazily inside its command, so a `worker` process never imports FastAPI and the client
@@ -30,9 +31,11 @@ from .commands import datasets, jobs, login, sweeps
 
 log = logging.getLogger("chainrule.cli")
 
+SERVER = ("serve", "api", "worker", "migrate", "keys")
+CLIENT = ("login", "datasets", "jobs", "sweeps")
 app = typer.Typer(name="chainrule", no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Training as a service: the server (serve, api, worker, migrate, keys) and its client "
-                       "(login, datasets, jobs).")
+                  help=f"Training as a service: the server ({', '.join(SERVER)}) and its client "
+                       f"({', '.join(CLIENT)}).")
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (on the server's database).")
 app.add_typer(keys_app, name="keys")
 app.add_typer(datasets.app, name="datasets")

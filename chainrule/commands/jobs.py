@@ -11,14 +11,13 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..client import PLOT_KINDS
-from .common import AsJson, Key, Url, connect, console, fail, fields, print_json, table
-from .watch import VAL_METRICS, follow
+from . import job_view
+from .common import AsJson, Key, Url, connect, console, fail, print_json, table
+from .watch import VAL_METRICS, Every, follow
 
 app = typer.Typer(no_args_is_help=True, help="Submit, follow and use training jobs.")
 COLUMNS = [("id", "id"), ("name", "name"), ("status", "status"), ("tags", "tags"), ("epoch", "epoch"),
            ("created_at", "created")]
-DETAILS = ["id", "name", "status", "tags", "dataset_id", "device", "worker_device", "n_parameters", "progress",
-           "latest_metrics", "error", "created_at", "started_at", "finished_at"]
 JobId = Annotated[str, typer.Argument(help="The job's id.")]
 
 
@@ -50,8 +49,10 @@ def submit(job_file: Annotated[str, typer.Argument(metavar="JOB.json", help=(
            tag: Annotated[Optional[list[str]], typer.Option("--tag", help="A tag; repeat for more.")] = None,
            watch: Annotated[bool, typer.Option("--watch", help="Follow it until it ends (as `jobs watch`).")]
            = False,
+           every: Every = 1,
            url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
-    """Submit a training job; with --watch, follow it to the end (exit status as `jobs watch`)."""
+    """Submit a training job; with --watch, follow it to the end: a line per epoch (--every K: every
+    K-th), each finding, the final status (exit status as `jobs watch`)."""
     body = read_json(job_file, "job file")
     if not isinstance(body, dict):
         fail(f"job file {job_file} must hold a JSON object (model, loss, ...), not {type(body).__name__}")
@@ -64,15 +65,17 @@ def submit(job_file: Annotated[str, typer.Argument(metavar="JOB.json", help=(
                           f"{job['n_parameters']:,} parameters, {job['progress']['epochs']} epochs, "
                           f"{job['status']}", highlight=False)
         if watch:
-            raise typer.Exit(follow(client, job["id"], as_json))
+            raise typer.Exit(follow(client, job["id"], as_json, every))
 
 
 @app.command()
-def watch(job_id: JobId, url: Url = None, key: Key = None,
-          as_json: Annotated[bool, typer.Option("--json", help="Print each event as a JSON line.")] = False) -> None:
-    """Follow a job live until it ends. Exit status: 0 succeeded, 1 failed, 3 cancelled."""
+def watch(job_id: JobId, every: Every = 1, url: Url = None, key: Key = None,
+          as_json: Annotated[bool, typer.Option("--json", help="Print each event as a JSON line (every epoch; "
+                                                "--every does not apply).")] = False) -> None:
+    """Follow a job until it ends: a line per epoch (--every K: every K-th, and the last), each finding,
+    the final status; on a terminal, a progress bar too. Exit status: 0 succeeded, 1 failed, 3 cancelled."""
     with connect(url, key) as client:
-        raise typer.Exit(follow(client, job_id, as_json))
+        raise typer.Exit(follow(client, job_id, as_json, every))
 
 
 @app.command("list")
@@ -96,10 +99,10 @@ def list_(status: Annotated[Optional[Status], typer.Option(help="Only jobs in th
 
 @app.command()
 def show(job_id: JobId, url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
-    """A job: status, progress, latest metrics, error."""
+    """A job: status, progress, latest metrics per layer, findings, and its request summarised."""
     with connect(url, key) as client:
         job = client.get(job_id)
-    print_json(job) if as_json else fields(job, DETAILS)
+    print_json(job) if as_json else job_view.show(job)
 
 
 @app.command()

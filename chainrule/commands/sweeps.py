@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Group
@@ -12,7 +12,21 @@ from rich.live import Live
 from rich.table import Table
 
 from ..client import SWEEP_FINAL, Client
-from .common import AsJson, Key, Url, cell, connect, console, errors, fail, fields, print_json, table
+from .common import (
+    AsJson,
+    Key,
+    Url,
+    cell,
+    connect,
+    console,
+    errors,
+    fail,
+    fields,
+    on_terminal,
+    plain_table,
+    print_json,
+    table,
+)
 from .jobs import read_json
 from .watch import EXIT
 
@@ -24,22 +38,45 @@ DETAILS = ["id", "name", "status", "dataset_id", "method", "metric", "goal", "ea
            "max_concurrent", "counts", "epochs_trained", "epochs_without_pruning", "best_trial", "error",
            "created_at", "finished_at"]
 POLL_S = 1.0
+PROGRESS_EVERY_S = 30.0    # off a terminal, a progress line at least this often while trials train
+
+
+def trial_cells(sweep: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Headers and one row per trial: its parameters, status (pruned said as such), epochs and best
+    value; the best trial is marked `N *`."""
+    best = (sweep.get("best_trial") or {}).get("number")
+    paths = list(sweep["request"]["parameters"]) if "request" in sweep else []
+    rows = [[f"{trial['number']}{' *' if trial['number'] == best else ''}",
+             *(cell(trial["params"].get(p)) for p in paths), trial_status(trial), str(trial["epochs"]),
+             cell(trial["value"])] for trial in sweep.get("trials", [])]
+    return ["#", *paths, "status", "epochs", sweep["metric"]], rows
 
 
 def trials_table(sweep: dict[str, Any]) -> Table:
-    """One row per trial: its parameters, status (pruned said as such), epochs and best value; the
-    best trial is marked."""
-    best = (sweep.get("best_trial") or {}).get("number")
-    paths = list(sweep["request"]["parameters"]) if "request" in sweep else []
+    headers, rows = trial_cells(sweep)
     out = Table(show_edge=False, header_style="bold")
-    for header in ["#", *paths, "status", "epochs", sweep["metric"]]:
+    for header in headers:
         out.add_column(header, overflow="fold")
-    for trial in sweep.get("trials", []):
-        status = "pruned" if trial["pruned"] else trial["status"]
-        out.add_row(f"{trial['number']}{' *' if trial['number'] == best else ''}",
-                    *(cell(trial["params"].get(p)) for p in paths), status, str(trial["epochs"]),
-                    cell(trial["value"]))
+    for row in rows:
+        out.add_row(*row)
     return out
+
+
+def trial_status(trial: dict[str, Any]) -> str:
+    return "pruned" if trial["pruned"] else trial["status"]
+
+
+def trial_line(sweep: dict[str, Any], trial: dict[str, Any]) -> str:
+    """`trial 3 succeeded after 12 epochs: val_loss 0.2134 (optimizer.lr 0.03, batch_size 256)`."""
+    params = ", ".join(f"{p} {cell(v)}" for p, v in trial["params"].items())
+    text = f"trial {trial['number']} {trial_status(trial)}"
+    if trial["status"] not in ("queued", "running"):
+        text += f" after {trial['epochs']} epoch(s)"
+        if trial["value"] is not None:
+            text += f": {sweep['metric']} {cell(trial['value'])}"
+        if trial.get("error") and not trial["pruned"]:
+            text += f" ({trial['error'].get('code')}: {trial['error'].get('message')})"
+    return f"{text}  ({params})" if params else text
 
 
 def headline(sweep: dict[str, Any]) -> str:
@@ -74,6 +111,8 @@ def follow(client: Client, sweep_id: str, as_json: bool) -> int:
         if as_json:
             for sweep in changes(client, sweep_id):
                 print(json.dumps(sweep), flush=True)
+        elif not on_terminal():
+            sweep = _lines(client, sweep_id)
         else:
             with Live(console=console, auto_refresh=False) as live:
                 for sweep in changes(client, sweep_id):
@@ -85,15 +124,37 @@ def follow(client: Client, sweep_id: str, as_json: bool) -> int:
     return EXIT.get(sweep.get("status"), 1)
 
 
+def _lines(client: Client, sweep_id: str) -> dict[str, Any]:
+    """Off a terminal: a line whenever a trial changes status, a progress line at least every
+    PROGRESS_EVERY_S while epochs are trained, then the sweep and its trials as a table."""
+    seen: dict[int, str] = {}
+    sweep: dict[str, Any] = {}
+    last_line, last_epochs = time.monotonic(), 0
+    for sweep in changes(client, sweep_id):
+        for trial in sweep.get("trials", []):
+            if seen.get(trial["number"]) != trial_status(trial):
+                seen[trial["number"]] = trial_status(trial)
+                console.print(trial_line(sweep, trial), highlight=False, markup=False)
+                last_line = time.monotonic()
+        if sweep["epochs_trained"] != last_epochs and time.monotonic() - last_line >= PROGRESS_EVERY_S:
+            console.print(headline(sweep), highlight=False)
+            last_line = time.monotonic()
+        last_epochs = sweep["epochs_trained"]
+    console.print(headline(sweep), highlight=False)
+    headers, rows = trial_cells(sweep)
+    plain_table(rows, headers)
+    return sweep
+
+
 @app.command()
 def submit(sweep_file: Annotated[str, typer.Argument(metavar="SWEEP.json", help=(
                "The sweep as JSON: job, parameters, method, metric, ... (`-` reads standard input)."))],
-           dataset: Annotated[Optional[str], typer.Option("--dataset", help="The dataset id (overrides the "
+           dataset: Annotated[str | None, typer.Option("--dataset", help="The dataset id (overrides the "
                                                            "file's dataset_id).")] = None,
-           name: Annotated[Optional[str], typer.Option(help="A name (overrides the file's).")] = None,
-           watch: Annotated[bool, typer.Option("--watch", help="Follow it live until it ends.")] = False,
+           name: Annotated[str | None, typer.Option(help="A name (overrides the file's).")] = None,
+           watch: Annotated[bool, typer.Option("--watch", help="Follow it until it ends (as `sweeps watch`).")] = False,
            url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
-    """Submit a hyperparameter sweep; with --watch, a live table of its trials until it ends."""
+    """Submit a hyperparameter sweep; with --watch, follow it until it ends (as `sweeps watch`)."""
     body = read_json(sweep_file, "sweep file")
     if not isinstance(body, dict):
         fail(f"sweep file {sweep_file} must hold a JSON object (job, parameters, ...), not {type(body).__name__}")
@@ -113,7 +174,9 @@ def submit(sweep_file: Annotated[str, typer.Argument(metavar="SWEEP.json", help=
 def watch(sweep_id: SweepId, url: Url = None, key: Key = None,
           as_json: Annotated[bool, typer.Option("--json", help="Print the sweep as a JSON line at each change.")]
           = False) -> None:
-    """Follow a sweep live until it ends. Exit status: 0 succeeded, 1 failed, 3 cancelled."""
+    """Follow a sweep until it ends: on a terminal a live table of its trials; off a terminal a line
+    per trial started, finished or pruned, a progress line at least every 30 s while trials train, and
+    the trials' table at the end. Exit status: 0 succeeded, 1 failed, 3 cancelled."""
     with connect(url, key) as client:
         raise typer.Exit(follow(client, sweep_id, as_json))
 
@@ -140,7 +203,10 @@ def show(sweep_id: SweepId, url: Url = None, key: Key = None, as_json: AsJson = 
     if as_json:
         return print_json(sweep)
     fields(sweep, DETAILS)
-    console.print(trials_table(sweep))
+    if on_terminal():
+        return console.print(trials_table(sweep))
+    headers, rows = trial_cells(sweep)
+    plain_table(rows, headers)
 
 
 @app.command()
