@@ -27,7 +27,7 @@ from typing import Annotated, Optional, Sequence
 
 import typer
 
-from .commands import datasets, jobs, login, sweeps
+from .commands import datasets, gradcheck, jobs, landscape, login, sweeps
 
 log = logging.getLogger("chainrule.cli")
 
@@ -42,6 +42,8 @@ app.add_typer(datasets.app, name="datasets")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(sweeps.app, name="sweeps")
 app.command("login")(login.login)
+jobs.app.add_typer(landscape.app, name="landscape")
+jobs.app.command("gradcheck")(gradcheck.gradcheck)
 
 
 class LogLevel(str, Enum):
