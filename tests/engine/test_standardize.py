@@ -102,3 +102,16 @@ def test_a_count_that_does_not_fit_the_input_is_a_spec_error():
 def test_bad_statistics_are_validation_errors(fields, message):
     with pytest.raises(ValidationError, match=message):
         Model.from_spec({"layers": [t("standardize", **fields)]}, (1,))
+
+
+def test_standard_scaling_is_per_feature_or_channel_with_the_population_std_and_1_for_a_constant():
+    from engine.data import standard_scaling
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(6, 3, 2, 2, generator=g, dtype=F64) * torch.tensor([1.0, 10.0, 0.0]).view(1, 3, 1, 1) + 5
+    mean, std = standard_scaling(images)
+    per_channel = images.transpose(0, 1).reshape(3, -1)
+    torch.testing.assert_close(mean, per_channel.mean(1), rtol=1e-15, atol=0)
+    torch.testing.assert_close(std[:2], per_channel[:2].std(1, correction=0), rtol=1e-15, atol=0)
+    assert std[2] == 1.0                                     # channel 2 is 5 everywhere: centred, not divided by 0
+    y_mean, y_std = standard_scaling(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert y_mean.tolist() == [2.5] and y_std.tolist() == [pytest.approx(1.25 ** 0.5)]
