@@ -28,6 +28,7 @@ from typing import Annotated, Optional, Sequence
 import typer
 
 from .commands import datasets, gradcheck, jobs, landscape, login, sweeps
+from .commands import export as export_commands
 
 log = logging.getLogger("chainrule.cli")
 
@@ -42,6 +43,8 @@ app.add_typer(datasets.app, name="datasets")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(sweeps.app, name="sweeps")
 app.command("login")(login.login)
+jobs.app.command("export")(export_commands.export)
+jobs.app.command("script")(export_commands.script)
 jobs.app.add_typer(landscape.app, name="landscape")
 jobs.app.command("gradcheck")(gradcheck.gradcheck)
 

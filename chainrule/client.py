@@ -146,10 +146,26 @@ class Client:
 
     def download_weights(self, job_id: str, path: str | Path) -> Path:
         """The trained weights (.safetensors) to `path`, written whole or not at all."""
+        return self.download(f"/v1/jobs/{job_id}/weights", path)
+
+    def export_onnx(self, job_id: str, path: str | Path) -> Path:
+        """The trained network as ONNX (input `input`, output `output`, a dynamic batch) to `path`."""
+        return self.download(f"/v1/jobs/{job_id}/export.onnx", path)
+
+    def download_script(self, job_id: str, path: str | Path) -> Path:
+        """The job as a plain PyTorch training script (torch, safetensors) to `path`."""
+        return self.download(f"/v1/jobs/{job_id}/script.py", path)
+
+    def download_dataset(self, dataset_id: str, path: str | Path) -> Path:
+        """The dataset's tensor file as jobs train on it (.safetensors: X and y) to `path`."""
+        return self.download(f"/v1/datasets/{dataset_id}/file", path)
+
+    def download(self, url_path: str, path: str | Path) -> Path:
+        """GET url_path streamed to `path`, written whole or not at all."""
         path = Path(path)
         partial = path.with_name(path.name + ".part")
         try:
-            with self.http.stream("GET", f"/v1/jobs/{job_id}/weights") as response:
+            with self.http.stream("GET", url_path) as response:
                 check(response)
                 with open(partial, "wb") as f:
                     for chunk in response.iter_bytes():
