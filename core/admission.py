@@ -166,8 +166,16 @@ def _check_memory(req: JobRequest, dataset: Dataset, graph: Plan, settings: Sett
                     f"(max_job_memory_bytes): {fix}", "limit_exceeded")
 
 
+def _check_processes(req: JobRequest, settings: Settings) -> None:
+    if req.distributed.processes > settings.max_processes:
+        raise Rejection(422, ["body", "distributed", "processes"], f"distributed.processes is "
+                        f"{req.distributed.processes}; this service runs a job on at most {settings.max_processes} "
+                        "processes (max_processes)", "limit_exceeded")
+
+
 def admit(req: JobRequest, dataset: Dataset, settings: Settings) -> Plan:
     """The job's shape plan if it can run on `dataset` within the limits; raises SpecError or Rejection."""
+    _check_processes(req, settings)
     _check_context(req, dataset, settings)
     _check_preprocessing(req, dataset)
     graph = _graph(req, dataset)

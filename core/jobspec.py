@@ -6,7 +6,7 @@ import unicodedata
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from engine import Model
 from engine.spec import Adam, LossSpec, ModelSpec, OptimizerSpec, TrainConfig
@@ -61,6 +61,17 @@ def openapi_friendly(schema: dict[str, Any], named: tuple[str, ...] = NAMED_UNIO
             prop["anyOf"] = [{"type": "string", "enum": names, "description": "A type with its defaults."}, union]
 
 
+class Distributed(BaseModel):
+    """Data parallelism (docs/distributed.md): one job on several processes, each a shard of every batch."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    processes: int = Field(1, ge=1, le=1024, description=(
+        "Rank processes training the job together (at most the service's max_processes); batch_size is the "
+        "global batch and must divide evenly among them."))
+    sync_batchnorm: bool = Field(False, description=(
+        "Batchnorm uses the global batch's statistics, all-reduced over the processes (else each process's own, "
+        "as torch DDP)."))
+
+
 class JobRequest(TrainConfig):
     """A training job: a dataset, a network, a loss, an optimizer and the training settings."""
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -82,6 +93,16 @@ class JobRequest(TrainConfig):
     preprocessing: Preprocessing = Field(default_factory=Preprocessing, description=(
         "Standardization with the training split's statistics, carried in the model as standardize layers "
         "(docs/datasets.md#scaling)."))
+    distributed: Distributed = Field(default_factory=Distributed, description=(
+        "Data-parallel training on several processes (torch.distributed): `{\"processes\": 2}`."))
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> "JobRequest":
+        n = self.distributed.processes
+        if self.batch_size % n:
+            raise ValueError(f"batch_size {self.batch_size} does not divide among distributed.processes {n}: "
+                             f"use a multiple of {n} (e.g. {n * max(1, round(self.batch_size / n))})")
+        return self
 
     def input_shape(self, dataset_shape: list[int] | tuple[int, ...]) -> tuple[int, ...]:
         """The model's input shape per sample: a text's windows of context_length ids, else the dataset's."""

@@ -168,6 +168,18 @@ class Settings(BaseSettings):
                                            # before it gives a message or an outcome up
     broker_poll_interval_s: float = 0.05   # embedded transport only
 
+    # data parallelism (docs/distributed.md): a job's `distributed.processes` is at most max_processes;
+    # a worker host runs at most rank_slots rank processes at once (reserved in SQL, all or nothing);
+    # ranks rendezvous at the TCPStore on distributed_store_host (the address other hosts reach this
+    # worker at); init_process_group waits distributed_init_timeout_s; a rank that dies restarts all
+    # from the last checkpoint up to distributed_max_restarts times
+    max_processes: int = Field(4, ge=1, le=1024)
+    rank_slots: int = Field(4, ge=1, le=1024)
+    distributed_bucket_bytes: int = Field(25 * 2**20, ge=1)
+    distributed_store_host: str = "127.0.0.1"
+    distributed_init_timeout_s: float = Field(60.0, gt=0)
+    distributed_max_restarts: int = Field(2, ge=0)
+
     # webhooks (core.webhooks): subscriptions per key; an attempt's timeout; attempts per delivery,
     # the n-th retry after webhook_retry_base_s * 2**(n-1) seconds, capped at webhook_retry_max_s;
     # loopback, private and link-local targets are refused unless allowed (SSRF)

@@ -150,6 +150,17 @@ class Worker(Base):
     seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
+class RankSlot(Base):
+    """One rank process a worker host may run (core.rank_slots); held by a job's attempt while its ranks run.
+    A slot whose job is no longer running as that attempt is free (a worker that died leaves no lock)."""
+    __tablename__ = "rank_slots"
+    host: Mapped[str] = mapped_column(String(200), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    reserved_at: Mapped[datetime | None] = mapped_column()
+
+
 class JobTag(Base):
     """One row per tag of a job: what `GET /v1/jobs?tag=` filters on, the same on SQLite and PostgreSQL."""
     __tablename__ = "job_tags"

@@ -25,7 +25,7 @@ from engine import checkpoint as ckpt_io, losses, optim
 from engine.train import FitResult, TrainingError, fit
 from engine.text import LANGUAGE_MODEL
 
-from . import devices, trial
+from . import devices, ranks, trial
 from .callbacks import Heartbeat, json_safe
 from .outcome import weights_bytes
 
@@ -167,6 +167,8 @@ def _train(settings: Settings, claimed: Claim, device: torch.device, heartbeat: 
         request = JobRequest.model_validate(job.request)
     except ValueError as exc:
         raise JobFailed("invalid_job", f"the stored job request no longer validates: {exc}") from None
+    if request.distributed.processes > 1:     # this worker supervises the job's rank processes
+        return ranks.run(settings, claimed, device, heartbeat, request.distributed.processes, _ended, _fail)
     dataset, X, y = _load_dataset(settings, job)
     try:
         scaling = Scaling.of(request.preprocessing, X, y, request.validation_split, request.seed) \
