@@ -12,9 +12,10 @@ running statistics), with the loss the network was trained with:
   filter of d (a row of a linear weight, an output channel of a conv) gets the norm of the same
   filter of theta_1, so a step of 1 is the scale of the weights themselves whatever the layer;
   1-D tensors (biases, norm scales) get no direction, as in their code;
-- hessian: engine.hessian.curvature at the final weights.
+- hessian: what the `curvature` callable makes of the final weights, given the objective's gradient
+  and the flat parameters (core.hessian_report: Lanczos on engine.hessian's products); none without.
 
-    result = landscape(final_model, initial_state, loss, X, y, points=25, grid=21)
+    result = landscape(final_model, initial_state, loss, X, y, points=25, grid=21, curvature=report)
 
 `tick()` is called after every loss or gradient evaluation (progress, cancellation: it may raise).
 """
@@ -25,9 +26,9 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from . import hessian
-
 Tick = Callable[[], None]
+# (gradient(theta) -> flat gradient, theta) -> the Hessian's report
+Curvature = Callable[[Callable[[Tensor], Tensor], Tensor], dict[str, Any]]
 
 
 def _nothing() -> None:
@@ -128,9 +129,8 @@ def surface(objective: Objective, center: Tensor, d1: Tensor, d2: Tensor, points
 
 
 def landscape(model, initial_state: dict[str, Tensor] | None, loss, X: Tensor, y: Tensor, *,
-              points: int = 25, grid: int = 21, span: float = 1.0, iterations: int = 100,
-              trace_samples: int = 20, tolerance: float = 1e-3, seed: int = 0,
-              tick: Tick = _nothing) -> dict[str, Any]:
+              points: int = 25, grid: int = 21, span: float = 1.0, seed: int = 0,
+              curvature: Curvature | None = None, tick: Tick = _nothing) -> dict[str, Any]:
     """The line (None without initial_state), the surface and the hessian of the module docstring.
 
     model: the final network in float64 (its weights are restored at the end); X, y: the subset,
@@ -145,14 +145,13 @@ def landscape(model, initial_state: dict[str, Tensor] | None, loss, X: Tensor, y
         d1 = filter_normalized_direction(model, generator)
         d2 = filter_normalized_direction(model, generator)
         out["surface"] = {**surface(objective, theta, d1, d2, grid, span), "loss_at_center": objective.value(theta)}
-        out["hessian"] = hessian.curvature(objective.gradient, theta, iterations=iterations,
-                                           trace_samples=trace_samples, tolerance=tolerance, seed=seed)
+        out["hessian"] = None if curvature is None else curvature(objective.gradient, theta)
         return out
     finally:
         model.load_state_dict(final, strict=True)
 
 
-def evaluations(points: int, grid: int, iterations: int, trace_samples: int, parameters: int) -> int:
-    """An upper bound of the loss / gradient evaluations `landscape` makes (for progress)."""
-    products = 3 * iterations + min(trace_samples, parameters)
+def evaluations(points: int, grid: int, products: int) -> int:
+    """An upper bound of the loss / gradient evaluations `landscape` makes with at most `products`
+    Hessian-vector products (for progress)."""
     return points + grid * grid + 1 + 2 * products + 1

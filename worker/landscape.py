@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from core import artifacts, landscapes
 from core.db import session_scope
+from core.hessian_report import hessian_report, products_bound
 from core.jobspec import JobRequest, build_model, served_spec
 from core.jsonsafe import json_safe
 from core.lifecycle import JobStatus
@@ -35,6 +36,9 @@ from . import devices
 from .runner import JobFailed, is_out_of_memory
 
 log = logging.getLogger("chainrule.worker")
+# the Hessian's options and their defaults (a landscape requested before the density had none)
+HESSIAN_DEFAULTS = {"iterations": 200, "trace_samples": 20, "tolerance": 1e-3, "density_vectors": 3,
+                    "density_steps": 40, "seed": 0}
 
 
 class Stopped(Exception):
@@ -114,12 +118,12 @@ def compute(settings: Settings, job_id: str, attempt: int, device: torch.device)
     final.load_state_dict(load_file(str(weights)), strict=True)
     X, y = _rows(settings, job, request, options["samples"], options["seed"], device)
     initial, verified = initial_state(request, shape, job, final)
-    tick = Progress(settings, job_id, attempt, evaluations(options["points"], options["grid"], options["iterations"],
-                                                           options["trace_samples"], final.n_parameters))
+    hessian_options = {name: options.get(name, default) for name, default in HESSIAN_DEFAULTS.items()}
+    tick = Progress(settings, job_id, attempt, evaluations(options["points"], options["grid"], products_bound(
+        final.n_parameters, **{k: v for k, v in hessian_options.items() if k not in ("tolerance", "seed")})))
     result = landscape(final, initial, losses.make(request.loss, check_labels=False), X, y,
-                       points=options["points"], grid=options["grid"], span=options["span"],
-                       iterations=options["iterations"], trace_samples=options["trace_samples"],
-                       tolerance=options["tolerance"], seed=options["seed"], tick=tick)
+                       points=options["points"], grid=options["grid"], span=options["span"], seed=options["seed"],
+                       curvature=lambda gradient, theta: hessian_report(gradient, theta, **hessian_options), tick=tick)
     return json_safe({**result, "initial_weights": verified})
 
 
