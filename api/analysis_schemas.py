@@ -108,13 +108,17 @@ class LandscapeRequest(BaseModel):
                        "filter-normalised direction.")
     samples: int = Field(512, ge=1, le=10_000_000, description="Training rows the loss is evaluated on (a "
                          "seeded subset; at most landscape_max_samples).")
-    iterations: int = Field(100, ge=1, le=1_000_000, description="Power iterations per eigenvalue (at most "
-                            "hessian_max_iterations).")
+    iterations: int = Field(200, ge=1, le=1_000_000, description="Hessian-vector products for each end of the "
+                            "spectrum (Lanczos, scipy's eigsh; about; at most hessian_max_iterations).")
     trace_samples: int = Field(20, ge=1, le=1_000_000, description="Hutchinson vectors for the trace (at most "
                                "hessian_max_trace_samples).")
-    tolerance: Real = Field(1e-3, ge=0, lt=1, description="Verdict: a minimum when the smallest eigenvalue is "
-                            ">= -tolerance x the largest.")
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="The subset, the directions, the power iterations.")
+    tolerance: Real = Field(1e-3, ge=0, lt=1, description="Curvature within tolerance x the largest |eigenvalue| "
+                            "counts as flat: it gives the verdict no sign.")
+    density_vectors: int = Field(3, ge=0, le=16, description="Rademacher vectors of the spectral density "
+                                 "(stochastic Lanczos quadrature); 0 leaves it out.")
+    density_steps: int = Field(40, ge=1, le=1_000_000, description="Lanczos steps per density vector (at most "
+                               "hessian_max_iterations).")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="The subset, the directions, the Lanczos starts.")
 
 
 Losses = list[float | None]     # null: the loss overflowed there
@@ -132,15 +136,37 @@ class Surface(BaseModel):
     loss_at_center: float | None
 
 
+class Eigenvalue(BaseModel):
+    value: float | None = Field(description="The Rayleigh quotient v^T H v of the unit vector found.")
+    bound: float | None = Field(description="||H v - value v||: an eigenvalue of H lies within value ± bound.")
+    converged: bool = Field(description="bound <= 1e-6 x the largest |eigenvalue|.")
+    products: int = Field(description="Hessian-vector products this end used.")
+
+
+class SpectralDensity(BaseModel):
+    eigenvalues: list[float] = Field(description="The series' x: eigenvalues, evenly spaced.")
+    density: list[float | None] = Field(description="The density at each, integrating to 1.")
+    sigma: float = Field(description="The Gaussian smoothing's standard deviation.")
+    flat: float = Field(description="tolerance x the largest |eigenvalue|: nearer zero counts as flat.")
+    negative_mass: float = Field(description="The fraction of eigenvalues below -flat (from the quadrature).")
+    positive_mass: float = Field(description="The fraction of eigenvalues above flat.")
+    mean: float = Field(description="The mean eigenvalue, tr(H) / parameters.")
+    vectors: int
+    steps: int
+    products: int
+
+
 class Hessian(BaseModel):
+    verdict: Literal["minimum", "saddle", "maximum", "inconclusive"]
+    reason: str | None = Field(None, description="Why, in words, with each eigenvalue's bound.")
+    method: Literal["lanczos", "dense"] | None = Field(None, description="lanczos: scipy's eigsh on "
+                                                       "Hessian-vector products; dense: H read whole (few parameters).")
     max_eigenvalue: float | None
     min_eigenvalue: float | None
-    verdict: Literal["minimum", "saddle", "maximum"]
+    largest: Eigenvalue | None = None
+    smallest: Eigenvalue | None = None
     tolerance: float
-    max_iterations: int
-    min_iterations: int
-    max_residual: float | None = Field(description="||H v - lambda v|| / max |lambda| at the last iterate.")
-    min_residual: float | None
+    flat: float | None = None
     converged: bool
     gradient_norm: float | None
     parameters: int
@@ -148,6 +174,7 @@ class Hessian(BaseModel):
     trace_method: Literal["exact", "hutchinson"]
     trace_samples: int
     trace_stderr: float | None
+    density: SpectralDensity | None = None
     hessian_vector_products: int
 
 

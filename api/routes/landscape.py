@@ -2,7 +2,7 @@
 
 POST queues it (202) and sends chainrule.landscape to the job's queue; GET shows its status, then
 its result; cancel stops it. The moves between statuses are core.landscapes'; the mathematics is
-engine.landscape and engine.hessian; the worker's side is worker/landscape.py.
+engine.landscape, engine.hessian and core.hessian_report; the worker's side is worker/landscape.py.
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/jobs", tags=["analys
 NO_LANDSCAPE = error_responses(404, s404="No such job for this key, or no landscape requested for it")
 # request field -> (the setting that bounds it)
 LIMITS = {"points": "landscape_max_points", "grid": "landscape_max_grid", "samples": "landscape_max_samples",
-          "iterations": "hessian_max_iterations", "trace_samples": "hessian_max_trace_samples"}
+          "iterations": "hessian_max_iterations", "trace_samples": "hessian_max_trace_samples",
+          "density_steps": "hessian_max_iterations"}
 
 
 def _check_limits(body: LandscapeRequest, settings: Settings) -> None:
@@ -54,9 +55,10 @@ def request_landscape(job_id: JobId, response: Response, session: SessionDep, ow
                       settings: SettingsDep, body: LandscapeRequest | None = None) -> LandscapePublic:
     """On a seeded subset of the job's training rows, in float64: the loss along the line from its initial
     to its final weights (alpha in [-0.5, 1.5]), on a grid around the final weights along two
-    filter-normalised random directions, and the Hessian's extreme eigenvalues (power iteration on
-    Hessian-vector products) and trace (Hutchinson), with a verdict: minimum, saddle or maximum.
-    A finished landscape of the job is replaced."""
+    filter-normalised random directions, and the Hessian's extreme eigenvalues (Lanczos, scipy's eigsh on
+    Hessian-vector products), each with an error bound, its spectral density (stochastic Lanczos
+    quadrature) and trace (Hutchinson), with a verdict: minimum, saddle, maximum or inconclusive, and
+    why. A finished landscape of the job is replaced."""
     body = body or LandscapeRequest()
     job = get_owned(session, owner, Job, job_id, "job")
     if job.status != JobStatus.SUCCEEDED:
