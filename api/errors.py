@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from core.db import is_busy, is_unavailable
 from core.disk import full_message, is_disk_full
@@ -143,8 +144,21 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> JSONRespo
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no route {request.method} {request.url.path}; see /docs for the API"
     elif exc.status_code == 405:
-        detail = f"method {request.method} is not allowed on {request.url.path}"
+        allowed = allowed_methods(request)
+        detail = f"method {request.method} is not allowed on {request.url.path}; allowed: {', '.join(allowed)}"
+        return JSONResponse({"detail": bounded(detail)}, status_code=405, headers={"Allow": ", ".join(allowed)})
     return JSONResponse({"detail": bounded(detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on this path (Starlette's 405 names only the first route's):
+    those for which a route matches in full."""
+    routes = request.app.router.routes
+    return [method for method in HTTP_METHODS
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)]
 
 
 def unavailable_response() -> JSONResponse:
