@@ -138,6 +138,11 @@ class Client:
         """The finished epochs' metrics, in order."""
         return self._json("GET", f"/v1/jobs/{job_id}/metrics")["epochs"]
 
+    def split(self, job_id: str) -> dict[str, Any]:
+        """The rows the job trained on and held out for validation (`train_rows`, `validation_rows`,
+        numbered from 0 in upload order), or a text's token ranges; docs/datasets.md#the-split."""
+        return self._json("GET", f"/v1/jobs/{job_id}/split")
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/jobs/{job_id}/cancel")
 

@@ -204,3 +204,18 @@ def test_a_landscape_of_a_standardized_job_starts_from_the_network_as_it_trained
     for name in ("0.mean", "0.std", "4.mean", "4.std"):
         assert torch.equal(state[name], weights[name].double()) and not torch.equal(state[name], 0 * state[name] + 1)
     assert not torch.equal(state["1.weight"], weights["1.weight"])            # the weights are the seed's
+
+
+def test_the_python_client_reads_the_split(svc):
+    from fastapi.testclient import TestClient
+
+    from chainrule.client import ApiError, Client
+    iris = svc.dataset(iris_like(), "iris.csv")
+    job = svc.submit(iris["id"]).json()
+    client = Client(url="http://testserver", key=svc.key_a)
+    client.http = TestClient(svc.client.app, headers={"Authorization": f"Bearer {svc.key_a}"})
+    assert client.split(job["id"]) == split_of(svc, job["id"])
+    client.http = TestClient(svc.client.app, headers={"Authorization": f"Bearer {svc.key_b}"})
+    with pytest.raises(ApiError) as refused:
+        client.split(job["id"])
+    assert refused.value.status == 404
