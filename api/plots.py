@@ -22,7 +22,7 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-KINDS = ("loss", "metric", "grad_norms", "update_ratios", "landscape")
+KINDS = ("loss", "metric", "grad_norms", "update_ratios", "landscape", "spectral_density")
 DPI = 100
 UPDATE_RATIO_TARGET = 1e-3          # the usual update-to-weight ratio; a decade either side is the band
 LOG_SPAN = 100.0                    # a positive series spanning more than this gets a log axis
@@ -228,11 +228,36 @@ def _verdict(hessian: dict[str, Any] | None) -> str:
     if not hessian:
         return "Loss landscape"
     parts = [f"Hessian: {hessian.get('verdict', '?')}"]
-    for name, label in (("max_eigenvalue", "λmax"), ("min_eigenvalue", "λmin"), ("trace", "trace")):
-        value = hessian.get(name)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            parts.append(f"{label} = {value:.4g}")
+    for end, name, label in (("largest", "max_eigenvalue", "λmax"), ("smallest", "min_eigenvalue", "λmin")):
+        bounded = hessian.get(end)
+        if bounded:
+            parts.append(f"{label} = {bounded['value']:.3g} ± {bounded['bound']:.1g}"
+                         + ("" if bounded["converged"] else " (not converged)"))
+        elif isinstance(hessian.get(name), (int, float)) and math.isfinite(hessian[name]):
+            parts.append(f"{label} = {hessian[name]:.4g}")
+    if isinstance(hessian.get("trace"), (int, float)) and math.isfinite(hessian["trace"]):
+        parts.append(f"trace = {hessian['trace']:.4g}")
     return ", ".join(parts)
+
+
+def spectral_density_figure(landscape: dict[str, Any] | None) -> Figure:
+    """The Hessian's spectral density (stochastic Lanczos quadrature), the mass below zero shaded."""
+    density = ((landscape or {}).get("hessian") or {}).get("density")
+    if not density:
+        raise NothingToDraw("no spectral density has been computed for this job: POST /v1/jobs/{id}/landscape "
+                            "with density_vectors >= 1")
+    x, y = np.asarray(density["eigenvalues"], float), np.asarray(density["density"], float)
+    fig = Figure(layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(x, y, color="#0072B2", label="density")
+    ax.fill_between(x, 0, y, where=x < 0, color="#D55E00", alpha=0.4, hatch="//",
+                    label=f"below zero: {100 * density['negative_mass']:.1f} % of the eigenvalues")
+    ax.axvline(0.0, color="0.3", linestyle=":", linewidth=1)
+    ax.set(xlabel="eigenvalue", ylabel="density",
+           title=f"Spectral density of the Hessian ({density['vectors']} vectors x {density['steps']} Lanczos steps)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
 
 
 def render(fig: Figure, width: int, height: int) -> bytes:

@@ -15,9 +15,11 @@ from core.tables import Job, JobMetric, Landscape
 from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
 from ..errors import EVERY_OPERATION, error_responses, problem
 from ..schemas import metrics_entry
+from ..strict_json import StrictJSONRoute
 from .jobs import NOT_FOUND
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(*EVERY_OPERATION))
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/jobs", tags=["jobs"],
+                   responses=error_responses(*EVERY_OPERATION))
 
 
 class PlotKind(str, Enum):
@@ -26,6 +28,7 @@ class PlotKind(str, Enum):
     grad_norms = "grad_norms"
     update_ratios = "update_ratios"
     landscape = "landscape"
+    spectral_density = "spectral_density"
 
 
 _PLOT_DOC = {**NOT_FOUND,
@@ -36,14 +39,15 @@ _PLOT_DOC = {**NOT_FOUND,
 
 
 @router.get("/{job_id}/plots/{kind}.png", response_class=Response, responses=_PLOT_DOC,
-            summary="A plot of the job as PNG: loss, metric, grad_norms, update_ratios or landscape")
+            summary="A plot of the job as PNG: loss, metric, grad_norms, update_ratios, landscape or spectral_density")
 def get_plot(job_id: JobId, kind: PlotKind, session: SessionDep, owner: CurrentKey, settings: SettingsDep,
              width: Annotated[int, Query(description="Pixels; within plot_min_px .. plot_max_px.")] = 800,
              height: Annotated[int, Query(description="Pixels; within plot_min_px .. plot_max_px.")] = 500
              ) -> Response:
     """`loss`: train / validation loss, findings marked at their epochs; `metric`: accuracy, or MAE
     and R²; `grad_norms`: per-layer gradient norm over epochs on a log colour scale; `update_ratios`:
-    per-layer update-to-weight ratio against the 1e-3 band; `landscape`: the line and the surface."""
+    per-layer update-to-weight ratio against the 1e-3 band; `landscape`: the line and the surface;
+    `spectral_density`: the Hessian's eigenvalue density from the landscape, its mass below zero shaded."""
     for name, value in (("width", width), ("height", height)):
         if not settings.plot_min_px <= value <= settings.plot_max_px:
             raise problem(422, ["query", name], f"{name} {value} px is outside {settings.plot_min_px} .. "
@@ -61,6 +65,8 @@ def get_plot(job_id: JobId, kind: PlotKind, session: SessionDep, owner: CurrentK
 def _figure(plots, kind: PlotKind, session: Session, job: Job):
     if kind is PlotKind.landscape:
         return plots.landscape_figure(landscape_of(session, job))
+    if kind is PlotKind.spectral_density:
+        return plots.spectral_density_figure(landscape_of(session, job))
     rows = session.scalars(select(JobMetric).where(JobMetric.job_id == job.id).order_by(JobMetric.epoch))
     epochs = [metrics_entry(r) for r in rows]
     if kind is PlotKind.loss:

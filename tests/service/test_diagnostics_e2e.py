@@ -55,4 +55,4 @@ def test_stop_on_divergence_findings_gradcheck_and_a_landscape_on_a_real_worker(
     assert result["initial_weights"] == "verified" and result["samples"] == 128
     assert len(result["line"]["losses"]) == 25 and len(result["surface"]["losses"]) == 21
     assert result["line"]["losses"][18] < result["line"]["losses"][6]      # trained beats initial
-    assert result["hessian"]["verdict"] in ("minimum", "saddle") and result["hessian"]["max_eigenvalue"] > 0
+    assert result["hessian"]["verdict"] in ("minimum", "saddle", "inconclusive") and result["hessian"]["max_eigenvalue"] > 0

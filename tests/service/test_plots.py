@@ -138,3 +138,21 @@ def test_the_landscape_figure_draws_issue_6s_result():
     assert imread(io.BytesIO(png), format="png").shape[:2] == (400, 900)
     with pytest.raises(plots.NothingToDraw):
         plots.landscape_figure(None)
+
+
+def test_the_spectral_density_figure_shades_the_mass_below_zero_and_the_title_carries_the_bounds():
+    x = np.linspace(-1, 3, 41)
+    density = {"eigenvalues": x.tolist(), "density": np.exp(-x ** 2).tolist(), "negative_mass": 0.125,
+               "vectors": 3, "steps": 40}
+    hessian = {"verdict": "inconclusive", "largest": {"value": 0.214, "bound": 1e-9, "converged": True, "products": 22},
+               "smallest": {"value": -3.4e-4, "bound": 7e-4, "converged": False, "products": 100},
+               "trace": 1.0, "density": density}
+    fig = plots.spectral_density_figure({"hessian": hessian})
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "eigenvalue" and np.allclose(ax.get_lines()[0].get_xdata(), x)
+    assert "below zero: 12.5 % of the eigenvalues" in [t.get_text() for t in ax.get_legend().get_texts()]
+    title = plots.landscape_figure({"surface": {"xs": [-1, 0, 1], "ys": [-1, 0, 1], "losses": [[1, 2, 1]] * 3},
+                                    "hessian": hessian})._suptitle.get_text()
+    assert title == "Hessian: inconclusive, λmax = 0.214 ± 1e-09, λmin = -0.00034 ± 0.0007 (not converged), trace = 1"
+    with pytest.raises(plots.NothingToDraw):
+        plots.spectral_density_figure({"hessian": {"verdict": "minimum", "density": None}})
