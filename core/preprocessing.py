@@ -28,13 +28,14 @@ from engine.data import check_finite, split_indices, standard_scaling
 from engine.spec import INPUT, ModelSpec
 
 STANDARDIZE_INPUTS, UNSCALE_TARGETS = "standardize_inputs", "unscale_targets"   # the layers' names
-Standardize = Literal["inputs", "targets", "both", "none"]
+STANDARDIZE_CHOICES = Literal["inputs", "targets", "both", "none"]
 
 
 class Preprocessing(BaseModel):
+    """What a job does to its data before the network sees it (the `preprocessing` of a job request)."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    standardize: Standardize = Field("none", description=(
+    standardize: STANDARDIZE_CHOICES = Field("none", description=(
         "Scale to mean 0 and std 1 with the training split's statistics: `inputs` (each feature, or "
         "each image channel), `targets` (a regression's target columns; predictions come back in the "
         "target's units), `both`, or `none`. Carried in the model as standardize layers, so the "
@@ -63,9 +64,8 @@ class Scaling:
         if preprocessing.targets:
             check_finite(y, "y")
         train, _ = split_indices(X.shape[0], validation_split, seed)
-        as_lists = lambda pair: (pair[0].tolist(), pair[1].tolist())   # noqa: E731
-        return cls(as_lists(standard_scaling(X.index_select(0, train))) if preprocessing.inputs else None,
-                   as_lists(standard_scaling(y.index_select(0, train))) if preprocessing.targets else None)
+        return cls(_lists(X.index_select(0, train)) if preprocessing.inputs else None,
+                   _lists(y.index_select(0, train)) if preprocessing.targets else None)
 
     def scale_targets(self, y: Tensor) -> Tensor:
         """y (N,) or (N, k) as training fits it: (y - mean) / std per column, or y itself."""
@@ -73,6 +73,12 @@ class Scaling:
             return y
         mean, std = (y.new_tensor(v, dtype=y.dtype) for v in self.targets)
         return ((y.reshape(y.shape[0], -1) - mean) / std).reshape(y.shape)
+
+
+def _lists(rows: Tensor) -> tuple[list[float], list[float]]:
+    """(mean, std) per feature of rows, as the plain lists a standardize layer's spec holds."""
+    mean, std = standard_scaling(rows)
+    return mean.tolist(), std.tolist()
 
 
 def _layer(name: str, stats: tuple[list[float], list[float]] | None, **fields) -> dict:
