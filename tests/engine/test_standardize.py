@@ -31,6 +31,13 @@ def test_matches_autograd_on_the_twin(case, training):
     compare_with_torch(layers, in_shape, training)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("case", ["channels", "given", "network"])
+def test_matches_autograd_on_cuda(case):
+    layers, in_shape = CASES[case]
+    compare_with_torch(layers, in_shape, True, device="cuda")
+
+
 @pytest.mark.parametrize("inverse", [False, True])
 def test_backward_is_dy_over_std_and_forward_the_formula(inverse):
     mean, std = [0.5, -1.0, 1000.0], [2.0, 0.25, 315.0]
