@@ -7,8 +7,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -20,6 +22,15 @@ from webhook_receiver import Receiver
 from conftest import iris_like
 
 SECRET = "s3cret-for-the-tests-0123456789"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
+
+
+def documented_verify():
+    """The receiver's check as docs/webhooks.md gives it to users, run as written."""
+    [code] = [block for block in re.findall(r"```python\n(.*?)```", DOCS.read_text(), re.S) if "def verify" in block]
+    scope: dict = {}
+    exec(compile(code, str(DOCS), "exec"), scope)
+    return scope["verify"]
 
 
 def subscribe(svc, url: str, events=("job.cancelled",), headers=None, **body):
@@ -115,6 +126,11 @@ def test_the_outbox_row_is_written_with_the_transition_and_the_receiver_verifies
     assert hmac.compare_digest(fields["v1"], expected)
     assert abs(int(fields["t"]) - time.time()) < 60
     assert signing.verify(SECRET, headers["chainrule-signature"], request.body)
+    verify = documented_verify()
+    assert verify(SECRET, headers["chainrule-signature"], request.body)
+    assert not verify(SECRET, headers["chainrule-signature"], request.body.replace(b"cancelled", b"succeeded"))
+    stale = f"t={int(fields['t']) - 600},v1={signing.signature(SECRET, int(fields['t']) - 600, request.body)}"
+    assert signing.verify(SECRET, stale, request.body, tolerance_s=3600) and not verify(SECRET, stale, request.body)
     assert not signing.verify("another-secret-0123456789", headers["chainrule-signature"], request.body)
     assert not signing.verify(SECRET, headers["chainrule-signature"], request.body + b" ")
     body = json.loads(request.body)
