@@ -13,6 +13,7 @@ from typing import Annotated, Any, Iterator, Optional, Sequence
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..client import ApiError, Client
@@ -93,7 +94,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], ti
     for header in headers:
         out.add_column(header, overflow="fold")
     for row in cells:
-        out.add_row(*row)
+        out.add_row(*map(escape, row))      # a message's [brackets] are text, not markup
     console.print(out)
 
 
@@ -128,7 +129,8 @@ def fields(record: dict[str, Any], names: Sequence[str]) -> None:
     width = max(len(n) for n in names)
     for name in names:
         if name in record:
-            console.print(f"[bold]{name:<{width}}[/]  {cell(record[name])}", highlight=False, soft_wrap=True)
+            console.print(f"[bold]{name:<{width}}[/]  {escape(cell(record[name]))}", highlight=False,
+                          soft_wrap=True)
 
 
 Settings = Annotated[Optional[list[str]], typer.Option("--set", metavar="NAME=VALUE", help=(

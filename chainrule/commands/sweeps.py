@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from ..client import SWEEP_FINAL, Client
@@ -58,7 +59,7 @@ def trials_table(sweep: dict[str, Any]) -> Table:
     for header in headers:
         out.add_column(header, overflow="fold")
     for row in rows:
-        out.add_row(*row)
+        out.add_row(*map(escape, row))
     return out
 
 
