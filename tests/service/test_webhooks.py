@@ -188,3 +188,48 @@ def test_a_delivery_stops_after_its_attempts(service_factory):
 def as_utc_iso(text: str):
     from datetime import datetime
     return as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def events_of(svc, hook_id: str) -> list[tuple[str, str]]:
+    items = svc.client.get(f"/v1/webhooks/{hook_id}/deliveries?limit=100", headers=svc.a).json()["items"]
+    return sorted((d["body"]["type"], d["status"]) for d in items)
+
+
+def test_every_producer_writes_its_event_a_subscriber_asked_for(service_factory):
+    """A sweep's cancel (sweep.finished, job.cancelled per queued trial), the reconciler's no_worker
+    failure (job.failed, handed to a worker in the same pass) and an error finding (finding.error);
+    an event not subscribed to writes nothing."""
+    from core import findings, reconciler
+    from core.tables import Job
+
+    svc = service_factory(webhook_allow_private_targets=True, worker_wait_s=0.05)
+    hook = subscribe(svc, "http://127.0.0.1:9/hook", ["sweep.finished", "job.cancelled", "job.failed",
+                                                       "finding.error"])
+    only_sweeps = subscribe(svc, "http://127.0.0.1:9/sweeps", ["sweep.finished"])
+    dataset = svc.dataset(iris_like(), "iris.csv")
+    sweep = svc.client.post("/v1/sweeps", headers=svc.a, json={
+        "name": "lr", "dataset_id": dataset["id"], "method": "grid", "max_concurrent": 2,
+        "job": {"model": {"layers": [{"type": "linear", "out_features": 3}]}, "loss": "cross_entropy",
+                "epochs": 2, "batch_size": 4, "device": "cpu"},
+        "parameters": {"optimizer.lr": {"choice": [0.01, 0.1, 1.0]}}}).json()
+    assert svc.client.post(f"/v1/sweeps/{sweep['id']}/cancel", headers=svc.a).status_code == 200
+    assert events_of(svc, hook["id"]) == [("job.cancelled", "pending")] * 2 + [("sweep.finished", "pending")]
+    assert events_of(svc, only_sweeps["id"]) == [("sweep.finished", "pending")]
+
+    job = svc.submit(dataset["id"]).json()          # no live worker: it waits, then fails no_worker
+    time.sleep(0.1)
+    passed = reconciler.reconcile(svc.settings)
+    assert job["id"] in passed.failed
+    failed = [d for d in svc.client.get(f"/v1/webhooks/{hook['id']}/deliveries?status=pending",
+                                        headers=svc.a).json()["items"] if d["event"] == "job.failed"]
+    assert [d["body"]["data"]["job"]["error_code"] for d in failed] == ["no_worker"]
+    assert failed[0]["id"] in passed.webhooks_sent
+
+    finding = {"epoch": 1, "step": 3, "code": "nan_loss", "severity": "error", "layer": None,
+               "message": "the loss is NaN", "hint": "lower lr"}
+    with svc.session() as s:
+        assert findings.record(s, job["id"], [finding, {**finding, "severity": "warning"}], (Job.id == job["id"],))
+        s.commit()
+    [error] = [d for d in svc.client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=svc.a).json()["items"]
+               if d["event"] == "finding.error"]
+    assert error["body"]["data"] == {"job": {"id": job["id"], "url": f"/v1/jobs/{job['id']}"}, "finding": finding}
