@@ -47,6 +47,9 @@ def submit(job_file: Annotated[str, typer.Argument(metavar="JOB.json", help=(
                                                            "file's dataset_id).")] = None,
            name: Annotated[Optional[str], typer.Option(help="A name for the job.")] = None,
            tag: Annotated[Optional[list[str]], typer.Option("--tag", help="A tag; repeat for more.")] = None,
+           processes: Annotated[Optional[int], typer.Option("--processes", min=1, help=(
+               "Train on N processes, data parallel (sets distributed.processes; batch_size is the "
+               "global batch)."))] = None,
            watch: Annotated[bool, typer.Option("--watch", help="Follow it until it ends (as `jobs watch`).")]
            = False,
            every: Every = 1,
@@ -56,6 +59,8 @@ def submit(job_file: Annotated[str, typer.Argument(metavar="JOB.json", help=(
     body = read_json(job_file, "job file")
     if not isinstance(body, dict):
         fail(f"job file {job_file} must hold a JSON object (model, loss, ...), not {type(body).__name__}")
+    if processes is not None:
+        body["distributed"] = {**(body.get("distributed") or {}), "processes": processes}
     with connect(url, key) as client:
         job = client.submit(body, dataset_id=dataset, name=name, tags=tag)
         if as_json:
