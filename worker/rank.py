@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import signal
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -43,6 +45,16 @@ class _Follower(Callbacks):
 
     def should_stop(self) -> bool:
         return SHUTDOWN.is_set()
+
+
+def _orphan_watch(supervisor: int) -> None:
+    """Exit at once when the supervising worker is gone (this process re-parented): its heartbeat stopped,
+    so the job will be run again from its checkpoint, and nothing may write for this attempt any more."""
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(0.5)
+        os._exit(3)
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 def _env(name: str) -> str:
@@ -109,6 +121,7 @@ def train_rank(settings, claimed: Claim, rank: int, device: torch.device) -> dic
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rank %(process)d %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: SHUTDOWN.set())
+    _orphan_watch(int(_env("SUPERVISOR")))
     rank, world = int(_env("RANK")), int(_env("WORLD"))
     torch.set_num_threads(max(1, int(_env("THREADS"))))
     settings = get_settings()

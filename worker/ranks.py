@@ -71,7 +71,8 @@ def _spawn(settings: Settings, claimed: Claim, device: torch.device, n: int, por
                "CHAINRULE_RANK_LAUNCH": launch, "CHAINRULE_RANK_JOB": claimed.job_id,
                "CHAINRULE_RANK_ATTEMPT": str(claimed.attempt), "CHAINRULE_RANK_REQUESTED": claimed.requested_device,
                "CHAINRULE_RANK_QUEUE": claimed.queue, "CHAINRULE_RANK_DEVICE": device.type,
-               "CHAINRULE_RANK_THREADS": str(threads), "CHAINRULE_RANK_OUTCOME": str(folder / "outcome.json")}
+               "CHAINRULE_RANK_THREADS": str(threads), "CHAINRULE_RANK_OUTCOME": str(folder / "outcome.json"),
+               "CHAINRULE_RANK_SUPERVISOR": str(os.getpid())}
         with open(folder / f"rank{rank}.log", "ab") as out:
             procs.append(subprocess.Popen([sys.executable, "-m", "worker.rank"], env=env, stdout=out,
                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
