@@ -65,7 +65,7 @@ def resolve(host: str, port: int) -> list[str]:
 
 def check(url: str, allow_private: bool) -> Target:
     """The URL's target if every address of its host may be sent to; UnsafeTarget naming the address otherwise."""
-    scheme, host, port = parse(url)
+    _, host, port = parse(url)
     addresses = resolve(host, port)
     if not allow_private:
         for address in addresses:

@@ -17,9 +17,8 @@ from sqlalchemy import select
 
 from core.tables import WebhookDelivery, as_utc
 from core.webhooks import delivery, signing
-from webhook_receiver import Receiver
-
 from conftest import iris_like
+from webhook_receiver import Receiver
 
 SECRET = "s3cret-for-the-tests-0123456789"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
@@ -27,7 +26,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
 
 def documented_verify():
     """The receiver's check as docs/webhooks.md gives it to users, run as written."""
-    [code] = [block for block in re.findall(r"```python\n(.*?)```", DOCS.read_text(), re.S) if "def verify" in block]
+    blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), re.DOTALL)
+    [code] = [block for block in blocks if "def verify" in block]
     scope: dict = {}
     exec(compile(code, str(DOCS), "exec"), scope)
     return scope["verify"]
@@ -65,7 +65,8 @@ def test_a_key_manages_its_own_webhooks_and_bad_input_names_the_field(service_fa
     listed = svc.client.get("/v1/webhooks", headers=svc.a).json()
     assert [h["id"] for h in listed["items"]] == [made["id"], generated["id"]]
     assert all("secret" not in h for h in listed["items"])          # shown once, at creation
-    third = svc.client.post("/v1/webhooks", headers=svc.a, json={"url": "http://127.0.0.1:9/x", "events": ["job.failed"]})
+    third = svc.client.post("/v1/webhooks", headers=svc.a,
+                            json={"url": "http://127.0.0.1:9/x", "events": ["job.failed"]})
     assert third.status_code == 409 and "limit is 2" in third.json()["detail"]
 
     for path in (f"/v1/webhooks/{made['id']}", f"/v1/webhooks/{made['id']}/deliveries"):
