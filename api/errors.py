@@ -39,6 +39,7 @@ RETRY_AFTER_S = 5    # what a 503 asks a client to wait
 # what each error status means here; every operation documents those it can return (error_responses)
 ERROR_STATUSES = {
     401: "Missing, malformed or unknown API key (header `Authorization: Bearer <key>`)",
+    408: "The request body stalled (no part of it for body_timeout_s); the connection is closed",
     404: "No such resource for this key (another key's is exactly as absent)",
     409: "The resource is not in a state that allows this (see the message)",
     413: "A body, an upload or a storage quota past its limit",
@@ -54,12 +55,37 @@ ERROR_STATUSES = {
 EVERY_OPERATION = (401, 413, 422, 429, 503, 507)
 
 
-def error_responses(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI `responses` of error statuses, each with the ErrorBody schema; `descriptions`
-    (keyed "s404" etc.) say what a status means for one operation."""
+_ID = "3f1c2a9e-8d0b-4b8e-9c55-2f8e2a1b7c10"
+# a real body of each status, as the service sends it: Swagger UI shows it under the status
+ERROR_EXAMPLES: dict[int, Any] = {
+    401: "missing API key: send the header 'Authorization: Bearer <key>'",
+    404: f"job '{_ID}' not found",
+    408: "the request body stalled: no part of it arrived for 30 s",
+    409: f"job '{_ID}' is running; cancel it (POST /v1/jobs/{_ID}/cancel) and delete it once it has stopped",
+    413: "the request body is 20000000 bytes; the limit is 16777216",
+    415: "expected a multipart/form-data body with the dataset in a 'file' part (curl -F file=@data.csv)",
+    422: [{"type": "greater_than_equal", "loc": ["body", "epochs"],
+           "msg": "epochs: Input should be greater than or equal to 1 (got 0)", "input": 0}],
+    429: "rate limit exceeded (100 per 1 second per key); retry in 1 s",
+    503: "the service is busy (every database connection is in use); retry in 1 s",
+    507: "the disk holding the data directory /data is full (no space left on device); free space there (or "
+         "delete datasets and jobs), then retry",
+}
+
+
+def error_responses(*statuses: int, **descriptions: Any) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of error statuses, each with the ErrorBody schema and a real body of that
+    status as its example; `descriptions` (keyed "s404" etc.) say what a status means for one operation,
+    `examples` (keyed "e404") give its body there."""
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
-        out[status] = {"model": ErrorBody, "description": descriptions.get(f"s{status}", ERROR_STATUSES[status])}
+        description = descriptions.get(f"s{status}", ERROR_STATUSES[status])
+        example = descriptions.get(f"e{status}", ERROR_EXAMPLES[status])
+        if status == 404:     # the thing this operation's 404 is about
+            thing = next((t for t in ("dataset", "sweep", "webhook") if t in description.lower()), "job")
+            example = f"{thing} '{_ID}' not found"
+        out[status] = {"model": ErrorBody, "description": description,
+                       "content": {"application/json": {"example": {"detail": example}}}}
     return out
 
 

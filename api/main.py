@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 from core.db import PoolLimits, set_pool_limits
 from core.settings import Settings, get_settings
 
-from . import docs, errors, ui
+from . import docs, errors, openapi_extras, ui
 from .deps import KeyCache
 from .gate import Gate
 from .malloc import return_large_buffers
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.gradcheck_slots = GradcheckSlots(settings.gradcheck_concurrency)
     errors.install(app)
     docs.install(app)
+    openapi_extras.install(app, settings)
     ui.install(app)
     app.include_router(health.router)
     app.include_router(datasets.router)

@@ -18,7 +18,7 @@ UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:=+/-]*$")]
 _JOB_EXAMPLE = {
     "dataset_id": "paste-the-id-from-POST-/v1/datasets",
-    "name": "blobs-mlp", "tags": ["walkthrough"],
+    "tags": ["swagger"],        # no name: Execute twice makes no second job of a name the README lists by
     "model": {"layers": [
         {"type": "linear", "out_features": 32},
         {"type": "relu"},

@@ -17,9 +17,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from core.settings import Settings
 
 from .. import events
-from ..deps import CurrentKey, SettingsDep
-from ..errors import problem
-from ..schemas import ErrorBody
+from ..deps import CurrentKey, JobId, SettingsDep
+from ..errors import busy_response, error_responses, problem
+from ..event_schemas import event_stream_content
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 RETRY_MS = 2000   # how soon a disconnected EventSource reconnects
@@ -38,6 +38,10 @@ class StreamSlots:
                 return False
             self._open[key_id] += 1
             return True
+
+    def total(self) -> int:
+        """Streams open in this process, all keys together."""
+        return sum(self._open.values())
 
     def release(self, key_id: str) -> None:
         with self._lock:
@@ -74,23 +78,28 @@ async def job_events(settings: Settings, job_id: str, cursor: events.Cursor) -> 
         await anyio.sleep(settings.events_poll_interval_s)
 
 
+_EXAMPLE = ('id: status=running;epoch_row=7;progress=3/120\nevent: epoch\n'
+            'data: {"epoch": 3, "train_loss": 0.41, "val_loss": 0.44, "val_accuracy": 0.87}\n\n')
 _EVENTS_DOC = {
     200: {"description": "`text/event-stream` until the job's final status: events `status`, `epoch`, "
-                         "`progress` and `finding`, each with an `id` to resume from (the module "
-                         "docstring of api/events.py gives the format).",
-          "content": {"text/event-stream": {"schema": {"type": "string"}, "example": (
-              'id: status=running;epoch_row=7;progress=3/120\nevent: epoch\n'
-              'data: {"epoch": 3, "train_loss": 0.41, "val_loss": 0.44, "val_accuracy": 0.87}\n\n')}}},
-    401: {"model": ErrorBody, "description": "Missing or invalid API key"},
-    404: {"model": ErrorBody, "description": "No such job for this key"},
-    422: {"model": ErrorBody, "description": "A malformed Last-Event-ID header"},
-    429: {"model": ErrorBody, "description": "This key already has max_event_streams_per_key streams open"},
+                         "`progress` and `finding`, each with an `id` to resume from; `itemSchema` gives each "
+                         "event's data (the module docstring of api/events.py gives the format).",
+          "content": event_stream_content(_EXAMPLE)},
+    **error_responses(401, 404, 422, 429, 503, s404="No such job for this key",
+                      s422="A malformed job id or Last-Event-ID header",
+                      s429="This key already has max_event_streams_per_key streams open",
+                      s503="This process already has max_event_streams streams open (all keys), or the "
+                           "database is unavailable",
+                      e429="this key already has 8 event streams open (max_event_streams_per_key); close one "
+                           "first",
+                      e503="the service is busy (512 event streams open, the most this process serves); "
+                           "retry in 1 s"),
 }
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse, responses=_EVENTS_DOC,
             summary="Follow a job: progress, epochs, findings and status as server-sent events")
-async def stream_events(job_id: str, request: Request, owner: CurrentKey, settings: SettingsDep,
+async def stream_events(job_id: JobId, request: Request, owner: CurrentKey, settings: SettingsDep,
                         last_event_id: Annotated[str | None, Header(
                             alias="Last-Event-ID", max_length=500,
                             description="Resume after this event id: only what came after it is sent.")] = None):
@@ -98,6 +107,9 @@ async def stream_events(job_id: str, request: Request, owner: CurrentKey, settin
     if owner_id != owner.id:
         raise problem(404, ["path", "job_id"], f"job {job_id!r} not found")
     slots: StreamSlots = request.app.state.event_slots
+    if slots.total() >= settings.max_event_streams:
+        return busy_response(settings.busy_retry_after_s, f"{settings.max_event_streams} event streams open, the "
+                             "most this process serves")
     if not slots.acquire(owner.id, settings.max_event_streams_per_key):
         raise problem(429, ["path", "job_id"], f"this key already has {settings.max_event_streams_per_key} "
                       "event streams open (max_event_streams_per_key); close one first")
