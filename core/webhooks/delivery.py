@@ -14,59 +14,27 @@ expire; the row is still pending and due, and dispatch_due sends it again (at le
 from __future__ import annotations
 
 import logging
-import time
 from datetime import timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy import or_, select, update
 
 from ..broker import WEBHOOK_TASK, send
 from ..db import session_scope
 from ..settings import Settings
 from ..tables import Webhook, WebhookDelivery, utcnow
-from . import signing, targets
 from .outbox import DELIVERED, FAILED, PENDING, WEBHOOK_QUEUE
+from .sender import attempt
 
 log = logging.getLogger("chainrule.webhooks")
 
-LEASE_MARGIN_S = 5.0      # past the attempt's timeout: the time to write its outcome
+LEASE_MARGIN_S = 5.0      # past the attempt's deadline (sender.py): its DNS lookup and writing its outcome
 BATCH = 200               # deliveries sent per reconciler pass
-MAX_ERROR_CHARS = 300
-USER_AGENT = "chainrule-webhooks/1"
 
 
 def backoff_s(settings: Settings, attempts: int) -> float:
     """The wait after the attempts-th failed attempt: base, 2 base, 4 base, ..., at most the cap."""
     return min(settings.webhook_retry_base_s * 2 ** (attempts - 1), settings.webhook_retry_max_s)
-
-
-def attempt(settings: Settings, url: str, secret: str, delivery_id: str, event: str, body: str) -> dict[str, Any]:
-    """POST the body once: {status_code, error, ms, permanent} (permanent: a target not allowed)."""
-    started = time.monotonic()
-    try:
-        target = targets.check(url, settings.webhook_allow_private_targets)
-    except targets.UnsafeTarget as exc:
-        return {"status_code": None, "error": str(exc)[:MAX_ERROR_CHARS], "ms": 0, "permanent": True}
-    content = body.encode()
-    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "Host": _host_header(url),
-               signing.DELIVERY_HEADER: delivery_id, signing.EVENT_HEADER: event,
-               signing.SIGNATURE_HEADER: signing.header(secret, content)}
-    try:   # to the address that was checked; TLS verifies the URL's host name. The answer's body is never read
-        with httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False, trust_env=False) as client, \
-                client.stream("POST", target.pinned_url, content=content, headers=headers,
-                              extensions={"sni_hostname": target.host}) as response:
-            code, error = response.status_code, None if response.is_success else f"HTTP {response.status_code}"
-    except httpx.HTTPError as exc:
-        code, error = None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-    return {"status_code": code, "error": error, "ms": round(1000 * (time.monotonic() - started)),
-            "permanent": False}
-
-
-def _host_header(url: str) -> str:
-    scheme, host, port = targets.parse(url)
-    literal = f"[{host}]" if ":" in host else host
-    return literal if port == (443 if scheme == "https" else 80) else f"{literal}:{port}"
 
 
 def deliver(settings: Settings, delivery_id: str) -> str:

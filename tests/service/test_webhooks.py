@@ -234,3 +234,37 @@ def test_every_producer_writes_its_event_a_subscriber_asked_for(service_factory)
     [error] = [d for d in svc.client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=svc.a).json()["items"]
                if d["event"] == "finding.error"]
     assert error["body"]["data"] == {"job": {"id": job["id"], "url": f"/v1/jobs/{job['id']}"}, "finding": finding}
+
+
+@pytest.mark.timeout(60)   # without the deadline the attempt never ends
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_timeout(service_factory):
+    """httpx bounds each read, not the answer: a byte every 0.2 s would hold a worker for good. One
+    attempt ends at webhook_timeout_s, as a failed attempt to retry."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not stop.wait(0.2):
+                try:
+                    conn.sendall(b"X")                # a header line that never ends
+                except OSError:
+                    return
+    threading.Thread(target=trickle, daemon=True).start()
+    svc = service_factory(webhook_allow_private_targets=True, webhook_timeout_s=1)
+    hook = subscribe(svc, f"http://127.0.0.1:{server.getsockname()[1]}/hook")
+    cancelled_job(svc)
+    try:
+        assert delivery.deliver(svc.settings, only_delivery(svc, hook["id"])["id"]) == "pending"
+    finally:
+        stop.set()
+        server.close()
+    [failed] = only_delivery(svc, hook["id"])["attempt_log"]
+    assert failed["status_code"] is None and "within webhook_timeout_s=1 s" in failed["error"], failed
+    assert failed["ms"] < 10_000        # cut at the deadline, not when the receiver stopped (never)
