@@ -19,6 +19,7 @@ from core.preprocessing import STANDARDIZE_INPUTS, UNSCALE_TARGETS, model_spec
 from engine.planning import plan
 from engine.train.rows import BatchPlan, batchnorm_needs_pairs
 from engine.train.windows import LANGUAGE_MODEL
+from engine.train.windows import steps_per_epoch as windows_per_epoch
 
 from .script_layers import HELPERS, script_layers
 
@@ -31,10 +32,6 @@ _OPTIMIZERS = {"sgd": ("SGD", ("lr", "momentum", "dampening", "nesterov", "weigh
                "rmsprop": ("RMSprop", ("lr", "alpha", "eps", "weight_decay", "momentum", "centered")),
                "adam": ("Adam", ("lr", "betas", "eps", "weight_decay", "amsgrad")),
                "adamw": ("AdamW", ("lr", "betas", "eps", "weight_decay", "amsgrad"))}
-
-
-class UnsupportedJob(ValueError):
-    """A job the script cannot reproduce; the message says what and why."""
 
 
 def _identifier(key: str) -> str:
@@ -69,14 +66,11 @@ def _schedule(schedule: dict[str, Any], total_steps: int) -> str:
     return f"{eta_min!r} + (BASE_LR - {eta_min!r}) * (1 + math.cos(math.pi * j / {t_max})) / 2"
 
 
-def _refuse(request: JobRequest, task: str | None) -> None:
-    if task == LANGUAGE_MODEL or request.context_length is not None:
-        raise UnsupportedJob("a language model's script would draw its training windows from the token "
-                             "stream; it is not written yet (the script covers table, image and sequence "
-                             "classification jobs)")
-    if request.early_stopping is not None:
-        raise UnsupportedJob("early_stopping is not reproduced by the script yet; its epochs would run to the "
-                             f"end (submit the job without it, epochs={request.epochs}, to compare)")
+def _early_stopping(request: JobRequest) -> dict[str, Any] | None:
+    if request.early_stopping is None:
+        return None
+    return {**request.early_stopping.model_dump(mode="json"),
+            "smaller": request.early_stopping.monitor in ("val_loss", "train_loss", "val_mae")}
 
 
 def _layers(graph, dag: bool) -> list[dict[str, Any]]:
@@ -100,15 +94,19 @@ def render_script(job_id: str, request_json: dict[str, Any], input_shape: list[i
                   n_rows: int, dataset_url: str) -> str:
     """The script of a job (its stored request), whose dataset has n_rows rows of input_shape."""
     request = JobRequest.model_validate(request_json)
-    _refuse(request, task)
     spec = model_spec(request.model, request.preprocessing, None, served=False)
-    graph = plan(spec, tuple(int(d) for d in input_shape))
+    graph = plan(spec, request.input_shape(input_shape))
     dag = graph.spec.is_dag
     layers = _layers(graph, dag)
     n_train = n_rows - int(round(n_rows * request.validation_split))
+    language_model = task == LANGUAGE_MODEL
     planned = SimpleNamespace(layer_items=lambda: zip(graph.keys, graph.layers))   # what BatchPlan reads of a Model
-    pairs = batchnorm_needs_pairs(planned)
-    steps_per_epoch = len(BatchPlan.of(planned, n_train, request.batch_size).bounds)
+    pairs = not language_model and batchnorm_needs_pairs(planned)
+    if language_model:
+        steps_per_epoch = windows_per_epoch(request.train_config(), n_train, request.context_length)
+    else:
+        steps_per_epoch = len(BatchPlan.of(planned, n_train, request.batch_size).bounds)
+    loss_expression = _loss_expression(request.loss.model_dump(mode="json"))
     schedule = request.schedule.model_dump(mode="json")
     ties = [(graph.keys[i] if dag else int(graph.keys[i]), graph.keys[j] if dag else int(graph.keys[j]))
             for i in range(len(graph.layers)) if (j := graph.spec.tied_index(i)) is not None]
@@ -120,13 +118,15 @@ def render_script(job_id: str, request_json: dict[str, Any], input_shape: list[i
         validation_split=request.validation_split, shuffle=request.shuffle, grad_clip_norm=request.grad_clip_norm,
         join_lone_last_row=pairs, dropout=any(s.type == "dropout" or getattr(s, "dropout", 0) for s in graph.spec.layers),
         helpers={HELPERS[layer["kind"]] for layer in layers if layer["kind"] in HELPERS},
-        dag=dag, layers=layers, ties=ties, ids=ids, input_shape_text=", ".join(str(d) for d in input_shape),
-        loss=request.loss.type, loss_expression=_loss_expression(request.loss.model_dump(mode="json")),
+        dag=dag, layers=layers, ties=ties, ids=ids, input_shape_text=", ".join(str(d) for d in graph.input_shape),
+        loss=request.loss.type,
+        loss_expression=f"NextTokenLoss({loss_expression})" if language_model else loss_expression,
+        language_model=language_model, context=request.context_length, steps_per_epoch=steps_per_epoch,
         optimizer_expression=_optimizer_expression(request.optimizer.model_dump(mode="json")),
         base_lr=request.optimizer.lr, schedule_name=schedule["type"],
         warmup_steps=schedule["warmup_steps"], warmup_start_factor=repr(schedule["warmup_start_factor"]),
         schedule_expression=_schedule(schedule, request.epochs * steps_per_epoch),
         scale_inputs=(STANDARDIZE_INPUTS if dag else "0") if request.preprocessing.inputs else None,
-        scale_targets=request.preprocessing.targets,
+        scale_targets=request.preprocessing.targets, early_stopping=_early_stopping(request),
         unscale_key=(UNSCALE_TARGETS if dag else str(len(graph.layers))) if request.preprocessing.targets else None)
 

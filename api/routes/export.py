@@ -13,14 +13,14 @@ from core.tables import Dataset, Job
 from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
 from ..errors import EVERY_OPERATION, error_responses, problem
 from ..export.onnx_graph import UnsupportedLayer, to_onnx
-from ..export.script import UnsupportedJob, render_script
+from ..export.script import render_script
 from ..strict_json import StrictJSONRoute
 from .jobs import NOT_FOUND
 from .results import succeeded_weights_path
 
 router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/jobs", tags=["jobs"],
                    responses=error_responses(*EVERY_OPERATION))
-ONNX_MEDIA_TYPE = "application/onnx"
+ONNX_MEDIA_TYPE = "application/octet-stream"    # ONNX has no registered media type
 PROTOBUF_LIMIT = 2**31 - 2**20      # a protobuf message stops at 2 GiB; this export keeps the weights inside
 
 
@@ -54,7 +54,7 @@ def export_onnx(job_id: JobId, session: SessionDep, owner: CurrentKey, settings:
 
 
 @router.get("/{job_id}/script.py", response_class=Response, summary="The job as a plain PyTorch training script",
-            responses={**NOT_FOUND, **error_responses(409, s409="A job the script cannot reproduce"),
+            responses={**NOT_FOUND, **error_responses(409, s409="The job's dataset was deleted"),
                        200: {"content": {"text/x-python": {}}, "description": (
                            "One file using torch, numpy and safetensors: the network as torch.nn modules, "
                            "the split, batches, seeds, loss, optimizer and schedule of the job")}})
@@ -65,9 +65,6 @@ def export_script(job_id: JobId, request: Request, session: SessionDep, owner: C
         raise problem(409, ["path", "job_id"], f"the dataset of job {job.id!r} was deleted; the script trains on "
                       "it, so upload it again and submit the job anew")
     url = f"{str(request.base_url).rstrip('/')}/v1/datasets/{dataset.id}/file"
-    try:
-        text = render_script(job.id, job.request, dataset.input_shape, dataset.task, dataset.n_rows, url)
-    except UnsupportedJob as exc:
-        raise problem(409, ["path", "job_id"], f"job {job.id!r}: {exc}")
+    text = render_script(job.id, job.request, dataset.input_shape, dataset.task, dataset.n_rows, url)
     return Response(text, media_type="text/x-python; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="job_{job.id}.py"'})

@@ -37,7 +37,8 @@ def trained(svc, dataset_id: str, **request) -> str:
 def exported(svc, job_id: str) -> onnxruntime.InferenceSession:
     r = svc.client.get(f"/v1/jobs/{job_id}/export.onnx", headers=svc.a)
     assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == "application/onnx"
+    assert r.headers["content-type"] == "application/octet-stream"
+    assert r.headers["content-disposition"] == f'attachment; filename="{job_id}.onnx"'
     model = onnx.load_from_string(r.content)
     (x,), (y,) = model.graph.input, model.graph.output
     assert (x.name, y.name) == ("input", "output")

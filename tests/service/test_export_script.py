@@ -3,7 +3,9 @@ scripts and dataset files downloaded through the API and run in a fresh interpre
 imports only torch and safetensors); the script's final weights equal the service's to 1e-9.
 An MLP with Adam and a warmed-up cosine schedule (dropout, so the masks must match), a CNN with
 batchnorm and SGD + Nesterov momentum, a DAG (residual add and concat) with RMSprop, gradient
-clipping and a step schedule, and standardized inputs and targets with AdamW."""
+clipping and a step schedule, early stopping that restores its best epoch, standardized inputs and
+targets with AdamW, a sequence classifier (attention, pooling that leaves padding out) and a 2-block GPT
+with dropout and a tied head trained on a text's random windows."""
 from __future__ import annotations
 
 import subprocess
@@ -15,6 +17,9 @@ import torch
 from safetensors.torch import load, load_file
 
 from conftest import csv_bytes, iris_like, npz_bytes
+from sequence_support import gpt
+from test_language_model_jobs import TEXT, gpt_job
+from test_sequence_classifier_predict import MODEL as SEQUENCE_CLASSIFIER, reviews
 from worker import runner
 
 pytestmark = pytest.mark.timeout(180)
@@ -83,36 +88,53 @@ def assert_same_weights(svc, job_id: str, script_weights: dict) -> float:
     return worst
 
 
-CASES = {
-    "mlp_adam_cosine_dropout": (lambda: (iris_like(60), "iris.csv", {}), dict(
+CASES = {   # name: (dataset upload, the job given the uploaded dataset)
+    "mlp_adam_cosine_dropout": ((iris_like(60), "iris.csv", {}), lambda ds: dict(
         model=MLP, loss={"type": "cross_entropy", "label_smoothing": 0.1}, optimizer={"type": "adam", "lr": 0.01},
         schedule={"type": "cosine", "warmup_steps": 3, "eta_min": 0.001}, epochs=4, batch_size=8,
         validation_split=0.2, seed=3)),
-    "cnn_batchnorm_sgd_momentum": (lambda: (images(), "images.npz", {}), dict(
+    "cnn_batchnorm_sgd_momentum": ((images(), "images.npz", {}), lambda ds: dict(
         model=CNN, loss="cross_entropy", optimizer={"type": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True,
                                                     "weight_decay": 1e-4},
         schedule={"type": "exponential", "gamma": 0.9}, epochs=3, batch_size=9, validation_split=0.25, seed=5)),
-    "dag_rmsprop_clip_step": (lambda: (iris_like(48), "iris.csv", {}), dict(
+    "dag_rmsprop_clip_step": ((iris_like(48), "iris.csv", {}), lambda ds: dict(
         model=DAG, loss="cross_entropy", optimizer={"type": "rmsprop", "lr": 0.01, "momentum": 0.5, "centered": True},
         schedule={"type": "step", "step_size": 4, "gamma": 0.5}, grad_clip_norm=0.5, shuffle=True, epochs=3,
         batch_size=6, validation_split=0.25, seed=11)),
-    "standardized_regression_adamw": (lambda: (regression(), "reg.csv", {"target": "y", "task": "regression"}), dict(
+    "early_stopping_restores_the_best_epoch": ((iris_like(60), "iris.csv", {}), lambda ds: dict(
+        model=MLP, loss="cross_entropy", optimizer={"type": "sgd", "lr": 0.3, "momentum": 0.9}, epochs=40,
+        batch_size=16, validation_split=0.25, seed=2,
+        early_stopping={"monitor": "val_loss", "patience": 3, "restore_best": True})),
+    "standardized_regression_adamw": ((regression(), "reg.csv", {"target": "y", "task": "regression"}), lambda ds: dict(
         model={"layers": [{"type": "linear", "out_features": 8}, {"type": "gelu", "approximate": "tanh"},
                           {"type": "linear", "out_features": 1}]},
         loss={"type": "huber", "delta": 0.5}, optimizer={"type": "adamw", "lr": 0.02},
         preprocessing={"standardize": "both"}, epochs=3, batch_size=7, validation_split=0.2, shuffle=False, seed=1)),
+    "sequence_classifier_attention_padding": ((reviews(), "reviews.csv", {"text_column": "review"}), lambda ds: dict(
+        model=SEQUENCE_CLASSIFIER, loss="cross_entropy", optimizer={"type": "adam", "lr": 0.02}, epochs=2,
+        batch_size=16, validation_split=0.2, seed=6)),
+    "gpt_with_dropout_on_a_text": ((TEXT, "sentence.txt", {"tokenizer": "char"}), lambda ds: dict(
+        loss="cross_entropy", **gpt_job(ds["vocab_size"], epochs=2, steps_per_epoch=6,
+                                        model=gpt(vocab=ds["vocab_size"], dim=16, context=16, blocks=2, heads=2,
+                                                  dropout=0.1),
+                                        schedule={"type": "cosine", "warmup_steps": 2}))),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_script_trains_the_jobs_weights_again_in_plain_pytorch(svc, tmp_path, case):
-    make_data, request = CASES[case]
-    content, filename, fields = make_data()
+    (content, filename, fields), make_request = CASES[case]
     dataset = svc.dataset(content, filename, **fields)
+    request = make_request(dataset)
     job_id = run_job(svc, dataset["id"], **request)
     weights, stdout = run_script(svc, tmp_path, job_id, dataset["id"])
     assert_same_weights(svc, job_id, weights)
-    assert f"epoch {request['epochs']}: train_loss" in stdout
+    job = svc.client.get(f"/v1/jobs/{job_id}", headers=svc.a).json()
+    epochs = job["result"]["epochs_completed"]
+    assert f"epoch {epochs}: train_loss" in stdout and f"epoch {epochs + 1}:" not in stdout
+    if "early_stopping" in request:                      # it stopped early, and not on its best epoch
+        assert job["result"]["status"] == "early_stopped" and job["result"]["best_epoch"] < epochs
+        assert "early stopping" in stdout
 
 
 def test_the_script_reads_as_the_job(svc):
@@ -127,11 +149,12 @@ def test_the_script_reads_as_the_job(svc):
     compile(script, "job.py", "exec")
 
 
-def test_another_keys_dataset_file_and_script_are_404_and_what_the_script_cannot_do_is_409(svc):
+def test_another_keys_dataset_file_and_script_are_404_and_without_its_dataset_409(svc):
     dataset = svc.dataset(iris_like(), "iris.csv")
     job = svc.submit(dataset["id"]).json()
     assert svc.client.get(f"/v1/datasets/{dataset['id']}/file", headers=svc.b).status_code == 404
     assert svc.client.get(f"/v1/jobs/{job['id']}/script.py", headers=svc.b).status_code == 404
-    early = svc.submit(dataset["id"], early_stopping={"patience": 2}).json()
-    r = svc.client.get(f"/v1/jobs/{early['id']}/script.py", headers=svc.a)
-    assert r.status_code == 409 and "early_stopping" in r.json()["detail"]
+    svc.client.post(f"/v1/jobs/{job['id']}/cancel", headers=svc.a)
+    assert svc.client.delete(f"/v1/datasets/{dataset['id']}", headers=svc.a).status_code == 204
+    r = svc.client.get(f"/v1/jobs/{job['id']}/script.py", headers=svc.a)
+    assert r.status_code == 409 and "deleted" in r.json()["detail"]
