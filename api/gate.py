@@ -58,7 +58,7 @@ class Gate:
 
     async def _refusal(self, scope: Scope) -> JSONResponse | None:
         client = scope.get("client")
-        verdict = self.rate_limits.check_address(client[0] if client else "unknown")
+        verdict = await self.rate_limits.check_address(client[0] if client else "unknown")
         if not verdict.allowed:
             return _too_many(verdict)
         if not scope["path"].startswith("/v1/"):
@@ -75,7 +75,7 @@ class Gate:
                 return unavailable_response()
             raise
         scope.setdefault("state", {})["principal"] = principal
-        verdict = self.rate_limits.check_key(principal.id)
+        verdict = await self.rate_limits.check_key(principal.id)
         return None if verdict.allowed else _too_many(verdict)
 
 

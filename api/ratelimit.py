@@ -1,4 +1,5 @@
-"""Request rate limits per API key and per client address, with the `limits` library.
+"""Request rate limits per API key and per client address, with the `limits` library's asyncio API
+(`limits.aio`): a count costs the event loop no blocked wait on Redis.
 
 The store is Redis when the broker is Redis (every API process and host shares the counts) and
 process memory in the embedded mode. Sliding-window counters: a client over a limit gets a 429
@@ -8,14 +9,16 @@ rather than fail with it: Redis being down is already a 503 where it matters, at
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
+import weakref
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse_many
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
-from limits.strategies import SlidingWindowCounterRateLimiter
 
 from core.settings import Settings
 
@@ -35,28 +38,42 @@ class RateLimits:
     def __init__(self, settings: Settings):
         self.per_key = parse_many(settings.rate_limit_per_key) if settings.rate_limit_per_key else []
         self.per_address = parse_many(settings.rate_limit_per_address) if settings.rate_limit_per_address else []
-        if settings.embedded_broker or not settings.broker_url.startswith(("redis://", "rediss://")):
-            storage = storage_from_string("memory://")
-        else:
-            storage = storage_from_string(settings.broker_url, socket_timeout=STORE_TIMEOUT_S,
-                                          socket_connect_timeout=STORE_TIMEOUT_S)
-        self.limiter = SlidingWindowCounterRateLimiter(storage)
+        self._redis_url = None
+        if not settings.embedded_broker and settings.broker_url.startswith(("redis://", "rediss://")):
+            self._redis_url = f"async+{settings.broker_url}"
+        self._memory = SlidingWindowCounterRateLimiter(storage_from_string("async+memory://"))
+        # an asyncio Redis client belongs to the event loop it connected on: one per loop (a server has
+        # one; a test client runs each request on its own)
+        self._by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._store_down_until = 0.0
 
-    def check_key(self, key_id: str) -> Verdict:
-        return self._check(self.per_key, "key", key_id)
+    @property
+    def limiter(self) -> SlidingWindowCounterRateLimiter:
+        if self._redis_url is None:
+            return self._memory
+        loop = asyncio.get_running_loop()
+        if loop not in self._by_loop:   # redis-py's asyncio client (already a dependency), not coredis
+            self._by_loop[loop] = SlidingWindowCounterRateLimiter(storage_from_string(
+                self._redis_url, implementation="redispy", socket_timeout=STORE_TIMEOUT_S,
+                socket_connect_timeout=STORE_TIMEOUT_S))
+        return self._by_loop[loop]
 
-    def check_address(self, address: str) -> Verdict:
-        return self._check(self.per_address, "address", address)
+    async def check_key(self, key_id: str) -> Verdict:
+        return await self._check(self.per_key, "key", key_id)
 
-    def _check(self, items: list[RateLimitItem], scope: str, who: str) -> Verdict:
+    async def check_address(self, address: str) -> Verdict:
+        return await self._check(self.per_address, "address", address)
+
+    async def _check(self, items: list[RateLimitItem], scope: str, who: str) -> Verdict:
         if not items or time.monotonic() < self._store_down_until:
             return Verdict(True)
         try:
+            limiter = self.limiter
             for item in items:
-                if not self.limiter.hit(item, scope, who):
-                    reset_at = self.limiter.get_window_stats(item, scope, who).reset_time
-                    return Verdict(False, max(1, math.ceil(reset_at - time.time())), f"{item} per {scope}")
+                if not await asyncio.wait_for(limiter.hit(item, scope, who), 2 * STORE_TIMEOUT_S):
+                    stats = await asyncio.wait_for(limiter.get_window_stats(item, scope, who),
+                                                   2 * STORE_TIMEOUT_S)
+                    return Verdict(False, max(1, math.ceil(stats.reset_time - time.time())), f"{item} per {scope}")
         except Exception as exc:  # noqa: BLE001 - the store is down: let requests through
             self._store_down_until = time.monotonic() + STORE_BACKOFF_S
             log.warning("rate-limit store unavailable (%s: %s); not limiting for %.0f s",

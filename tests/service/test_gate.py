@@ -86,3 +86,9 @@ def test_rate_limits_are_shared_through_redis_by_every_api_process(tmp_path, pg_
     finally:
         other.close()
         svc.client.close()
+
+
+def test_an_unreachable_rate_limit_store_lets_requests_through(service_factory):
+    # the limiter's Redis is down: it fails open (Redis being down is a 503 where it matters, at submit)
+    svc = service_factory(broker_url="redis://127.0.0.1:1/0", rate_limit_per_key="1/minute")
+    assert [svc.client.get("/v1/jobs", headers=svc.a).status_code for _ in range(3)] == [200] * 3
