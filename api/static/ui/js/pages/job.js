@@ -166,6 +166,11 @@ function facts(job) {
     ["parameters", (job.n_parameters ?? 0).toLocaleString()], ["device", job.worker_device || job.device],
     ["created", when(job.created_at)], ["attempts", job.attempts],
   ];
+  const world = m.world_size || job.request?.distributed?.processes || 1;
+  if (world > 1) {   // data parallel (docs/distributed.md): each rank's mean step time in the latest epoch
+    const times = (m.rank_step_time_s || []).map((t, rank) => `${rank}: ${(t * 1000).toFixed(1)} ms`);
+    items.push(["processes", world], ["step time per rank", times.join(", ") || "–"]);
+  }
   return h("dl", {class: "facts"}, items.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v))));
 }
 
