@@ -38,8 +38,8 @@ class UnsupportedLayer(ValueError):
 class Graph:
     """The nodes and initializers being written; `name` makes a tensor name unique."""
 
-    def __init__(self, state: Mapping[str, Tensor]):
-        self.state = state
+    def __init__(self, state: Mapping[str, Tensor], aliases: Mapping[str, str]):
+        self.state, self.aliases = state, aliases     # aliases: a tied weight's name -> its table's
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: dict[str, onnx.TensorProto] = {}
         self._count = 0
@@ -60,7 +60,9 @@ class Graph:
         return outs
 
     def weight(self, key: str) -> str:
-        """The state_dict tensor `key` as a float32 initializer (ids stay int64) under its own name."""
+        """The state_dict tensor `key` as a float32 initializer (ids stay int64) under its own name; a tied
+        weight is its table's initializer."""
+        key = self.aliases.get(key, key)
         if key not in self.initializers:
             value = self.state[key].detach().cpu()
             value = value.to(torch.float32) if value.is_floating_point() else value
@@ -188,7 +190,9 @@ def to_onnx(spec: ModelSpec | Mapping[str, Any], input_shape: Shape, state: Mapp
         if layer_spec.type not in writers:
             raise UnsupportedLayer(f"{graph_plan.label(i)} has no ONNX export; exportable layer types: "
                                    f"{', '.join(sorted(writers))}")
-    g = Graph(state)
+    spec = graph_plan.spec
+    g = Graph(state, {f"{graph_plan.keys[i]}.weight": f"{graph_plan.keys[j]}.weight"
+                      for i in range(len(spec.layers)) if (j := spec.tied_index(i)) is not None})
     ids = any(layer.type == "embedding" and INPUT_INDEX in ins
               for layer, ins in zip(graph_plan.spec.layers, graph_plan.inputs))
     outs: list[str] = []

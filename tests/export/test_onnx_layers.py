@@ -128,3 +128,11 @@ def test_a_layer_with_no_onnx_form_is_named(monkeypatch):
     monkeypatch.delitem(LAYERS, "gelu")
     with pytest.raises(UnsupportedLayer, match=r"layers\[1\] \(gelu\) has no ONNX export"):
         to_onnx({"layers": [lin(3), {"type": "gelu"}]}, (4,), Model.from_spec({"layers": [lin(3)]}, (4,)).state_dict())
+
+
+def test_a_tied_head_reads_the_embeddings_table_and_names_keep_the_state_dict():
+    _, layers, shape = next(case for case in CASES if case[0] == "tied_gpt_block")
+    model = Model.from_spec({"layers": layers}, shape)
+    names = {init.name for init in to_onnx({"layers": layers}, shape, model.state_dict()).graph.initializer}
+    assert "emb.weight" in names and "head.weight" not in names               # one table, not a copy
+    assert {k for k in model.state_dict() if not k.startswith("head.")} <= names
