@@ -13,15 +13,17 @@ global step, so a run stopped after epoch k and resumed from its checkpoint ends
 bit-identical to the run that never stopped (on the same device).
 
 Modules: step (TrainStep), fit (the epochs), metrics (evaluate), callbacks (what fit
-reports and returns), errors (why a run stops).
+reports and returns), errors (why a run stops), distributed (DataParallel: one rank of a
+data-parallel fit on torch.distributed, `fit(..., parallel=DataParallel())`).
 """
 from ..data import check_compatible
 from .callbacks import Callbacks, FitResult, Progress
+from .distributed import DataParallel
 from .errors import DiagnosisStop, NonFiniteError, TrainingError, find_nonfinite_layer
 from .fit import fit
 from .metrics import evaluate
 from .step import TrainStep
 
-__all__ = ["fit", "TrainStep", "Callbacks", "Progress", "FitResult", "TrainingError", "NonFiniteError",
+__all__ = ["fit", "TrainStep", "DataParallel", "Callbacks", "Progress", "FitResult", "TrainingError", "NonFiniteError",
            "DiagnosisStop",
            "check_compatible", "evaluate", "find_nonfinite_layer"]

@@ -102,7 +102,24 @@ def fit_equal(rank: int, world: int, port: int, out: str) -> None:
                  for m in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"))
     assert worst <= 1e-12 and curves <= 1e-12, (worst, curves)
     assert curve_ranked[-1]["world_size"] == world and len(curve_ranked[-1]["rank_step_time_s"]) == world
+    dropout_streams(rank, world)
     if rank == 0:
         with open(out, "w") as f:
             json.dump({"weights": worst, "curves": curves}, f)
     dist.destroy_process_group()
+
+
+def dropout_streams(rank: int, world: int) -> None:
+    """Each rank draws its own dropout masks, from a stream fixed by (seed, rank, epoch): a resumed run
+    draws at an epoch what the uninterrupted one did."""
+    model = Model.from_spec({"layers": [{"type": "dropout", "p": 0.5}]}, (64,), seed=3, dtype=DT)
+    parallel = DataParallel()
+    parallel.attach(model, seed=3)
+    masks = []
+    for _ in range(2):
+        parallel.begin_epoch(4)
+        masks.append(model.forward(torch.ones(2, 64, dtype=DT), True))
+    assert torch.equal(masks[0], masks[1])
+    everyone = [torch.empty_like(masks[0]) for _ in range(world)]
+    dist.all_gather(everyone, masks[0])
+    assert all(not torch.equal(everyone[0], other) for other in everyone[1:])
