@@ -228,7 +228,8 @@ def test_landscape_request_watch_show_and_plot(stack, trained):
 
 
 def test_gradcheck_of_a_job_file_and_of_a_submitted_job(stack, dataset, trained):
-    out = cli(stack, "jobs", "gradcheck", "job.json", "--input-shape", "4", "--set", "batch_size=3")
+    out = cli(stack, "jobs", "gradcheck", "job.json", "--input-shape", "4", "--set", "batch_size=3", "--set",
+              "coordinates=8")          # a check of seconds even on a loaded machine (gradcheck_time_limit_s)
     lines = out.stdout.splitlines()
     plain(out.stdout)
     words = [line.split() for line in lines]
