@@ -15,6 +15,8 @@ one conditional UPDATE that re-checks the state it starts from, so two processes
 one job at once never both win: the one whose UPDATE matches the row acts, the other sees
 rowcount 0. A running job's writes are fenced on (id, running, attempt): a worker whose job
 was taken from it can no longer touch the row, and learns so at its next heartbeat.
+Every move into a final status also writes the job's webhook event (core.webhooks.outbox) in the
+same transaction, so the event exists exactly when the move is committed.
 
 `dispatch` is the one way a job reaches the broker (after submit, release and requeue, and
 for the reconciler's resends). It claims the send by a compare-and-set on `sent_at`, sends, and

@@ -12,10 +12,10 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from .. import artifacts
-from ..webhooks import outbox
 from ..db import session_scope
 from ..settings import Settings
 from ..tables import Job, as_utc, utcnow
+from ..webhooks import outbox
 from .queueing import dispatch
 from .status import FINAL, JobStatus
 
