@@ -243,3 +243,20 @@ def test_gradcheck_of_a_job_file_and_of_a_submitted_job(stack, dataset, trained)
     (stack.root / "nodata.json").write_text(json.dumps({"model": {"layers": LAYERS}, "loss": "cross_entropy"}))
     missing = cli(stack, "jobs", "gradcheck", "nodata.json", check=False)
     assert missing.returncode == 1 and "--dataset" in missing.stderr and "--input-shape" in missing.stderr
+
+
+def test_a_sweep_off_a_terminal_is_never_silent_while_epochs_are_trained(stack, dataset, monkeypatch, capsys):
+    """Between trial lines a progress line comes at least every PROGRESS_EVERY_S while epochs are trained
+    (in process, with the interval at 0 s, so every poll that saw new epochs says so)."""
+    from chainrule.commands import sweeps
+
+    made = stack.http.post("/v1/sweeps", json={
+        "name": "quiet", "dataset_id": dataset["id"], "method": "grid", "max_concurrent": 1,
+        "job": {**JOB, "epochs": 30}, "parameters": {"optimizer.lr": {"choice": [0.001, 0.01]}}}).json()
+    monkeypatch.setattr(sweeps, "PROGRESS_EVERY_S", 0.0)
+    with stack.client() as client:
+        final = sweeps._lines(client, made["id"])
+    lines = capsys.readouterr().out.splitlines()
+    progress = [int(line.split(" epochs trained")[0].rsplit(" ", 1)[1]) for line in lines
+                if line.startswith(f"sweep {made['id']} (quiet): running")]
+    assert progress and progress == sorted(progress) and progress[-1] <= final["epochs_trained"] == 60, lines
