@@ -13,8 +13,9 @@ vector v, and its bound the residual of one more product:
 so the bound holds whether or not the run converged. A run converges when that residual is within
 CONVERGED_RTOL of the spectrum's scale (the larger |theta| of the two ends); ARPACK's own test is
 relative to |theta|, which a near-zero end could never meet: hence the shift. A run that exhausts its product budget
-without an eigenvector left in ARPACK's hands is finished by a Rayleigh-Ritz step on the last
-vectors it multiplied (no further products but the residual's).
+without an eigenvector left in ARPACK's hands is finished by a Rayleigh-Ritz step on the vectors it
+multiplied (all of them, up to RITZ_BYTES: the Krylov space it explored; no further products but
+the residual's).
 
 A network of at most DENSE_MAX parameters is read whole: n products give H column by column, and
 numpy's eigh of its symmetric part gives every eigenvalue (the `dense` method).
@@ -34,6 +35,7 @@ DENSE_MAX = 32
 CONVERGED_RTOL = 1e-6
 ARPACK_TOL = 1e-8
 KRYLOV = 20                     # eigsh's ncv: Lanczos vectors kept between restarts
+RITZ_BYTES = 256 * 2**20        # the products kept for the Rayleigh-Ritz step of an unconverged run
 Product = Callable[[Tensor], Tensor]
 
 
@@ -56,9 +58,9 @@ class NumpyOperator:
         self.recent: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=keep)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64).reshape(-1)                         # (n,)
+        x = np.array(x, dtype=np.float64).reshape(-1)                           # (n,), a copy: ARPACK reuses its buffer
         self.products += 1
-        hx = self.hvp(torch.from_numpy(x.copy()).to(self.like)).detach().cpu().numpy().astype(np.float64)
+        hx = self.hvp(torch.from_numpy(x).to(self.like)).detach().cpu().numpy().astype(np.float64)
         self.recent.append((x, hx))
         return hx
 
@@ -67,9 +69,9 @@ def rayleigh_ritz(pairs: list[tuple[np.ndarray, np.ndarray]], largest: bool) -> 
     """The extreme Ritz vector of H on the span of the vectors x of (x, H x), without new products."""
     X = np.stack([x for x, _ in pairs], axis=1)                                # (n, m)
     HX = np.stack([hx for _, hx in pairs], axis=1)                             # (n, m)
-    Q, R = np.linalg.qr(X)                                                     # X = Q R
-    keep = np.abs(np.diag(R)) > 1e-10 * np.abs(np.diag(R)).max()
-    Q, HQ = Q[:, keep], np.linalg.solve(R[np.ix_(keep, keep)].T, HX[:, keep].T).T   # H Q = H X R^-1
+    U, S, Vt = np.linalg.svd(X, full_matrices=False)                           # X = U S Vt
+    keep = S > 1e-10 * S[0]
+    Q, HQ = U[:, keep], HX @ Vt[keep].T / S[keep]                              # H U = H X Vt^T S^-1
     T = Q.T @ HQ                                                               # (m', m')
     values, vectors = np.linalg.eigh((T + T.T) / 2)
     return Q @ vectors[:, -1 if largest else 0]
@@ -88,7 +90,7 @@ def lanczos_end(hvp: Product, like: Tensor, n: int, *, budget: int, rng: np.rand
     """(theta, bound, products) for one end by eigsh, within about `budget` products: the largest
     eigenvalue of H, or with `shift` (the largest) the smallest, as the largest of shift I - H, so that
     ARPACK's test, relative to the eigenvalue it converges to, is relative to the spectrum's width."""
-    op = NumpyOperator(hvp, like)
+    op = NumpyOperator(hvp, like, keep=max(KRYLOV, min(budget + KRYLOV, RITZ_BYTES // (16 * n))))
     matvec = op if shift is None else (lambda x: shift * np.asarray(x).reshape(-1) - op(x))
     ncv = min(n, KRYLOV)
     restarts = max(1, (budget - ncv) // max(ncv // 2, 1) + 1)        # ARPACK: ncv, then about ncv / 2 per restart

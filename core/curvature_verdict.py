@@ -3,7 +3,7 @@
 An eigenvalue's sign counts only when its bound excludes zero and it is beyond `flat` (tolerance x
 the largest |eigenvalue|: curvature that small counts as none). The sign of an end whose run did not
 converge counts only when the spectral density agrees (some of its mass on that side of zero):
-an unconverged run never decides the verdict alone.
+an unconverged run never decides the verdict alone, and never shows a minimum or a maximum.
 
     largest > 0, smallest < 0      saddle
     largest > 0, smallest >= 0     minimum (flat along some direction when smallest is within flat)
@@ -27,13 +27,18 @@ def sign(end: Eigen, flat: float) -> str:
     return FLAT if abs(end.value) + end.bound <= flat else UNKNOWN
 
 
-def counted(end: Eigen, flat: float, density: dict | None) -> str:
-    """The end's sign as the verdict may use it: an unconverged end's only with the density's support."""
+def counted(end: Eigen, which: str, flat: float, density: dict | None) -> str:
+    """The end's sign as the verdict may use it. An unconverged run may still have found curvature
+    beyond flat on its own side (a Rayleigh quotient lies within the spectrum), which counts when the
+    density's quadrature nodes (Ritz values, also within the spectrum) show mass on that side too;
+    it can never show that nothing lies beyond it."""
     s = sign(end, flat)
-    if end.converged or s in (FLAT, UNKNOWN):
-        return s if end.converged else UNKNOWN
-    supported = density is not None and density[f"{s}_mass"] > 0
-    return s if supported else UNKNOWN
+    if end.converged:
+        return s
+    side = NEGATIVE if which == "smallest" else POSITIVE
+    if s == side and density is not None and density[f"{side}_mass"] > 0:
+        return s
+    return UNKNOWN
 
 
 def describe(end: Eigen, which: str) -> str:
@@ -44,7 +49,7 @@ def describe(end: Eigen, which: str) -> str:
 def verdict(largest: Eigen, smallest: Eigen, tolerance: float, density: dict | None = None) -> tuple[str, str]:
     """(verdict, the reason in words)."""
     flat = tolerance * max(abs(largest.value), abs(smallest.value))
-    top, bottom = counted(largest, flat, density), counted(smallest, flat, density)
+    top, bottom = counted(largest, "largest", flat, density), counted(smallest, "smallest", flat, density)
     big, small = describe(largest, "largest"), describe(smallest, "smallest")
     if top == POSITIVE and bottom == NEGATIVE:
         return "saddle", f"{small} and {big}: the loss curves down along some direction and up along another"
@@ -63,16 +68,18 @@ def verdict(largest: Eigen, smallest: Eigen, tolerance: float, density: dict | N
 def _why_not(largest: Eigen, smallest: Eigen, flat: float, big: str, small: str) -> str:
     """The reason when no end decides: which run did not converge, or which bound straddles zero."""
     parts = []
-    for end, text in ((smallest, small), (largest, big)):
+    for end, text, down in ((smallest, small, True), (largest, big, False)):
         s = sign(end, flat)
-        if not end.converged and s == NEGATIVE:
-            parts.append(f"{text}: it points to a direction curving down, which an unconverged run cannot "
-                         "establish alone")
-        elif not end.converged and s != POSITIVE:
-            parts.append(f"{text}: flat along some direction as far as it went; not a saddle by this measure")
-        elif s == UNKNOWN:
-            parts.append(f"{text}: its bound does not exclude zero")
-        elif not end.converged:
-            parts.append(f"{text}: not established")
+        if end.converged:
+            if s == UNKNOWN:
+                parts.append(f"{text}: its bound does not exclude zero")
+        elif s == (NEGATIVE if down else POSITIVE):
+            parts.append(f"{text}: it points to a direction curving {'down' if down else 'up'}, which an "
+                         "unconverged run cannot establish alone")
+        elif down:
+            parts.append(f"{text}: flat along some direction as far as it went; not a saddle by this measure, "
+                         "nor a minimum, since the run may not have reached the bottom of the spectrum")
+        else:
+            parts.append(f"{text}: the top of the spectrum is not established")
     parts = parts or [f"{small} and {big}"]
     return "; ".join(parts) + ". Ask for more iterations (Hessian-vector products per end) to settle it"

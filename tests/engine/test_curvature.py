@@ -159,3 +159,20 @@ def test_an_unconverged_negative_end_decides_only_with_the_density():
 def test_converged_ends_decide_by_sign_beyond_the_tolerance(largest, smallest, expected):
     name, _ = verdict(Eigen(*largest, True, 20), Eigen(*smallest, True, 20), 1e-3)
     assert name == expected
+
+
+def test_an_unconverged_smallest_end_never_shows_a_minimum():
+    top, bottom = Eigen(1.0, 1e-9, True, 20), Eigen(0.3, 0.2, False, 200)
+    name, reason = verdict(top, bottom, 1e-3, {"negative_mass": 0.0, "positive_mass": 1.0})
+    assert name == "inconclusive" and "nor a minimum" in reason
+
+
+def test_an_unconverged_run_is_finished_by_rayleigh_ritz_on_what_it_explored():
+    """A budget too small for ARPACK still returns the best vector of the space it explored, with a
+    bound that holds: here the smallest end of a clustered spectrum."""
+    from core.curvature import extreme_eigenvalues
+    n = 300
+    spectrum = torch.cat([torch.tensor([-0.01], dtype=F64), torch.linspace(0.0, 1.0, n - 1, dtype=F64) ** 3])
+    largest, smallest, _ = extreme_eigenvalues(lambda v: spectrum * v, torch.zeros(n, dtype=F64), budget=40)
+    assert not smallest.converged and abs(smallest.value - (-0.01)) <= smallest.bound
+    assert smallest.value < 0.01                          # near the bottom, not a random Ritz value
