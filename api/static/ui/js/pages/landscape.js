@@ -1,11 +1,11 @@
 // A job's loss landscape (GET /v1/jobs/{id}/landscape: its status, then its `result`):
 //   line: {alphas, losses}      the loss from the initial (α=0) to the final (α=1) weights
 //   surface: {xs, ys, losses}   losses[i][j] at (xs[j], ys[i]) around the final weights (the origin)
-//   hessian: {max_eigenvalue, min_eigenvalue, trace, verdict, iterations, residual, ...}
+//   hessian: {verdict, reason, largest: {value, bound, converged, products}, smallest, density, trace, ...}
 // A succeeded job without one gets a button that asks for it (POST), then the page polls its status.
 import {ApiError, request} from "../api.js";
 import {LineChart} from "../charts.js";
-import {fill, h, notice, num, statusBadge} from "../dom.js";
+import {fill, h, notice, num, percent, statusBadge} from "../dom.js";
 import {Heatmap} from "../heatmap.js";
 import {sleep} from "../sse.js";
 
@@ -74,6 +74,15 @@ function draw(body, landscape) {
     charts.push(chart);
   }
   if (landscape.surface) charts.push(surfaceMap(grid, landscape.surface));
+  const density = landscape.hessian && landscape.hessian.density;
+  if (density) {
+    const chart = new LineChart(grid, {name: "landscape_density", title: "Spectral density of the Hessian",
+                                       description: `(${percent(density.negative_mass)} of the eigenvalues below zero)`,
+                                       xLabel: "eigenvalue", yLabel: "density", series: [{label: "density"}], integerX: false});
+    chart.setData(density.eigenvalues, [density.density]);
+    chart.setMarkers([{x: 0, label: "0", severity: "info"}]);
+    charts.push(chart);
+  }
   return charts;
 }
 
@@ -107,15 +116,41 @@ function star(ctx, plot, map) {
   ctx.fillText("★", x, y);
 }
 
+// the Hessian's report in words: each eigenvalue with its bound, the verdict with its reason
 function hessianPanel(hessian) {
   if (!hessian) return null;
   const verdict = hessian.verdict || "?";
-  const items = Object.entries(hessian).filter(([k]) => k !== "verdict");
+  const facts = [
+    ["Largest eigenvalue", "hessian-largest", eigenvalue(hessian.largest, hessian.max_eigenvalue)],
+    ["Smallest eigenvalue", "hessian-smallest", eigenvalue(hessian.smallest, hessian.min_eigenvalue)],
+    ["Eigensolver", "hessian-method", hessian.method === "dense" ? "the whole Hessian, read column by column (few parameters)"
+      : hessian.method === "lanczos" ? "Lanczos (scipy's eigsh) on Hessian-vector products" : "power iteration (an older result)"],
+    ["Counted as flat", "hessian-flat", hessian.flat === undefined || hessian.flat === null ? "–"
+      : `|eigenvalue| ≤ ${num(hessian.flat)} (tolerance ${num(hessian.tolerance)} × the largest |eigenvalue|)`],
+    ["Eigenvalues below zero", "hessian-negative-mass", hessian.density
+      ? `${percent(hessian.density.negative_mass)} of the spectrum (density from ${hessian.density.vectors} random vectors, ` +
+        `${hessian.density.steps} Lanczos steps each)` : "not computed"],
+    ["Trace", "hessian-trace", hessian.trace_method === "exact"
+      ? `${num(hessian.trace)} (exact, summed over all ${hessian.trace_samples} parameters)`
+      : `${num(hessian.trace)} ± ${num(hessian.trace_stderr)} (Hutchinson's estimate from ${hessian.trace_samples} random vectors)`],
+    ["Gradient norm", "hessian-gradient-norm", num(hessian.gradient_norm)],
+    ["Parameters", "hessian-parameters", String(hessian.parameters)],
+    ["Hessian-vector products", "hessian-products", String(hessian.hessian_vector_products)],
+  ];
   return h("section", {class: "panel", id: "hessian"},
     h("h2", {}, "Curvature at the final weights: ", h("strong", {id: "hessian-verdict"}, verdict)),
-    h("p", {class: "hint"}, verdict === "saddle"
-      ? "A clearly negative eigenvalue: the loss still decreases along some direction (a saddle point)."
-      : "No clearly negative eigenvalue: a minimum, as far as power iteration can tell."),
-    h("dl", {class: "facts"}, items.map(([k, v]) => h("div", {}, h("dt", {}, k.replaceAll("_", " ")),
-                                                      h("dd", {}, typeof v === "number" ? num(v) : JSON.stringify(v))))));
+    h("p", {class: "hint", id: "hessian-reason"}, hessian.reason
+      ? sentence(hessian.reason) : "Computed before eigenvalues carried bounds: compute the landscape again for them."),
+    h("dl", {class: "facts"}, facts.map(([label, id, text]) => h("div", {}, h("dt", {}, label), h("dd", {id}, text)))));
+}
+
+// "0.1233 ± 5e-11 (converged after 22 Hessian-vector products)"
+function eigenvalue(end, value) {
+  if (!end) return num(value);
+  const state = end.converged ? "converged" : "did not converge";
+  return `${num(end.value)} ± ${num(end.bound, 1)} (${state}; ${end.products} Hessian-vector products)`;
+}
+
+function sentence(text) {
+  return text.charAt(0).toUpperCase() + text.slice(1) + (text.endsWith(".") ? "" : ".");
 }
