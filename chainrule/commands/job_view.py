@@ -101,9 +101,8 @@ def layer_pairs(layers: dict[str, Any]) -> list[Pair]:
 
 def request_pairs(request: dict[str, Any]) -> list[Pair]:
     out: list[Pair] = []
-    layers = (request.get("model") or {}).get("layers")
-    for i, layer in enumerate(layers or []):
-        out.append(("model" if i == 0 else "", layer_text(i, layer)))
+    for i, text in enumerate(model_lines((request.get("model") or {}).get("layers") or [])):
+        out.append(("model" if i == 0 else "", text))
     for name in REQUEST_SECTIONS[1:]:
         if request.get(name) is not None:
             out.append((name, inline(request[name])))
@@ -115,9 +114,15 @@ def request_pairs(request: dict[str, Any]) -> list[Pair]:
     return out
 
 
-def layer_text(index: int, layer: dict[str, Any]) -> str:
-    """`2 linear(out_features=3, bias=true)`; a DAG layer adds its name and inputs."""
-    layer = {k: v for k, v in layer.items()}
-    name, inputs = layer.pop("name", None), layer.pop("inputs", None)
-    text = f"{name or index}  {inline(layer)}"
-    return text + (f"  <- {', '.join(inputs)}" if inputs else "")
+def model_lines(layers: list[dict[str, Any]], indent: str = "") -> list[str]:
+    """A line per layer: `2  linear(out_features=3, bias=true)`; a DAG layer adds `<- its inputs`; a
+    block that holds layers (repeat) is its own line, then its layers indented below it."""
+    lines = []
+    for index, layer in enumerate(layers):
+        layer = dict(layer)
+        name, inputs, inner = layer.pop("name", None), layer.pop("inputs", None), layer.pop("layers", None)
+        text = f"{indent}{name or index}  {inline(layer)}" + (f"  <- {', '.join(inputs)}" if inputs else "")
+        lines.append(text + (" of:" if inner else ""))
+        if inner:
+            lines += model_lines(inner, indent + "    ")
+    return lines
