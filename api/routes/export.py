@@ -3,11 +3,12 @@ as a plain PyTorch script that trains it again (GET /v1/jobs/{id}/script.py). do
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from safetensors import safe_open
 
+from core.jobspec import JobRequest, served_spec
 from core.tables import Dataset, Job
 
 from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
@@ -24,12 +25,20 @@ ONNX_MEDIA_TYPE = "application/octet-stream"    # ONNX has no registered media t
 PROTOBUF_LIMIT = 2**31 - 2**20      # a protobuf message stops at 2 GiB; this export keeps the weights inside
 
 
-def _read_weights(path: Path) -> tuple[dict, list[int], dict]:
-    """(the served spec, the input shape, the state_dict) a weights file carries in its metadata."""
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-        state = {k: f.get_tensor(k) for k in f.keys()}
-    return json.loads(meta["model_spec"]), json.loads(meta["input_shape"]), state
+def _network_of(job: Job, meta: dict[str, str]) -> tuple[Any, list[int]]:
+    """(the served spec, the input shape) the weights' metadata names; a file written before it carried
+    them falls back to the job's request and recorded input shape."""
+    if "model_spec" in meta and "input_shape" in meta:
+        return json.loads(meta["model_spec"]), json.loads(meta["input_shape"])
+    if job.input_shape is None:
+        raise problem(409, ["path", "job_id"], f"the weights of job {job.id!r} carry no network description and "
+                      "the job no input shape; download the weights instead")
+    try:
+        request = JobRequest.model_validate(job.request)
+    except ValueError:
+        raise problem(409, ["path", "job_id"], f"the stored request of job {job.id!r} no longer validates, so "
+                      "its network cannot be rebuilt; download the weights instead") from None
+    return served_spec(request), request.input_shape(job.input_shape)
 
 
 @router.get("/{job_id}/export.onnx", response_class=Response, summary="Download the trained network as ONNX",
@@ -40,11 +49,14 @@ def _read_weights(path: Path) -> tuple[dict, list[int], dict]:
 def export_onnx(job_id: JobId, session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> Response:
     job = get_owned(session, owner, Job, job_id, "job")
     path = succeeded_weights_path(job, settings, "it can be exported")
-    spec, input_shape, state = _read_weights(path)
-    size = sum(t.numel() * 4 for t in state.values())
-    if size > PROTOBUF_LIMIT:
-        raise problem(409, ["path", "job_id"], f"job {job.id!r} has {size} bytes of float32 weights; an ONNX "
-                      f"file holds at most {PROTOBUF_LIMIT} inside it; download the weights instead")
+    with safe_open(str(path), "pt") as weights:
+        meta = weights.metadata() or {}
+        size = path.stat().st_size // (2 if meta.get("dtype") == "float64" else 1)    # as float32
+        if size > PROTOBUF_LIMIT:
+            raise problem(409, ["path", "job_id"], f"job {job.id!r} has about {size} bytes of float32 weights; "
+                          f"an ONNX file holds at most {PROTOBUF_LIMIT} inside it; download the weights instead")
+        state = {k: weights.get_tensor(k) for k in weights.keys()}
+    spec, input_shape = _network_of(job, meta)
     try:
         model = to_onnx(spec, input_shape, state, graph_name=f"chainrule job {job.id}")
     except UnsupportedLayer as exc:
@@ -65,6 +77,9 @@ def export_script(job_id: JobId, request: Request, session: SessionDep, owner: C
         raise problem(409, ["path", "job_id"], f"the dataset of job {job.id!r} was deleted; the script trains on "
                       "it, so upload it again and submit the job anew")
     url = f"{str(request.base_url).rstrip('/')}/v1/datasets/{dataset.id}/file"
-    text = render_script(job.id, job.request, dataset.input_shape, dataset.task, dataset.n_rows, url)
+    try:
+        text = render_script(job.id, job.request, dataset.input_shape, dataset.task, dataset.n_rows, url)
+    except ValueError as exc:     # a stored request that no longer validates, or no longer fits its dataset
+        raise problem(409, ["path", "job_id"], f"job {job.id!r} cannot be written out: {exc}") from None
     return Response(text, media_type="text/x-python; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="job_{job.id}.py"'})

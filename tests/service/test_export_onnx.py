@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load
 
 from api.export import onnx_graph
+from conftest import finish, iris_like
 from engine import Model
 from test_export_script import CNN, images, regression
 from test_language_model_jobs import TEXT, gpt_job
@@ -121,3 +122,13 @@ def test_before_success_and_for_a_layer_without_an_onnx_form_409_names_why(svc, 
     r = svc.client.get(f"/v1/jobs/{job_id}/export.onnx", headers=svc.a)
     assert r.status_code == 409
     assert "layers[9] (gelu) has no ONNX export" in r.json()["detail"]
+
+
+def test_weights_without_a_network_description_export_from_the_jobs_request(svc):
+    """A weights file written before they carried model_spec metadata: the job's request and input shape."""
+    job = svc.submit(svc.dataset(iris_like(), "iris.csv")["id"]).json()
+    model = finish(svc, job, (4,))                      # the state_dict alone, no metadata
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+    (got,) = exported(svc, job["id"]).run(["output"], {"input": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model.forward(x, training=False).numpy(), rtol=0, atol=1e-5)
