@@ -135,6 +135,10 @@ def _launch(settings: Settings, claimed: Claim, device: torch.device, n: int, la
 
 def run(settings: Settings, claimed: Claim, device: torch.device, heartbeat: Heartbeat, n: int, ended, fail) -> str:
     """Reserve, launch (and relaunch), and end the job through `ended` / `fail` (worker.runner's)."""
+    if device.type == "cuda" and n > torch.cuda.device_count():   # NCCL: one GPU per rank
+        return fail(settings, claimed, heartbeat, "invalid_job", f"distributed.processes is {n} but this worker "
+                    f"has {torch.cuda.device_count()} GPU(s); NCCL needs one GPU per process: use at most "
+                    f"{torch.cuda.device_count()}, or device cpu")
     if rank_slots.reserve(settings, claimed.job_id, claimed.attempt, n) is None:
         log.info("job %s: %d rank slots are not free on this host; handing the job back", claimed.job_id, n)
         heartbeat.stop()

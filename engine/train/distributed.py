@@ -158,15 +158,16 @@ class DataParallel:
         time: metrics["world_size"], metrics["rank_step_time_s"] (one per rank)."""
         leaves: list[float] = []
         _numbers(metrics, leaves)
-        count = torch.tensor([float(len(leaves))], dtype=torch.float64)
+        f64 = dict(dtype=torch.float64, device=self.model.device)   # NCCL moves only device tensors
+        count = torch.tensor([float(len(leaves))], **f64)
         dist.broadcast(count, self.source, group=self.group)
-        values = torch.tensor(leaves if int(count) == len(leaves) else [0.0] * int(count), dtype=torch.float64)
+        values = torch.tensor(leaves if int(count) == len(leaves) else [0.0] * int(count), **f64)
         dist.broadcast(values, self.source, group=self.group)
         if int(count) != len(leaves):
             raise RuntimeError(f"rank {self.rank}'s epoch metrics hold {len(leaves)} numbers, rank 0's "
                                f"{int(count)}: the ranks do not train the same model")
         agreed = _filled(metrics, iter(values.tolist()))
-        times = torch.zeros(self.world, dtype=torch.float64)
+        times = torch.zeros(self.world, **f64)
         times[self.rank] = self.step_seconds / max(self.steps, 1)
         dist.all_reduce(times, group=self.group)
         agreed["world_size"], agreed["rank_step_time_s"] = self.world, times.tolist()
