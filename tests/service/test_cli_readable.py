@@ -40,3 +40,18 @@ def test_a_plain_table_is_one_aligned_line_per_row(capsys):
     common.plain_table([["7", "a message\nover two lines"], ["12", "short"]], ["epoch", "what"], "2 finding(s)")
     assert capsys.readouterr().out.splitlines() == ["2 finding(s)", "epoch  what", "7      a message over two lines",
                                                     "12     short"]
+
+
+def test_a_models_layers_read_one_per_line_and_a_repeated_block_indents_its_own():
+    from chainrule.commands.job_view import model_lines
+
+    layers = [{"name": "wte", "type": "embedding", "num_embeddings": 85, "embedding_dim": 128},
+              {"name": "h", "type": "repeat", "times": 2, "layers": [
+                  {"name": "ln_1", "type": "layernorm"},
+                  {"name": "res_1", "type": "add", "inputs": ["input", "ln_1"]}]},
+              {"type": "linear", "out_features": 85, "bias": False, "inputs": None}]
+    assert model_lines(layers) == ["wte  embedding(num_embeddings=85, embedding_dim=128)",
+                                   "h  repeat(times=2) of:",
+                                   "    ln_1  layernorm",
+                                   "    res_1  add  <- input, ln_1",
+                                   "2  linear(out_features=85, bias=false)"]
