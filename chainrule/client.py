@@ -261,6 +261,26 @@ class Client:
                 raise WaitTimeout(sweep, timeout)
             time.sleep(poll_s)
         return sweep
+    # ------------------------------------------------------------------ webhooks
+    def create_webhook(self, url: str, events: list[str], *, secret: str | None = None) -> dict[str, Any]:
+        """Subscribe `url` to events (job.succeeded, job.failed, job.cancelled, sweep.finished,
+        finding.error); the answer holds the signing secret, shown only here (docs/webhooks.md)."""
+        body = {"url": url, "events": events, **({"secret": secret} if secret else {})}
+        return self._json("POST", "/v1/webhooks", json=body)
+
+    def list_webhooks(self) -> dict[str, Any]:
+        return self._json("GET", "/v1/webhooks")
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self.request("DELETE", f"/v1/webhooks/{webhook_id}")
+
+    def webhook_deliveries(self, webhook_id: str, *, status: str | None = None, limit: int = 20,
+                           offset: int = 0) -> dict[str, Any]:
+        """The webhook's deliveries, newest first, each with its body and every attempt."""
+        params = {"status": status, "limit": limit, "offset": offset}
+        return self._json("GET", f"/v1/webhooks/{webhook_id}/deliveries",
+                          params={k: v for k, v in params.items() if v is not None})
+
     # ------------------------------------------------------------------ following a job
     def watch(self, job_id: str, *, last_event_id: str | None = None, read_timeout: float | None = None,
               reconnect_for: float = 60.0) -> Iterator[Event]:

@@ -25,10 +25,8 @@ def test_a_delivery_survives_a_worker_sigkill_and_a_500(stack_factory, backend):
     stack = stack_factory(backend, **WEBHOOK_SETTINGS).up()
     with Receiver(answers=[503, 500]) as receiver:   # the held request's answer is never read
         receiver.hold_next = True
-        hook = stack.http.post("/v1/webhooks", json={"url": receiver.url, "events": ["job.succeeded"],
-                                                     "secret": SECRET})
-        assert hook.status_code == 201, hook.text
-        hook_id = hook.json()["id"]
+        client = stack.client()       # the Python client a user would use
+        hook_id = client.create_webhook(receiver.url, ["job.succeeded"], secret=SECRET)["id"]
         job = stack.submit(stack.upload_csv(blobs_csv(n=120))["id"], epochs=2)
         assert stack.wait_job(job["id"])["status"] == "succeeded"
         assert receiver.arrived.wait(30), "the worker never sent the delivery"
@@ -41,7 +39,8 @@ def test_a_delivery_survives_a_worker_sigkill_and_a_500(stack_factory, backend):
         print(f"\n[measured] {backend}: delivered {time.monotonic() - killed_at:.1f} s after the SIGKILL (lease "
               "6 s, a new worker started, one 500 and a 0.2 s backoff)")
 
-        deliveries = stack.http.get(f"/v1/webhooks/{hook_id}/deliveries").json()
+        deliveries = client.webhook_deliveries(hook_id)
+        assert client.webhook_deliveries(hook_id, status="pending")["total"] == 0
     assert deliveries["total"] == 1
     item = deliveries["items"][0]
     assert item["status"] == "delivered" and item["attempts"] == 3   # the killed worker's attempt counts
@@ -53,3 +52,6 @@ def test_a_delivery_survives_a_worker_sigkill_and_a_500(stack_factory, backend):
         assert json.loads(request.body) == item["body"]
     assert item["body"]["type"] == "job.succeeded"
     assert item["body"]["data"]["job"] == {**item["body"]["data"]["job"], "id": job["id"], "status": "succeeded"}
+    client.delete_webhook(hook_id)
+    assert client.list_webhooks()["total"] == 0
+    client.close()
