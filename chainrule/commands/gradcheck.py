@@ -51,7 +51,7 @@ def dims(text: str) -> list[int]:
 
 def read_source(client, source: str) -> dict[str, Any]:
     """A job file's body, or a submitted job's request (with its dataset_id)."""
-    if source == "-" or Path(source).exists():
+    if source == "-" or Path(source).exists() or Path(source).suffix or "/" in source:   # a path, not an id
         body = read_json(source, "job file")
         return body if isinstance(body, dict) else {}
     return client.get(source)["request"]
