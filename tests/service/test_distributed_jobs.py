@@ -86,7 +86,7 @@ def test_two_processes_train_to_the_weights_of_one(svc):
     series_two, series_one = (c["epochs"] for c in curves)
     for a, b in zip(series_two, series_one):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
-        assert a["val_accuracy"] == b["val_accuracy"]
+        assert abs(a["val_accuracy"] - b["val_accuracy"]) <= 1 / 8     # a float32 tie may flip one of 8 rows
     last = series_two[-1]
     assert last["world_size"] == 2 and len(last["rank_step_time_s"]) == 2 and min(last["rank_step_time_s"]) > 0
     assert rank_slots.held(svc.settings) == {}            # freed when the ranks ended
