@@ -30,6 +30,12 @@ import numpy as np
 import pytest
 
 LOOPBACK = "127.0.0.1"
+# The ceiling of a wait for work (a job to end, a server to answer, a process to stop). Tests wait on
+# the event itself (status polling, a file, a port), never on a time; a passing run never reaches
+# this, so it is generous: a machine running two suites at once is several times slower. The test's
+# own pytest-timeout (HANG_GUARD_S for the tests that wait on several such events) is the hang guard.
+CEILING_S = 240.0
+HANG_GUARD_S = 600
 
 # liveness timings for tests: a lost worker is noticed in ~3 s, a cancel within ~0.3 s
 FAST_TIMINGS = {
@@ -59,8 +65,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Exited(RuntimeError):
+    """A process a test waits on has exited: the wait is over at once, not at its ceiling."""
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition"):
-    """Poll until predicate() is truthy; returns its value or raises AssertionError after timeout."""
+    """Poll until predicate() is truthy; returns its value or raises AssertionError after timeout.
+    An exception from predicate() means "not yet", but Exited, which ends the wait."""
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
     while time.monotonic() < deadline:
@@ -68,6 +79,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.0
             value = predicate()
             if value:
                 return value
+        except Exited:
+            raise
         except Exception as exc:  # not up yet
             last_exc = exc
         time.sleep(interval)
@@ -162,10 +175,10 @@ class PostgresServer:
 
         def ready():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"postgres exited: {self.log.read_text()[-2000:]}")
+                raise Exited(f"postgres exited: {self.log.read_text()[-2000:]}")
             with psycopg.connect(self.admin_dsn(), connect_timeout=1):
                 return True
-        wait_for(ready, 30, 0.1, "postgres to accept connections")
+        wait_for(ready, CEILING_S, 0.1, "postgres to accept connections")
         return self
 
     def admin_dsn(self, dbname: str = "postgres") -> str:
@@ -219,9 +232,9 @@ class RedisServer:
 
         def ready():
             if self.proc.poll() is not None:
-                raise RuntimeError("redis-server exited: " + (self.root / "redis.log").read_text()[-2000:])
+                raise Exited("redis-server exited: " + (self.root / "redis.log").read_text()[-2000:])
             return redis.Redis(host=LOOPBACK, port=self.port, socket_connect_timeout=1).ping()
-        wait_for(ready, 20, 0.1, "redis to answer PING")
+        wait_for(ready, CEILING_S, 0.1, "redis to answer PING")
         return self
 
     def new_url(self) -> str:
@@ -339,13 +352,13 @@ class Stack:
         self.start_api()
         self.wait_api()
 
-    def wait_api(self, timeout: float = 60, name: str = "api") -> None:
+    def wait_api(self, timeout: float = CEILING_S, name: str = "api") -> None:
         def up():
             self.check_alive(name)
             return httpx.get(self.api_url + "/healthz", timeout=2).status_code == 200
         wait_for(up, timeout, 0.1, "the API to answer /healthz")
 
-    def wait_worker(self, name: str = "worker", timeout: float = 60) -> None:
+    def wait_worker(self, name: str = "worker", timeout: float = CEILING_S) -> None:
         """Ready = its reconciler thread (started on Celery's worker_ready) has touched the alive file."""
         def ready():
             self.check_alive(name)
@@ -364,10 +377,21 @@ class Stack:
             self.wait_worker(name)
         return self
 
+    def wait_sweeps(self, name: str = "worker", sweeps: int = 2) -> None:
+        """Until the worker's reconciler has swept `sweeps` more times (each sweep touches its alive
+        file): "nothing happened" is then shown over that many passes, however slow the machine."""
+        alive, seen = self.root / f"{name}.alive", set()
+
+        def swept():
+            self.check_alive(name)
+            seen.add(alive.stat().st_mtime_ns)
+            return len(seen) > sweeps         # the first mtime seen is the pass before the wait
+        wait_for(swept, CEILING_S, 0.02, f"{name} to sweep {sweeps} times")
+
     def check_alive(self, name: str) -> None:
         proc = self.procs[name]
         if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
+            raise Exited(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
 
     def log_tail(self, name: str, chars: int = 4000) -> str:
         path = self.logs.get(name)
@@ -419,7 +443,7 @@ class Stack:
         assert r.status_code == 200, r.text
         return r.json()
 
-    def wait_job(self, job_id: str, statuses=("succeeded", "failed", "cancelled"), timeout: float = 60,
+    def wait_job(self, job_id: str, statuses=("succeeded", "failed", "cancelled"), timeout: float = CEILING_S,
                  watch: tuple[str, ...] = ("api", "worker")) -> dict:
         def done():
             for name in watch:

@@ -9,15 +9,16 @@ import sys
 import pytest
 import torch
 
-from e2e_support import chainrule_cmd, children_of, free_port, pid_alive, stop_process, wait_for
+from e2e_support import (CEILING_S, HANG_GUARD_S, chainrule_cmd, children_of, free_port, pid_alive, stop_process,
+                         wait_for)
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(HANG_GUARD_S)
 
 
 def run(tmp_path, *args, **env):
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINRULE_")}
     full_env.update({"CHAINRULE_DATA_DIR": str(tmp_path / "data"), **env})
-    return subprocess.run(chainrule_cmd() + list(args), env=full_env, capture_output=True, text=True, timeout=100)
+    return subprocess.run(chainrule_cmd() + list(args), env=full_env, capture_output=True, text=True, timeout=CEILING_S)
 
 
 def test_keys_create_prints_the_key_last_and_it_is_stored_hashed(tmp_path):
@@ -56,7 +57,7 @@ def test_the_worker_side_never_imports_fastapi_or_the_api():
     code = ("import sys, chainrule.cli, core.reconciler, worker.app, worker.runner; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'api', 'starlette', 'uvicorn')); "
             "print(bad); sys.exit(1 if bad else 0)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=CEILING_S)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -81,15 +82,15 @@ def test_api_workers_share_one_port_and_stop_with_the_supervisor(tmp_path):
         def healthy():
             assert proc.poll() is None, log.read_text()
             return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-        wait_for(healthy, 60, 0.1, "chainrule api --workers 2 to answer /healthz")
+        wait_for(healthy, CEILING_S, 0.1, "chainrule api --workers 2 to answer /healthz")
 
         def two_servers():   # uvicorn's workers are multiprocessing spawn children
             found = [p for p in children_of(proc.pid) if "spawn_main" in _cmdline(p)]
             return found if len(found) == 2 else None
-        servers = wait_for(two_servers, 30, 0.1, "two server processes")
+        servers = wait_for(two_servers, CEILING_S, 0.1, "two server processes")
         assert "GET /healthz" not in log.read_text()            # no access log unless --access-log
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, log.read_text()
-        wait_for(lambda: not any(pid_alive(p) for p in servers), 10, 0.1, "the server processes to exit")
+        assert proc.wait(timeout=CEILING_S) == 0, log.read_text()
+        wait_for(lambda: not any(pid_alive(p) for p in servers), CEILING_S, 0.1, "the server processes to exit")
     finally:
         stop_process(proc)

@@ -13,9 +13,9 @@ import torch
 from httpx_sse import connect_sse
 
 from chainrule.client import ApiError, WaitTimeout
-from e2e_support import blobs_csv, chainrule_cmd
+from e2e_support import CEILING_S, HANG_GUARD_S, blobs_csv, chainrule_cmd
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(HANG_GUARD_S)
 
 LAYERS = [{"type": "linear", "out_features": 16}, {"type": "relu"}, {"type": "linear", "out_features": 3}]
 JOB = {"model": {"layers": LAYERS}, "loss": "cross_entropy", "optimizer": {"type": "adam", "lr": 0.01},
@@ -27,7 +27,7 @@ def cli(stack, *args: str, check: bool = True, **env: str) -> subprocess.Complet
     """`chainrule ...` as a subprocess, with this test's own client config file."""
     full = {**stack.env, "XDG_CONFIG_HOME": str(stack.root / "config"), **env}
     proc = subprocess.run(chainrule_cmd() + list(args), env=full, cwd=stack.root, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=CEILING_S)
     if check and proc.returncode != 0:
         raise AssertionError(f"chainrule {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -112,7 +112,7 @@ def test_watch_exits_non_zero_with_the_reason_on_failed_and_cancelled(stack_fact
     with pytest.raises(WaitTimeout):
         client.wait(long["id"], timeout=1.0)
     client.cancel(long["id"])
-    _, err = watcher.communicate(timeout=60)
+    _, err = watcher.communicate(timeout=CEILING_S)
     assert watcher.returncode == 3 and "cancelled" in err
 
 

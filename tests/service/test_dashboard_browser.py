@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from browser_support import Recorder, goto, launch, shoot, sign_in, state, wait_ready, wait_until
-from e2e_support import Stack, blobs_csv, chainrule_cmd, missing, wait_for
+from e2e_support import CEILING_S, HANG_GUARD_S, Stack, blobs_csv, chainrule_cmd, missing, wait_for
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(HANG_GUARD_S)
 
 THREE_LINEAR = [{"type": "linear", "out_features": 16}, {"type": "relu"}, {"type": "linear", "out_features": 16},
                 {"type": "relu"}, {"type": "linear", "out_features": 3}]
@@ -42,7 +42,7 @@ def served(tmp_path_factory):
                 "sigmoid": stack.submit(dataset["id"], **JOB, name="deep-sigmoid", tags=["bad"],
                                         model={"layers": DEEP_SIGMOID}, optimizer={"type": "sgd", "lr": 0.1})}
         for job in jobs.values():
-            assert stack.wait_job(job["id"], timeout=120, watch=("serve",))["status"] == "succeeded"
+            assert stack.wait_job(job["id"], watch=("serve",))["status"] == "succeeded"
         stack.dataset, stack.jobs = dataset, {k: v["id"] for k, v in jobs.items()}
         yield stack
     except BaseException:
@@ -144,11 +144,11 @@ def test_a_running_jobs_curves_grow_from_the_events_stream_until_cancelled(page,
                          model={"layers": THREE_LINEAR}, optimizer={"type": "adam", "lr": 0.001})
     sign_in(page, served.api_url, served.key)
     goto(page, served.api_url, f"#/jobs/{long['id']}")
-    first = wait_for(lambda: state(page, "charts.loss.points") or None, 60, 0.1, "a first epoch on the page")
+    first = wait_for(lambda: state(page, "charts.loss.points") or None, CEILING_S, 0.1, "a first epoch on the page")
     # one read of the page for all three: the job keeps running, so separate reads could straddle an epoch
     snapshot = ("(() => { const d = window.__chainrule; return {points: d.charts.loss.points, "
                 "series: d.charts.loss.series.train_loss, cols: d.heatmaps.grad_norms.cols}; })()")
-    seen = wait_for(lambda: (now := page.evaluate(snapshot))["points"] > first and now, 60, 0.1,
+    seen = wait_for(lambda: (now := page.evaluate(snapshot))["points"] > first and now, CEILING_S, 0.1,
                     "the curve to grow")
     assert seen["series"] == seen["points"]
     assert seen["cols"] >= seen["points"]
@@ -156,7 +156,7 @@ def test_a_running_jobs_curves_grow_from_the_events_stream_until_cancelled(page,
     assert "running" in page.inner_text("#job-header .status")
     shoot(page, "job-running")
     page.click("#cancel-job")
-    page.wait_for_selector("#job-header [data-status=cancelled]", timeout=60_000)
+    page.wait_for_selector("#job-header [data-status=cancelled]", timeout=CEILING_S * 1000)
     assert served.job(long["id"])["status"] == "cancelled"
 
 
@@ -291,7 +291,7 @@ def test_the_landscape_page(page, served):
     sign_in(page, served.api_url, served.key)
     goto(page, served.api_url, f"#/jobs/{served.jobs['adam']}/landscape")
     page.click("#compute-landscape")
-    page.wait_for_selector("#hessian-verdict", timeout=120_000)
+    page.wait_for_selector("#hessian-verdict", timeout=CEILING_S * 1000)
     auth = {"Authorization": f"Bearer {served.key}"}
     hessian = httpx.get(f"{served.api_url}/v1/jobs/{served.jobs['adam']}/landscape", headers=auth,
                         timeout=30).json()["result"]["hessian"]
@@ -337,7 +337,7 @@ def test_chainrule_jobs_plot_writes_the_png(served, tmp_path):
 
 def _cli(served, env, *args, check=True):
     proc = subprocess.run(chainrule_cmd() + list(args), env={**served.env, **env}, cwd=served.root,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=CEILING_S)
     assert not check or proc.returncode == 0, proc.stderr
     return proc
 
@@ -350,7 +350,7 @@ def _failing_job(served) -> str:
     assert r.status_code == 201, r.text
     job = served.submit(r.json()["id"], **{**JOB, "epochs": 5, "loss": "mse"}, name="diverging",
                         model={"layers": [{"type": "linear", "out_features": 1}]}, optimizer={"type": "sgd", "lr": 100})
-    assert served.wait_job(job["id"], timeout=120, watch=("serve",))["status"] == "failed"
+    assert served.wait_job(job["id"], watch=("serve",))["status"] == "failed"
     return job["id"]
 
 

@@ -8,11 +8,11 @@ import math
 import pytest
 
 from browser_support import goto, shoot, sign_in, state, wait_until
-from e2e_support import Stack
+from e2e_support import HANG_GUARD_S, Stack
 from sequence_support import gpt
 from test_dashboard_browser import browser, page  # noqa: F401  (fixtures: Chromium, a checked tab)
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(HANG_GUARD_S)
 TEXT = "The bore is a person who talks when you wish him to listen. " * 20
 CONTEXT = 16
 EPOCHS = 4
@@ -33,7 +33,7 @@ def served(tmp_path_factory):
                            model=gpt(vocab=vocab, dim=16, context=CONTEXT, blocks=2, heads=2, init_std=0.02),
                            optimizer={"type": "adamw", "lr": 0.01}, epochs=EPOCHS, batch_size=8, steps_per_epoch=10,
                            validation_split=0.2)
-        assert stack.wait_job(job["id"], timeout=120, watch=("serve",))["status"] == "succeeded"
+        assert stack.wait_job(job["id"], watch=("serve",))["status"] == "succeeded"
         stack.job_id = job["id"]
         yield stack
     except BaseException:

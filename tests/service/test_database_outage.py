@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from core.tables import Job
+from e2e_support import CEILING_S, HANG_GUARD_S
 from worker import runner
 
 from conftest import iris_like, make_service
 
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(HANG_GUARD_S)]
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def test_a_worker_waits_for_the_database_then_trains_the_job(outage_svc, own_pg_
         assert worker.is_alive() and not outcome      # still waiting, the message in hand
     finally:
         own_pg_server.resume()
-    worker.join(60)
+    worker.join(CEILING_S)                            # until it has trained: a ceiling, never reached when it passes
     assert outcome == ["succeeded"]
     with svc.session() as s:
         assert s.get(Job, job["id"]).status == "succeeded"

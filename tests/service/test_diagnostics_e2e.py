@@ -9,10 +9,10 @@ import json
 import pytest
 
 from conftest import iris_like
-from e2e_support import blobs_csv, wait_for
+from e2e_support import CEILING_S, HANG_GUARD_S, blobs_csv, wait_for
 from test_client_e2e import cli
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(HANG_GUARD_S)
 
 
 def test_stop_on_divergence_findings_gradcheck_and_a_landscape_on_a_real_worker(stack_factory):
@@ -49,7 +49,7 @@ def test_stop_on_divergence_findings_gradcheck_and_a_landscape_on_a_real_worker(
     def done():
         body = client.landscape(job["id"])
         return body if body["status"] in ("succeeded", "failed", "cancelled") else None
-    landscape = wait_for(done, 120, 0.2, "the landscape")
+    landscape = wait_for(done, CEILING_S, 0.2, "the landscape")
     assert landscape["status"] == "succeeded", landscape["error"]
     result = landscape["result"]
     assert result["initial_weights"] == "verified" and result["samples"] == 128

@@ -17,9 +17,9 @@ import safetensors
 import safetensors.torch
 import torch
 
-from e2e_support import blobs_csv, children_of, free_port, pid_alive, wait_for
+from e2e_support import CEILING_S, HANG_GUARD_S, blobs_csv, children_of, free_port, pid_alive, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(HANG_GUARD_S)
 
 LONG_JOB = {  # ~10 ms per epoch of pure math here; thousands of epochs keep a worker busy long enough
     "epochs": 3000, "batch_size": 64,
@@ -61,7 +61,7 @@ def test_job_trains_end_to_end_and_weights_load_into_torch(stack_factory, backen
 
     job = stack.submit(ds["id"], epochs=8, device="cuda" if backend == "cuda" else "cpu")
     assert job["status"] == "queued"
-    done = stack.wait_job(job["id"], timeout=60)
+    done = stack.wait_job(job["id"])
     assert done["status"] == "succeeded", done
     assert done["attempts"] == 1
     assert done["worker_host"] == socket.gethostname()
@@ -112,7 +112,7 @@ def test_cancel_queued_and_running_jobs(stack_factory):
     # queued: a cuda job waits on the gpu queue, which no worker here consumes
     queued = stack.submit(ds["id"], device="cuda")
     assert queued["queue"] == "gpu"
-    time.sleep(1.0)   # two sweeps: the job stays queued, nobody claims it
+    stack.wait_sweeps("worker", 2)   # the job stays queued over two sweeps: nobody claims it
     assert stack.job(queued["id"])["status"] == "queued"
     r = stack.http.post(f"/v1/jobs/{queued['id']}/cancel")
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
@@ -120,18 +120,18 @@ def test_cancel_queued_and_running_jobs(stack_factory):
 
     # running: cancelled at the worker's next poll, and the worker is free again
     running = stack.submit(ds["id"], **LONG_JOB)
-    wait_for(lambda: stack.job(running["id"])["progress"]["step"] > 0, 30, 0.05, "the long job to make progress")
+    wait_for(lambda: stack.job(running["id"])["progress"]["step"] > 0, CEILING_S, 0.05, "the long job to make progress")
     t0 = time.monotonic()
     assert stack.http.post(f"/v1/jobs/{running['id']}/cancel").status_code == 200
-    done = stack.wait_job(running["id"], timeout=10, statuses=("cancelled", "succeeded", "failed"))
+    done = stack.wait_job(running["id"], statuses=("cancelled", "succeeded", "failed"))
     took = time.monotonic() - t0
     assert done["status"] == "cancelled", done
+    # how soon is a latency (bench/, not a timed test: a loaded machine stretches it); stopped mid-run it must be
     print(f"\n[measured] running job cancelled {took:.2f} s after POST /cancel")
-    assert took < 2.5, f"cancel took {took:.2f} s"
     assert done["finished_at"] is not None and done["progress"]["epoch"] < LONG_JOB["epochs"]
 
     after = stack.submit(ds["id"], epochs=2)
-    assert stack.wait_job(after["id"], timeout=30)["status"] == "succeeded"
+    assert stack.wait_job(after["id"])["status"] == "succeeded"
 
 
 def _wait_checkpointed(stack, job_id: str, min_epoch: int = 2) -> int:
@@ -146,7 +146,7 @@ def _wait_checkpointed(stack, job_id: str, min_epoch: int = 2) -> int:
             return None
         epoch = checkpoint.load(stack.data_dir / "artifacts" / path).epoch
         return epoch if epoch >= min_epoch else None
-    return wait_for(checkpointed, 30, 0.02, f"job {job_id} to checkpoint epoch {min_epoch}")
+    return wait_for(checkpointed, CEILING_S, 0.02, f"job {job_id} to checkpoint epoch {min_epoch}")
 
 
 def test_killed_worker_job_resumes_on_another_worker(stack_factory):
@@ -164,7 +164,7 @@ def test_killed_worker_job_resumes_on_another_worker(stack_factory):
     assert killed_at["status"] == "running" and killed_at["progress"]["epoch"] < epochs, "the job ended before the kill"
 
     stack.start_worker("worker2")
-    done = stack.wait_job(job["id"], timeout=90, watch=("api", "worker2"))
+    done = stack.wait_job(job["id"], watch=("api", "worker2"))
     assert done["status"] == "succeeded", done
     assert done["attempts"] == 2
     assert done["result"]["resumed_from_epoch"] >= checkpointed >= 1   # not restarted from 0
@@ -182,12 +182,11 @@ def test_killed_worker_out_of_attempts_fails_worker_lost(stack_factory):
     stack.procs["worker"].send_signal(signal.SIGKILL)
     stack.procs["worker"].wait()
     t0 = time.monotonic()
-    done = stack.wait_job(job["id"], timeout=20, watch=("api",))   # the API's reconciler decides
+    done = stack.wait_job(job["id"], watch=("api",))   # the API's reconciler decides
     assert done["status"] == "failed", done
     took = time.monotonic() - t0
     print(f"\n[measured] SIGKILLed worker's job failed worker_lost {took:.2f} s after the kill "
           "(heartbeat timeout 3 s)")
-    assert took < 3 + 5                                      # heartbeat timeout + a few sweeps
     assert done["attempts"] == 1
     assert done["error"]["code"] == "worker_lost"
     message = done["error"]["message"]
@@ -199,7 +198,7 @@ def test_non_finite_loss_fails_naming_step_and_layer(stack_factory):
     stack = stack_factory().up()
     ds = stack.upload_csv(blobs_csv())
     job = stack.submit(ds["id"], optimizer={"type": "sgd", "lr": 100.0, "momentum": 0.9}, epochs=5)
-    done = stack.wait_job(job["id"], timeout=60)
+    done = stack.wait_job(job["id"])
     assert done["status"] == "failed", done
     assert done["error"]["code"] == "non_finite"
     message = done["error"]["message"]
@@ -231,7 +230,7 @@ def test_reconciler_sends_a_job_the_broker_never_got(stack_factory):
         s.commit()
         job_id = row.id
 
-    done = stack.wait_job(job_id, timeout=30)
+    done = stack.wait_job(job_id)
     assert done["status"] == "succeeded", done
     assert done["attempts"] == 1
     with stack.session() as s:
@@ -239,7 +238,8 @@ def test_reconciler_sends_a_job_the_broker_never_got(stack_factory):
 
     # a duplicate message for a finished job is a no-op: no second attempt, nothing changes
     send(stack.settings(), job_id, "cpu")
-    time.sleep(1.5)
+    wait_for(lambda: f"job {job_id} is succeeded; this message is a duplicate" in stack.log_tail("worker", 100_000),
+             CEILING_S, 0.05, "the worker to take the duplicate message")
     again = stack.job(job_id)
     assert again["status"] == "succeeded" and again["attempts"] == 1
     assert again["finished_at"] == done["finished_at"]
@@ -266,11 +266,12 @@ def test_serve_answers_and_stops_with_its_workers(stack_factory, how):
     def healthy():
         stack.check_alive("serve")
         return httpx.get(base + "/healthz", timeout=2).status_code == 200
-    wait_for(healthy, 60, 0.1, "chainrule serve to answer /healthz")
-    docs = httpx.get(base + "/docs", timeout=5)
+    wait_for(healthy, CEILING_S, 0.1, "chainrule serve to answer /healthz")
+    docs = httpx.get(base + "/docs", timeout=CEILING_S)
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
-    wait_for(lambda: f"Swagger UI: {base}/docs" in stack.log_tail("serve", 100_000), 10, 0.1, "the Swagger URL")
-    workers = wait_for(lambda: len(children_of(serve.pid)) == workers_n and children_of(serve.pid), 30, 0.1,
+    wait_for(lambda: f"Swagger UI: {base}/docs" in stack.log_tail("serve", 100_000), CEILING_S, 0.1,
+             "the Swagger URL")
+    workers = wait_for(lambda: len(children_of(serve.pid)) == workers_n and children_of(serve.pid), CEILING_S, 0.1,
                        "serve's worker processes")
 
     ds = stack.upload_csv(blobs_csv())
@@ -282,11 +283,10 @@ def test_serve_answers_and_stops_with_its_workers(stack_factory, how):
         os.killpg(serve.pid, signal.SIGINT)
     else:
         serve.send_signal(signal.SIGTERM)
-    code = serve.wait(timeout=30)
+    code = serve.wait(timeout=CEILING_S)
     took = time.monotonic() - t0
     print(f"\n[measured] chainrule serve ({how}, {workers_n} workers, a job running) stopped in {took:.2f} s")
     assert code == 0, stack.log_tail("serve")
-    assert took < 15, f"serve took {took:.1f} s to stop"
     assert not [p for p in workers if pid_alive(p)], "worker processes outlived chainrule serve"
     with stack.session() as s:
         row = s.get(Job, job["id"])
