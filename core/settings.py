@@ -143,7 +143,8 @@ class Settings(BaseSettings):
     gradcheck_time_limit_s: float = 10.0
     gradcheck_concurrency: int = Field(2, ge=1, description="Checks running at once per API process (429 past it).")
     # POST /v1/jobs/{id}/landscape runs on a worker, bounded by these: points on the line, points per
-    # side of the surface, training rows evaluated, power iterations per eigenvalue, Hutchinson vectors
+    # side of the surface, training rows evaluated, Hessian-vector products per end of the spectrum (and
+    # Lanczos steps per density vector), Hutchinson vectors
     landscape_max_points: int = 201
     landscape_max_grid: int = 51
     landscape_max_samples: int = 4096
