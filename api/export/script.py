@@ -16,7 +16,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from core.jobspec import JobRequest
 from core.preprocessing import STANDARDIZE_INPUTS, UNSCALE_TARGETS, model_spec
-from engine.planning import plan
+from engine.planning import INPUT_INDEX, plan
 from engine.train.rows import BatchPlan, batchnorm_needs_pairs
 from engine.train.windows import LANGUAGE_MODEL
 from engine.train.windows import steps_per_epoch as windows_per_epoch
@@ -90,43 +90,57 @@ def _layers(graph, dag: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def render_script(job_id: str, request_json: dict[str, Any], input_shape: list[int], task: str | None,
-                  n_rows: int, dataset_url: str) -> str:
-    """The script of a job (its stored request), whose dataset has n_rows rows of input_shape."""
-    request = JobRequest.model_validate(request_json)
-    spec = model_spec(request.model, request.preprocessing, None, served=False)
-    graph = plan(spec, request.input_shape(input_shape))
+def _network(graph) -> dict[str, Any]:
+    """The template's view of the network: its layers as source, ties, which helpers it needs."""
     dag = graph.spec.is_dag
     layers = _layers(graph, dag)
+    key = (lambda i: graph.keys[i]) if dag else (lambda i: int(graph.keys[i]))   # nn.Sequential indexes by int
+    return dict(
+        dag=dag, layers=layers, input_shape_text=", ".join(str(d) for d in graph.input_shape),
+        ties=[(key(i), key(j)) for i in range(len(graph.layers)) if (j := graph.spec.tied_index(i)) is not None],
+        ids=any(s.type == "embedding" and INPUT_INDEX in ins for s, ins in zip(graph.spec.layers, graph.inputs)),
+        helpers={HELPERS[layer["kind"]] for layer in layers if layer["kind"] in HELPERS},
+        dropout=any(s.type == "dropout" or getattr(s, "dropout", 0) for s in graph.spec.layers))
+
+
+def _data(request: JobRequest, graph, task: str | None, n_rows: int) -> dict[str, Any]:
+    """Rows and batches (or a text's windows) as fit makes them; steps_per_epoch sizes cosine's t_max."""
     n_train = n_rows - int(round(n_rows * request.validation_split))
-    language_model = task == LANGUAGE_MODEL
     planned = SimpleNamespace(layer_items=lambda: zip(graph.keys, graph.layers))   # what BatchPlan reads of a Model
-    pairs = not language_model and batchnorm_needs_pairs(planned)
-    if language_model:
-        steps_per_epoch = windows_per_epoch(request.train_config(), n_train, request.context_length)
-    else:
-        steps_per_epoch = len(BatchPlan.of(planned, n_train, request.batch_size).bounds)
-    loss_expression = _loss_expression(request.loss.model_dump(mode="json"))
+    if task == LANGUAGE_MODEL:
+        return dict(language_model=True, join_lone_last_row=False, context=request.context_length,
+                    steps_per_epoch=windows_per_epoch(request.train_config(), n_train, request.context_length))
+    return dict(language_model=False, join_lone_last_row=batchnorm_needs_pairs(planned), context=None,
+                steps_per_epoch=len(BatchPlan.of(planned, n_train, request.batch_size).bounds))
+
+
+def _training(request: JobRequest, dag: bool, n_layers: int, language_model: bool, steps: int) -> dict[str, Any]:
+    """Loss, optimizer, schedule, early stopping and preprocessing, as source."""
+    loss = _loss_expression(request.loss.model_dump(mode="json"))
     schedule = request.schedule.model_dump(mode="json")
-    ties = [(graph.keys[i] if dag else int(graph.keys[i]), graph.keys[j] if dag else int(graph.keys[j]))
-            for i in range(len(graph.layers)) if (j := graph.spec.tied_index(i)) is not None]
-    ids = any(s.type == "embedding" and -1 in ins for s, ins in zip(graph.spec.layers, graph.inputs))
+    targets = request.preprocessing.targets
+    return dict(
+        loss=request.loss.type, loss_expression=f"NextTokenLoss({loss})" if language_model else loss,
+        optimizer_expression=_optimizer_expression(request.optimizer.model_dump(mode="json")),
+        base_lr=request.optimizer.lr, schedule_name=schedule["type"], warmup_steps=schedule["warmup_steps"],
+        warmup_start_factor=repr(schedule["warmup_start_factor"]),
+        schedule_expression=_schedule(schedule, request.epochs * steps), early_stopping=_early_stopping(request),
+        scale_inputs=(STANDARDIZE_INPUTS if dag else "0") if request.preprocessing.inputs else None,
+        scale_targets=targets, unscale_key=(UNSCALE_TARGETS if dag else str(n_layers)) if targets else None)
+
+
+def render_script(job_id: str, request_json: dict[str, Any], input_shape: list[int], task: str | None,
+                  n_rows: int, dataset_url: str) -> str:
+    """The script of a job (its stored request), whose dataset has n_rows rows (a text's: tokens) of
+    input_shape. ValueError (pydantic's, or the plan's SpecError) for a request that no longer builds."""
+    request = JobRequest.model_validate(request_json)
+    graph = plan(model_spec(request.model, request.preprocessing, None, served=False),
+                 request.input_shape(input_shape))
+    network, data = _network(graph), _data(request, graph, task, n_rows)
+    training = _training(request, network["dag"], len(graph.layers), data["language_model"], data["steps_per_epoch"])
     return _ENV.get_template("train_job.py.j2").render(
         title=f"chainrule job {job_id} as a plain PyTorch script.", filename=f"job_{job_id}.py",
         dataset_url=dataset_url, request_json=json.dumps(request_json, indent=2),
         seed=request.seed, dtype=request.dtype, epochs=request.epochs, batch_size=request.batch_size,
         validation_split=request.validation_split, shuffle=request.shuffle, grad_clip_norm=request.grad_clip_norm,
-        join_lone_last_row=pairs, dropout=any(s.type == "dropout" or getattr(s, "dropout", 0) for s in graph.spec.layers),
-        helpers={HELPERS[layer["kind"]] for layer in layers if layer["kind"] in HELPERS},
-        dag=dag, layers=layers, ties=ties, ids=ids, input_shape_text=", ".join(str(d) for d in graph.input_shape),
-        loss=request.loss.type,
-        loss_expression=f"NextTokenLoss({loss_expression})" if language_model else loss_expression,
-        language_model=language_model, context=request.context_length, steps_per_epoch=steps_per_epoch,
-        optimizer_expression=_optimizer_expression(request.optimizer.model_dump(mode="json")),
-        base_lr=request.optimizer.lr, schedule_name=schedule["type"],
-        warmup_steps=schedule["warmup_steps"], warmup_start_factor=repr(schedule["warmup_start_factor"]),
-        schedule_expression=_schedule(schedule, request.epochs * steps_per_epoch),
-        scale_inputs=(STANDARDIZE_INPUTS if dag else "0") if request.preprocessing.inputs else None,
-        scale_targets=request.preprocessing.targets, early_stopping=_early_stopping(request),
-        unscale_key=(UNSCALE_TARGETS if dag else str(len(graph.layers))) if request.preprocessing.targets else None)
-
+        **network, **data, **training)
