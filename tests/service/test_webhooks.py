@@ -266,5 +266,5 @@ def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_timeout(service_f
         stop.set()
         server.close()
     [failed] = only_delivery(svc, hook["id"])["attempt_log"]
+    # cut by the deadline (the receiver never stops on its own: without it this test hangs)
     assert failed["status_code"] is None and "within webhook_timeout_s=1 s" in failed["error"], failed
-    assert failed["ms"] < 10_000        # cut at the deadline, not when the receiver stopped (never)

@@ -12,10 +12,10 @@ import time
 import pytest
 
 from core.webhooks import signing
-from e2e_support import blobs_csv, wait_for
+from e2e_support import CEILING_S, HANG_GUARD_S, blobs_csv, wait_for
 from webhook_receiver import Receiver
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(HANG_GUARD_S)
 SECRET = "e2e-webhook-secret-0123456789"
 WEBHOOK_SETTINGS = {"webhook_allow_private_targets": "true", "webhook_timeout_s": 1, "webhook_retry_base_s": 0.2}
 
@@ -29,13 +29,13 @@ def test_a_delivery_survives_a_worker_sigkill_and_a_500(stack_factory, backend):
         hook_id = client.create_webhook(receiver.url, ["job.succeeded"], secret=SECRET)["id"]
         job = stack.submit(stack.upload_csv(blobs_csv(n=120))["id"], epochs=2)
         assert stack.wait_job(job["id"])["status"] == "succeeded"
-        assert receiver.arrived.wait(30), "the worker never sent the delivery"
+        assert receiver.arrived.wait(CEILING_S), "the worker never sent the delivery"
         stack.procs["worker"].send_signal(signal.SIGKILL)          # mid-POST: the receiver holds it open
         killed_at = time.monotonic()
         stack.procs["worker"].wait()
         receiver.release()
         stack.start_worker("worker2")
-        wait_for(lambda: len(receiver.requests) >= 3, 60, 0.1, "the delivery again, after the kill and the 500")
+        wait_for(lambda: len(receiver.requests) >= 3, CEILING_S, 0.1, "the delivery again, after the kill and the 500")
         print(f"\n[measured] {backend}: delivered {time.monotonic() - killed_at:.1f} s after the SIGKILL (lease "
               "6 s, a new worker started, one 500 and a 0.2 s backoff)")
 
