@@ -59,6 +59,7 @@ def _lines(client: Client, job_id: str, every: int) -> int:
     """Off a terminal: plain lines only, each written whole as it happens."""
     job = client.get(job_id)
     epochs, status, final = int(job["progress"]["epochs"]) or 1, job["status"], {}
+    unshown = None      # the latest epoch when --every skipped it: printed at the end (early stopping)
     for event in client.watch(job_id):
         data = event.data
         if event.kind == "status":
@@ -66,10 +67,14 @@ def _lines(client: Client, job_id: str, every: int) -> int:
             if data["status"] != status and data["status"] not in EXIT:    # the final one is _report's
                 console.print(f"job {job_id}: {data['status']}", highlight=False)
             status = data["status"]
-        elif event.kind == "epoch" and shown(data["epoch"], epochs, every):
-            console.print(epoch_line(data, epochs), highlight=False)
+        elif event.kind == "epoch":
+            unshown = None if shown(data["epoch"], epochs, every) else data
+            if unshown is None:
+                console.print(epoch_line(data, epochs), highlight=False)
         elif event.kind == "finding":
             console.print(f"finding: {data.get('message', data)}", highlight=False, markup=False)
+    if unshown is not None:
+        console.print(epoch_line(unshown, epochs), highlight=False)
     return _report(client, job_id, final.get("status", status), final.get("error"))
 
 
@@ -77,6 +82,7 @@ def _live(client: Client, job_id: str, every: int) -> int:
     job = client.get(job_id)
     epochs = int(job["progress"]["epochs"]) or 1
     final: dict[str, Any] = {}
+    unshown = None
     columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), TaskProgressColumn(),
                TextColumn("{task.fields[metrics]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bar:
@@ -91,12 +97,15 @@ def _live(client: Client, job_id: str, every: int) -> int:
                 bar.update(task, completed=data["fraction"])
             elif event.kind == "epoch":
                 bar.update(task, metrics=summary(data))
-                if shown(data["epoch"], epochs, every):
+                unshown = None if shown(data["epoch"], epochs, every) else data
+                if unshown is None:
                     bar.console.print(epoch_line(data, epochs), highlight=False, soft_wrap=True)
             elif event.kind == "finding":
                 bar.console.print(f"[yellow]finding:[/] {escape(str(data.get('message', data)))}", highlight=False,
                                   soft_wrap=True)
             bar.update(task, description=f"{status:>9}  {where}")
+        if unshown is not None:
+            bar.console.print(epoch_line(unshown, epochs), highlight=False, soft_wrap=True)
     return _report(client, job_id, final.get("status", status), final.get("error"))
 
 

@@ -48,7 +48,7 @@ def trained(stack, dataset) -> dict:
     (stack.root / "job.json").write_text(json.dumps(JOB))
     out = cli(stack, "jobs", "submit", "job.json", "--dataset", dataset["id"], "--name", "sixty", "--watch")
     job_id = out.stdout.split("submitted job ", 1)[1].split()[0]
-    return {"id": job_id, "stdout": out.stdout}
+    return {"id": job_id, "stdout": out.stdout, "dataset_id": dataset["id"]}
 
 
 def cli(stack, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
@@ -131,6 +131,12 @@ def test_watch_every_k_prints_every_kth_epoch_and_the_last(stack, trained):
     out = cli(stack, "jobs", "watch", trained["id"], "--every", "7")
     shown = [int(line.split()[1].split("/")[0]) for line in out.stdout.splitlines() if line.startswith("epoch ")]
     assert shown == [7, 14, 21, 28, 35, 42, 49, 56, 60]
+    # a job stopped early still ends on its last epoch's line, though --every skipped it
+    (stack.root / "early.json").write_text(json.dumps({**JOB, "early_stopping": {"patience": 1, "min_delta": 100}}))
+    out = cli(stack, "jobs", "submit", "early.json", "--dataset", trained["dataset_id"], "--watch", "--every", "50")
+    last = stack.http.get(f"/v1/jobs/{out.stdout.split()[2].rstrip(':')}/metrics").json()["epochs"][-1]
+    assert last["epoch"] < 50
+    assert [line.split()[1] for line in out.stdout.splitlines() if line.startswith("epoch ")] == [f"{last['epoch']}/60"]
     assert "--every" in cli(stack, "jobs", "watch", "--help").stdout
 
 
