@@ -48,8 +48,8 @@ def _loss_expression(loss: dict[str, Any]) -> str:
 def _optimizer_expression(optimizer: dict[str, Any]) -> str:
     name, fields = _OPTIMIZERS[optimizer["type"]]
     args = ", ".join(f"{k}={tuple(optimizer[k]) if k == 'betas' else optimizer[k]!r}" for k in fields)
-    # foreach=False: the single-tensor update, op for op the engine's (engine/optim/rules.py)
-    return f"torch.optim.{name}(network.parameters(), {args}, foreach=False)"
+    return (f"torch.optim.{name}(\n        network.parameters(), {args},\n"
+            "        foreach=False,   # the single-tensor update: op for op the engine's (engine/optim/rules.py)\n    )")
 
 
 def _schedule(schedule: dict[str, Any], total_steps: int) -> str:
