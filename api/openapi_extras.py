@@ -6,7 +6,8 @@ that it says exactly what the service enforces:
 - one-of constraints that a model validator checks (a gradient check's input_shape or dataset_id;
   a sweep parameter's four forms);
 - `stop_on`'s values, the diagnostics rules, as an enum;
-- the schemas of the event stream's data (api.event_schemas).
+- the schemas of the event stream's data (api.event_schemas);
+- every integer's range where the model gives none: a 64-bit integer, as the JSON parser reads.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from engine.spec.diagnostics import RULES
 
 from .event_schemas import component_schemas
 
+INT64 = (-2**63, 2**63 - 1)
 PLOT_PATH = "/v1/jobs/{job_id}/plots/{kind}.png"
 # request schema -> {field: the setting that is its maximum}
 MAXIMA = {
@@ -60,3 +62,17 @@ def complete(doc: dict[str, Any], settings: Settings) -> None:
         other: ({"not": {"type": "null"}} if other == form else {"type": "null"}) for other in FORMS}}
         for form in FORMS]
     schemas["Diagnostics"]["properties"]["stop_on"]["items"] = {"type": "string", "enum": list(RULES)}
+    _bound_integers(doc)
+
+
+def _bound_integers(node: Any) -> None:
+    """Each integer schema without a minimum or maximum gets the 64-bit one."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            node.setdefault("minimum", INT64[0])
+            node.setdefault("maximum", INT64[1])
+        for value in node.values():
+            _bound_integers(value)
+    elif isinstance(node, list):
+        for value in node:
+            _bound_integers(value)

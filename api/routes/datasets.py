@@ -34,7 +34,7 @@ INFER = "infer"
 # placeholder ("string", an enum's first value): an empty example and an "infer" default keep
 # Execute-as-is uploading the file with the defaults the descriptions name
 _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["file"],
+    "type": "object", "required": ["file"], "additionalProperties": False,
     "properties": {
         "file": {"type": "string", "format": "binary",
                  "description": "CSV with a header row (numeric features; the target may hold text labels); "
@@ -71,6 +71,13 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
                                       "must be within max_sequence_length (default 1024)."},
     }}}}}}
 _FIELDS = ("name", "target", "task", "kind", "tokenizer", "text_column", "max_length")
+# printable text: no control character, nor the format characters (core.jobspec.first_control_char)
+PRINTABLE = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u08e2\\u180e\\u200b-\\u200f" \
+            "\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\ufeff\\ufff9-\\ufffb]*$"
+for _field in ("name", "target", "text_column"):
+    _UPLOAD_BODY["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"][_field]["pattern"] = PRINTABLE
+_UPLOAD_BODY["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]["max_length"]["pattern"] = \
+    "^\\s*[0-9]{0,9}\\s*$"
 
 
 def _choice(fields: dict[str, str], field: str, valid: tuple[str, ...], infer: bool = True) -> str | None:
