@@ -49,7 +49,8 @@ def _optimizer_expression(optimizer: dict[str, Any]) -> str:
     name, fields = _OPTIMIZERS[optimizer["type"]]
     args = ", ".join(f"{k}={tuple(optimizer[k]) if k == 'betas' else optimizer[k]!r}" for k in fields)
     return (f"torch.optim.{name}(\n        network.parameters(), {args},\n"
-            "        foreach=False,   # the single-tensor update: op for op the engine's (engine/optim/rules.py)\n    )")
+            "        foreach=False,   # the single-tensor update: op for op the engine's (engine/optim/rules.py)"
+            "\n    )")
 
 
 def _schedule(schedule: dict[str, Any], total_steps: int) -> str:

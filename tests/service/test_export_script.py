@@ -143,7 +143,8 @@ def test_the_script_reads_as_the_job(svc):
     script = svc.client.get(f"/v1/jobs/{r.json()['id']}/script.py", headers=svc.a).text
     for line in ("self.stem = nn.Linear(4, 12)", "self.norm = nn.LayerNorm(12)",
                  "residual = self.residual(stem, act)", "both = self.both(residual, x)",
-                 "torch.optim.Adam(\n        network.parameters(), lr=0.01,", "foreach=False,", "loss_fn = nn.CrossEntropyLoss()",
+                 "torch.optim.Adam(\n        network.parameters(), lr=0.01,", "foreach=False,",
+                 "loss_fn = nn.CrossEntropyLoss()",
                  "SEED = 0", "DTYPE = torch.float64", "BATCH_SIZE = 4", "EPOCHS = 2"):
         assert line in script, line
     compile(script, "job.py", "exec")
