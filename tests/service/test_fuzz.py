@@ -48,7 +48,7 @@ def semantic_rejection(response) -> bool:
     problems = response.json()["detail"]
     return all(p["type"] in SEMANTIC or (p["type"] == "int_type" and isinstance(p.get("input"), float))
                for p in problems)
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(max(600, 24 * EXAMPLES))   # ~4.4 s per example (both modes, every operation)
 
 
 def _owned_ids(svc) -> dict[str, str]:
