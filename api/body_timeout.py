@@ -1,4 +1,5 @@
-"""A request body must keep coming: each piece within body_timeout_s of the last, else 408.
+"""A request body must keep coming: each piece within body_timeout_s of the last, and, once
+body_timeout_s have passed, at MIN_BODY_RATE bytes a second on average; else 408.
 
 A client that sends headers and then its body at a byte a second held a connection and a request
 slot for as long as it liked. The wait is bounded only while the body is incomplete: once its last
@@ -7,9 +8,12 @@ piece is in, receive() waits for a disconnect (event streams do) for as long as 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MIN_BODY_RATE = 1024     # bytes/s: a dial-up line sends 7 KB/s; a trickle of a byte a second is an attack
 
 
 class BodyTimeout:
@@ -22,17 +26,25 @@ class BodyTimeout:
         await self.app(scope, self._paced(receive), send)
 
     def _paced(self, receive: Receive) -> Receive:
-        complete = False
+        complete, received, started = False, 0, time.monotonic()
 
         async def paced() -> Message:
-            nonlocal complete
+            nonlocal complete, received
             if complete:
                 return await receive()
             try:
                 message = await asyncio.wait_for(receive(), self.timeout_s)
             except asyncio.TimeoutError:
-                raise HTTPException(408, f"the request body stalled: no part of it arrived for {self.timeout_s:g} s",
-                                    headers={"Connection": "close"}) from None
+                raise _timeout(f"the request body stalled: no part of it arrived for {self.timeout_s:g} s") from None
             complete = message["type"] != "http.request" or not message.get("more_body", False)
+            received += len(message.get("body", b""))
+            elapsed = time.monotonic() - started
+            if not complete and elapsed > self.timeout_s and received < MIN_BODY_RATE * elapsed:
+                raise _timeout(f"the request body arrives at {received / elapsed:.0f} bytes/s; after "
+                               f"{self.timeout_s:g} s it must average {MIN_BODY_RATE} bytes/s")
             return message
         return paced
+
+
+def _timeout(message: str) -> HTTPException:
+    return HTTPException(408, message, headers={"Connection": "close"})

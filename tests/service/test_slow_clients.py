@@ -93,3 +93,25 @@ def test_one_address_holds_at_most_its_connections(server):
     with _connect(port) as sock:             # room again once they are closed
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert b"200 OK" in _read_all(sock)
+
+
+def test_a_body_that_trickles_is_408_once_it_falls_below_the_minimum_rate(server):
+    svc, port = server
+    with _connect(port) as sock:
+        sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + svc.key_a.encode() + b"\r\nContent-Length: 1000\r\n\r\n")
+        sock.settimeout(0.2)
+        answer = b""
+        for _ in range(100):                 # a byte every 0.1 s: never a 0.5 s stall, but 10 bytes/s
+            try:
+                sock.sendall(b" ")
+                answer += sock.recv(65536)
+                if answer:
+                    break
+            except (socket.timeout, BrokenPipeError, ConnectionResetError):
+                pass
+            time.sleep(0.1)
+        sock.settimeout(10)
+        answer += _read_all(sock)
+    status, detail = _status_and_detail(answer)
+    assert status == 408 and "bytes/s" in detail
