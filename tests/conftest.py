@@ -4,10 +4,17 @@ real `chainrule api` / `chainrule worker` processes. The in-process API fixtures
 tests/service/conftest.py."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+# One intra-op thread for the tests' small tensors, here and in every process they start (the API,
+# workers and CLI inherit the environment); set before anything imports torch or numpy. With more
+# runnable processes than cores (two suites at once, a busy CI host) torch's pool waits at a barrier
+# after every op: a 25-step float64 GPT test took 10-18 s on two threads and 0.3 s on one.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 sys.path.insert(0, str(Path(__file__).parent))
 
