@@ -26,7 +26,7 @@ from .client_config import resolve
 
 FINAL = ("succeeded", "failed", "cancelled")
 SWEEP_FINAL = FINAL
-PLOT_KINDS = ("loss", "metric", "grad_norms", "update_ratios", "landscape")   # GET /v1/jobs/{id}/plots/{kind}.png
+PLOT_KINDS = ("loss", "metric", "grad_norms", "update_ratios", "landscape", "spectral_density")   # GET /v1/jobs/{id}/plots/{kind}.png
 PAGE = 100                      # the most items a list call returns
 RECONNECT_DELAY_S = 1.0
 
