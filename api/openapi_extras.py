@@ -53,11 +53,7 @@ def complete(doc: dict[str, Any], settings: Settings) -> None:
         for field, setting in fields.items():
             prop = schemas[model]["properties"][field]
             prop["maximum"] = min(prop.get("maximum", getattr(settings, setting)), getattr(settings, setting))
-    schemas["GradcheckRequest"]["oneOf"] = [
-        {"required": ["input_shape"], "properties": {"input_shape": {"type": "array"},
-                                                     "dataset_id": {"type": "null"}}},
-        {"required": ["dataset_id"], "properties": {"dataset_id": {"type": "string"},
-                                                    "input_shape": {"type": "null"}}}]
+    schemas["GradcheckRequest"]["oneOf"] = [{"required": ["input_shape"]}, {"required": ["dataset_id"]}]
     schemas["Parameter"]["oneOf"] = [{"required": [form], "properties": {
         other: ({"not": {"type": "null"}} if other == form else {"type": "null"}) for other in FORMS}}
         for form in FORMS]
