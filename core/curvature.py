@@ -1,21 +1,21 @@
 """The Hessian's extreme eigenvalues, each with an error bound, by Lanczos (scipy's eigsh).
 
-The operator is the engine's Hessian-vector product (engine.hessian.HessianVectorProducts: a
+The operator is the engine's Hessian-vector product (engine.hessian.HessianProducts: a
 centred difference of two of the engine's gradients, float64), wrapped as a scipy LinearOperator.
 This lives in core/ rather than engine/ because engine/ imports only torch.
 
 Each end of the spectrum is one eigsh run (k=1, which="LA": on H, then on lambda_max I - H for the
-smallest), started from a seeded vector. Whatever the run returns, its value is the Rayleigh quotient theta = v^T H v of a unit
-vector v, and its bound the residual of one more product:
+smallest), started from a seeded vector. Whatever the run returns, its value is the Rayleigh
+quotient theta = v^T H v of a unit vector v, and its bound the residual of one more product:
 
     |lambda - theta| <= ||H v - theta v||      for some eigenvalue lambda of a symmetric H
 
 so the bound holds whether or not the run converged. A run converges when that residual is within
 CONVERGED_RTOL of the spectrum's scale (the larger |theta| of the two ends); ARPACK's own test is
-relative to |theta|, which a near-zero end could never meet: hence the shift. A run that exhausts its product budget
-without an eigenvector left in ARPACK's hands is finished by a Rayleigh-Ritz step on the vectors it
-multiplied (all of them, up to RITZ_BYTES: the Krylov space it explored; no further products but
-the residual's).
+relative to |theta|, which a near-zero end could never meet: hence the shift. A run that exhausts
+its product budget without an eigenvector left in ARPACK's hands is finished by a Rayleigh-Ritz
+step on the vectors it multiplied (all of them, up to RITZ_BYTES: the Krylov space it explored; no
+further products but the residual's).
 
 A network of at most DENSE_MAX parameters is read whole: n products give H column by column, and
 numpy's eigh of its symmetric part gives every eigenvalue (the `dense` method).
@@ -73,7 +73,7 @@ def rayleigh_ritz(pairs: list[tuple[np.ndarray, np.ndarray]], largest: bool) -> 
     keep = S > 1e-10 * S[0]
     Q, HQ = U[:, keep], HX @ Vt[keep].T / S[keep]                              # H U = H X Vt^T S^-1
     T = Q.T @ HQ                                                               # (m', m')
-    values, vectors = np.linalg.eigh((T + T.T) / 2)
+    _, vectors = np.linalg.eigh((T + T.T) / 2)
     return Q @ vectors[:, -1 if largest else 0]
 
 
