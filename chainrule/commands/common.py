@@ -111,7 +111,7 @@ def plain_table(cells: Sequence[Sequence[str]], headers: Sequence[str], title: s
 
 
 def cell(value: Any) -> str:
-    if value is None:
+    if value is None or value == [] or value == {} or value == "":    # an empty cell would shift the columns
         return "-"
     if isinstance(value, float):
         return f"{value:.4g}"

@@ -34,6 +34,7 @@ def test_nested_results_flatten_to_dotted_names_and_no_value_is_a_repr():
                                ("hessian.density.mass", "-")]
     assert not any(re.search(r"[{}]|'\w+':", value) for _, value in flatten(result))
     assert common.cell({"code": "pruned", "message": None}) == "code pruned"
+    assert common.cell([]) == common.cell("") == common.cell(None) == "-"    # no blank cell: columns stay put
 
 
 def test_a_plain_table_is_one_aligned_line_per_row(capsys):
