@@ -34,7 +34,7 @@ class BodyTimeout:
                 return await receive()
             try:
                 message = await asyncio.wait_for(receive(), self.timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise _timeout(f"the request body stalled: no part of it arrived for {self.timeout_s:g} s") from None
             complete = message["type"] != "http.request" or not message.get("more_body", False)
             received += len(message.get("body", b""))

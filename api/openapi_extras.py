@@ -11,7 +11,8 @@ that it says exactly what the service enforces:
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI
 

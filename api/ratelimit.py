@@ -70,9 +70,8 @@ class RateLimits:
         try:
             limiter = self.limiter
             for item in items:
-                if not await asyncio.wait_for(limiter.hit(item, scope, who), 2 * STORE_TIMEOUT_S):
-                    stats = await asyncio.wait_for(limiter.get_window_stats(item, scope, who),
-                                                   2 * STORE_TIMEOUT_S)
+                if not await limiter.hit(item, scope, who):     # Redis' socket timeouts bound each wait
+                    stats = await limiter.get_window_stats(item, scope, who)
                     return Verdict(False, max(1, math.ceil(stats.reset_time - time.time())), f"{item} per {scope}")
         except Exception as exc:  # noqa: BLE001 - the store is down: let requests through
             self._store_down_until = time.monotonic() + STORE_BACKOFF_S

@@ -108,7 +108,7 @@ def test_a_body_that_trickles_is_408_once_it_falls_below_the_minimum_rate(server
                 answer += sock.recv(65536)
                 if answer:
                     break
-            except (socket.timeout, BrokenPipeError, ConnectionResetError):
+            except (TimeoutError, BrokenPipeError, ConnectionResetError):
                 pass
             time.sleep(0.1)
         sock.settimeout(10)
