@@ -264,5 +264,8 @@ def test_a_sweep_off_a_terminal_is_never_silent_while_epochs_are_trained(stack, 
         final = sweeps._lines(client, made["id"])
     lines = capsys.readouterr().out.splitlines()
     progress = [int(line.split(" epochs trained")[0].rsplit(" ", 1)[1]) for line in lines
-                if line.startswith(f"sweep {made['id']} (quiet): running")]
-    assert progress and progress == sorted(progress) and progress[-1] <= final["epochs_trained"] == 60, lines
+                if line.startswith(f"sweep {made['id']} (quiet): ")]
+    # the last is the closing summary; the ones before it came from the polls that saw epochs trained
+    # (how many depends on how fast the trials run: at least the poll that saw them end)
+    assert len(progress) >= 2 and progress == sorted(progress) and progress[-1] == final["epochs_trained"] == 60, \
+        lines
