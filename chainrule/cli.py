@@ -84,13 +84,14 @@ def _settings():
 
 
 def _queues(value: Optional[str]) -> Optional[list[str]]:
-    from core.broker import QUEUES
+    from core.broker import QUEUES, RANKS_QUEUE
 
     if value is None:
         return None
     queues = [q.strip() for q in value.split(",") if q.strip()]
-    if not queues or any(q not in QUEUES for q in queues):
-        raise typer.BadParameter(f"queues must be a comma-separated list of {', '.join(QUEUES)}; got {value!r}")
+    if not queues or any(q not in (*QUEUES, RANKS_QUEUE) for q in queues):
+        raise typer.BadParameter(f"queues must be a comma-separated list of {', '.join((*QUEUES, RANKS_QUEUE))}; "
+                                 f"got {value!r}")
     return list(dict.fromkeys(queues))
 
 
@@ -152,8 +153,8 @@ def api(host: Host = "127.0.0.1", port: Port = 8000,
 @app.command()
 def worker(ctx: typer.Context,
            queues: Annotated[Optional[str], typer.Option(callback=_queues, help=(
-               "Comma-separated, of cpu, gpu, auto. Default: cpu,auto on a cpu worker, gpu,auto on a "
-               "cuda worker."))] = None,
+               "Comma-separated, of cpu, gpu, auto, ranks. Default: cpu,auto,ranks on a cpu worker, "
+               "gpu,auto,ranks on a cuda worker (ranks: other hosts' multi-process jobs)."))] = None,
            device: Annotated[Device, typer.Option(help=(
                "auto: cuda when a GPU is visible, else cpu; cuda fails without a GPU."))] = Device.auto,
            concurrency: Annotated[int, typer.Option(min=1, help="Worker processes, one job each.")] = 1,

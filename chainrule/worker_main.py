@@ -25,7 +25,7 @@ def run_worker(settings, queues: list[str] | None, device_choice: str, concurren
     except devices.DeviceUnavailable as exc:
         print(f"chainrule worker: {exc}", file=sys.stderr)
         return 2
-    queues = queues or (["gpu", "auto"] if device.type == "cuda" else ["cpu", "auto"])
+    queues = queues or (["gpu", "auto", "ranks"] if device.type == "cuda" else ["cpu", "auto", "ranks"])
     if "gpu" in queues and device.type != "cuda":
         print(f"chainrule worker: queue gpu needs a GPU worker, but this one trains on {device.type} "
               "(use --device cuda on a machine with a GPU, or drop gpu from --queues)", file=sys.stderr)

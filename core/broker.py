@@ -16,6 +16,8 @@ from .settings import Settings
 TRAIN_TASK = "chainrule.train"
 LANDSCAPE_TASK = "chainrule.landscape"   # a job's loss landscape (core.landscapes), on the job's queue
 WEBHOOK_TASK = "chainrule.webhook"       # one attempt at a webhook delivery (core.webhooks), on `auto`
+RANK_TASK = "chainrule.rank"             # one rank of a job whose ranks span hosts (worker.remote_rank)
+RANKS_QUEUE = "ranks"                    # its queue (no job's): `chainrule worker` consumes it by default
 QUEUES = ("cpu", "gpu", "auto")  # `auto` is consumed by every worker: whichever is free takes it
 
 
@@ -59,7 +61,7 @@ def _make_app(settings: Settings) -> Celery:
         task_serializer="json", accept_content=["json"], result_serializer="json",
         task_ignore_result=True, result_backend=None,
         task_acks_late=True, task_reject_on_worker_lost=False, worker_prefetch_multiplier=1,
-        task_queues=[Queue(q, routing_key=q) for q in QUEUES], task_default_queue="auto",
+        task_queues=[Queue(q, routing_key=q) for q in (*QUEUES, RANKS_QUEUE)], task_default_queue="auto",
         task_create_missing_queues=False,
         broker_transport_options=_broker_options(settings),
         broker_connection_retry_on_startup=True, broker_connection_timeout=2,
@@ -75,3 +77,9 @@ def send(settings: Settings, job_id: str, queue: str, task: str = TRAIN_TASK) ->
     """Put a wake-up message for a committed job (or its landscape) on `queue`; raises if the broker is
     unreachable. Call core.lifecycle.dispatch (core.landscapes.dispatch), which records the send."""
     celery_app(settings).send_task(task, args=[job_id], queue=queue, routing_key=queue, retry=False)
+
+
+def send_rank(settings: Settings, order: dict) -> None:
+    """Ask a worker on another host to run one rank of a launch (worker.remote_rank reads `order`)."""
+    celery_app(settings).send_task(RANK_TASK, args=[order], queue=RANKS_QUEUE, routing_key=RANKS_QUEUE,
+                                   retry=False)

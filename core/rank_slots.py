@@ -20,8 +20,9 @@ from .settings import Settings
 from .tables import Job, RankSlot, utcnow
 
 
-def this_host() -> str:
-    return socket.gethostname()[:200]
+def this_host(settings: Settings | None = None) -> str:
+    """The host whose slots this worker uses: settings.rank_host, else the machine's name."""
+    return (settings is not None and settings.rank_host) or socket.gethostname()[:200]
 
 
 def _ensure_rows(settings: Settings, host: str) -> None:
@@ -31,10 +32,13 @@ def _ensure_rows(settings: Settings, host: str) -> None:
     # the rows are never deleted: a later, smaller rank_slots only leaves the higher ones unused
 
 
-def reserve(settings: Settings, job_id: str, attempt: int, n: int, host: str | None = None) -> list[int] | None:
-    """n slots of `host` for this attempt of job_id (their numbers), or None (nothing reserved)."""
-    host = host or this_host()
-    if n > settings.rank_slots:
+def reserve(settings: Settings, job_id: str, attempt: int, n: int, host: str | None = None,
+            at_least: int | None = None) -> list[int] | None:
+    """n slots of `host` for this attempt of job_id (their numbers), or None (nothing reserved). With
+    `at_least`: as many of the n as are free, if that is at least `at_least` (still in one transaction)."""
+    host = host or this_host(settings)
+    at_least = n if at_least is None else at_least
+    if at_least > settings.rank_slots:
         return None
     try:
         _ensure_rows(settings, host)
@@ -47,7 +51,7 @@ def reserve(settings: Settings, job_id: str, attempt: int, n: int, host: str | N
                          .where(RankSlot.host == host, RankSlot.slot < settings.rank_slots,
                                 or_(RankSlot.job_id.is_(None), ~running))
                          .order_by(RankSlot.slot).limit(n)).all()
-        if len(rows) < n:
+        if len(rows) < at_least:
             return None
         now = utcnow()
         for slot, held_by, held_attempt in rows:
@@ -61,17 +65,19 @@ def reserve(settings: Settings, job_id: str, attempt: int, n: int, host: str | N
         return [slot for slot, _, _ in rows]
 
 
-def release(settings: Settings, job_id: str, attempt: int, host: str | None = None) -> int:
-    """Free this attempt's slots on `host`; how many were freed."""
+def release(settings: Settings, job_id: str, attempt: int, host: str | None = None,
+            slots: list[int] | None = None) -> int:
+    """Free this attempt's slots on `host` (only `slots` when given); how many were freed."""
+    mine = [RankSlot.host == (host or this_host(settings)), RankSlot.job_id == job_id, RankSlot.attempt == attempt]
+    if slots is not None:
+        mine.append(RankSlot.slot.in_(slots))
     with session_scope(settings.database_url) as s:
-        return s.execute(update(RankSlot).where(RankSlot.host == (host or this_host()), RankSlot.job_id == job_id,
-                                                RankSlot.attempt == attempt)
-                         .values(job_id=None, attempt=None, reserved_at=None)).rowcount
+        return s.execute(update(RankSlot).where(*mine).values(job_id=None, attempt=None, reserved_at=None)).rowcount
 
 
 def held(settings: Settings, host: str | None = None) -> dict[int, str]:
     """slot -> job id of the slots reserved on `host` (running or stale)."""
     with session_scope(settings.database_url) as s:
         return {slot: job for slot, job in s.execute(select(RankSlot.slot, RankSlot.job_id)
-                                                     .where(RankSlot.host == (host or this_host()),
+                                                     .where(RankSlot.host == (host or this_host(settings)),
                                                             RankSlot.job_id.is_not(None)))}

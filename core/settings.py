@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="Absent: SQLite under data_dir.")
     broker_url: str | None = Field(None, description="Absent: a server-less filesystem transport under data_dir.")
     artifacts_dir: Path | None = Field(None, description="Absent: data_dir/artifacts.")
+    broker_dir: Path | None = Field(None, description="The embedded broker's store. Absent: data_dir/broker.")
     key_pepper: SecretStr | None = Field(None, description="HMAC key of stored API-key hashes. Absent: "
                                          "required in production; in development generated into data_dir.")
 
@@ -180,6 +181,12 @@ class Settings(BaseSettings):
     distributed_store_host: str = "127.0.0.1"
     distributed_init_timeout_s: float = Field(60.0, gt=0)
     distributed_max_restarts: int = Field(2, ge=0)
+    # across hosts: rank_host names this worker's host in rank_slots (absent: the machine's host name);
+    # a rank sent to another worker waits this long for a slot there, and its supervisor this long for
+    # the task to be taken; a remote rank whose heartbeat is older than distributed_remote_stale_s is dead
+    rank_host: str | None = Field(None, max_length=200)
+    distributed_remote_wait_s: float = Field(60.0, gt=0)
+    distributed_remote_stale_s: float = Field(5.0, gt=0)
 
     # webhooks (core.webhooks): subscriptions per key; an attempt's timeout; attempts per delivery,
     # the n-th retry after webhook_retry_base_s * 2**(n-1) seconds, capped at webhook_retry_max_s;
@@ -207,6 +214,8 @@ class Settings(BaseSettings):
             self.broker_url = "filesystem://"
         if self.artifacts_dir is None:
             self.artifacts_dir = self.data_dir / "artifacts"
+        if self.broker_dir is None:
+            self.broker_dir = self.data_dir / "broker"
         if self.environment == "production" and (
                 self.key_pepper is None or self.key_pepper.get_secret_value() in ("", PLACEHOLDER_PEPPER)):
             raise ValueError("CHAINRULE_KEY_PEPPER is not set, or is the old development placeholder; set a long "
@@ -218,10 +227,6 @@ class Settings(BaseSettings):
     @property
     def embedded_broker(self) -> bool:
         return self.broker_url == "filesystem://"
-
-    @property
-    def broker_dir(self) -> Path:
-        return self.data_dir / "broker"
 
 
 @lru_cache

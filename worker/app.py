@@ -1,6 +1,7 @@
 """The Celery app and its tasks: `chainrule.train(job_id)`, `chainrule.landscape(job_id)` (a trained
-job's loss landscape, worker/landscape.py) and `chainrule.webhook(delivery_id)` (one attempt at a webhook
-delivery, core.webhooks.delivery).
+job's loss landscape, worker/landscape.py), `chainrule.webhook(delivery_id)` (one attempt at a webhook
+delivery, core.webhooks.delivery) and `chainrule.rank(order)` (one rank of a job another host's worker
+supervises, worker/remote_rank.py).
 
 Start it with `chainrule worker` (pool solo: one training job per process), or
 `celery -A worker.app worker -P solo -Q cpu,auto`. The task is thin: it passes the id to
@@ -22,12 +23,12 @@ import torch
 from celery import signals
 
 from core import reconciler, workers
-from core.broker import LANDSCAPE_TASK, TRAIN_TASK, WEBHOOK_TASK, celery_app
+from core.broker import LANDSCAPE_TASK, RANK_TASK, TRAIN_TASK, WEBHOOK_TASK, celery_app
 from core.sweeps import scheduler
 from core.settings import get_settings
 from core.webhooks import delivery
 
-from . import devices, landscape, runner
+from . import devices, landscape, remote_rank, runner
 from .callbacks import SHUTDOWN
 from .options import ALIVE_FILE_ENV, QUEUES_ENV, THREADS_ENV, alive_file
 
@@ -80,6 +81,15 @@ def deliver_webhook(delivery_id: str) -> str:
         log.error("%s expects a delivery id string, got %r; dropping the message", WEBHOOK_TASK, delivery_id)
         return "invalid"
     return delivery.deliver(settings, delivery_id)
+
+
+@app.task(name=RANK_TASK, acks_late=True, ignore_result=True)
+def run_rank(order: dict) -> str:
+    if not remote_rank.valid_order(order):
+        log.error("%s expects an order with %s, got %r; dropping the message", RANK_TASK,
+                  ", ".join(remote_rank.ORDER_KEYS), order)
+        return "invalid"
+    return remote_rank.task(settings, order, worker_device())
 
 
 def _beat() -> None:

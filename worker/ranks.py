@@ -38,6 +38,7 @@ from core.settings import Settings
 from core.sweeps.study import PRUNED
 
 from .callbacks import SHUTDOWN, Heartbeat
+from .remote_rank import NoRemoteSlot, Remote, describe
 
 log = logging.getLogger("chainrule.worker")
 
@@ -61,23 +62,32 @@ def _settings_env(settings: Settings) -> dict[str, str]:
             for name, value in settings.model_dump(mode="json").items() if value is not None and name not in secret}
 
 
-def _spawn(settings: Settings, claimed: Claim, device: torch.device, n: int, port: int, launch: str,
+def rank_env(settings: Settings, claimed: Claim, device: str, rank: int, world: int, store: tuple[str, int],
+             launch: str, threads: int, folder: Path) -> dict[str, str]:
+    """The environment of one `python -m worker.rank` (its CHAINRULE_RANK_* orders and this worker's settings),
+    here or on another host's worker (worker.remote_rank); its supervisor is the calling process."""
+    return {**os.environ, **_settings_env(settings), "CHAINRULE_RANK_RANK": str(rank),
+            "CHAINRULE_RANK_WORLD": str(world),
+            "CHAINRULE_RANK_STORE_HOST": store[0], "CHAINRULE_RANK_STORE_PORT": str(store[1]),
+            "CHAINRULE_RANK_LAUNCH": launch, "CHAINRULE_RANK_JOB": claimed.job_id,
+            "CHAINRULE_RANK_ATTEMPT": str(claimed.attempt), "CHAINRULE_RANK_REQUESTED": claimed.requested_device,
+            "CHAINRULE_RANK_QUEUE": claimed.queue, "CHAINRULE_RANK_DEVICE": device,
+            "CHAINRULE_RANK_THREADS": str(threads), "CHAINRULE_RANK_OUTCOME": str(folder / "outcome.json"),
+            "CHAINRULE_RANK_SUPERVISOR": str(os.getpid())}
+
+
+def spawn_rank(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    with open(log_path, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "worker.rank"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)   # the worker's Ctrl-C is not theirs
+
+
+def _spawn(settings: Settings, claimed: Claim, device: torch.device, n: int, world: int, port: int, launch: str,
            folder: Path) -> list[subprocess.Popen]:
+    """Ranks 0..n-1 of `world` here (the others are on other hosts)."""
     threads = max(1, torch.get_num_threads() // n)
-    procs = []
-    for rank in range(n):
-        env = {**os.environ, **_settings_env(settings), "CHAINRULE_RANK_RANK": str(rank), "CHAINRULE_RANK_WORLD": str(n),
-               "CHAINRULE_RANK_STORE_HOST": settings.distributed_store_host, "CHAINRULE_RANK_STORE_PORT": str(port),
-               "CHAINRULE_RANK_LAUNCH": launch, "CHAINRULE_RANK_JOB": claimed.job_id,
-               "CHAINRULE_RANK_ATTEMPT": str(claimed.attempt), "CHAINRULE_RANK_REQUESTED": claimed.requested_device,
-               "CHAINRULE_RANK_QUEUE": claimed.queue, "CHAINRULE_RANK_DEVICE": device.type,
-               "CHAINRULE_RANK_THREADS": str(threads), "CHAINRULE_RANK_OUTCOME": str(folder / "outcome.json"),
-               "CHAINRULE_RANK_SUPERVISOR": str(os.getpid())}
-        with open(folder / f"rank{rank}.log", "ab") as out:
-            procs.append(subprocess.Popen([sys.executable, "-m", "worker.rank"], env=env, stdout=out,
-                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          start_new_session=True))   # the worker's Ctrl-C is not theirs
-    return procs
+    return [spawn_rank(rank_env(settings, claimed, device.type, rank, world, (settings.distributed_store_host, port),
+                                launch, threads, folder), folder / f"rank{rank}.log") for rank in range(n)]
 
 
 def _kill(procs: list[subprocess.Popen], sig: int = signal.SIGKILL) -> None:
@@ -89,48 +99,69 @@ def _kill(procs: list[subprocess.Popen], sig: int = signal.SIGKILL) -> None:
                 pass
 
 
-def _watch(procs: list[subprocess.Popen], heartbeat: Heartbeat) -> None:
-    """Until every rank has exited 0; RankDied (the others killed) as soon as one ends otherwise."""
+def _watch(procs: list[subprocess.Popen], heartbeat: Heartbeat, remote=None) -> None:
+    """Until every rank (here and, through `remote`, on other hosts) has exited 0; RankDied (the others
+    killed, or aborted) as soon as one ends otherwise; remote_rank.NoRemoteSlot when a remote rank could
+    not start."""
     stop_sent_at = None
     while True:
         codes = [proc.poll() for proc in procs]
+        far = remote.poll() if remote is not None else {}
         failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0)]
-        if failed:
+        failed_far = [(rank, state) for rank, state in far.items() if state not in (None, 0)]
+        if failed or failed_far:
             _kill(procs)
             for proc in procs:
                 proc.wait()
-            raise RankDied(", ".join(f"rank {rank} exited with {code}" if code > 0 else
-                                     f"rank {rank} was killed by signal {-code}" for rank, code in failed))
-        if all(code == 0 for code in codes):
+            raise RankDied(", ".join([f"rank {rank} exited with {code}" if code > 0 else
+                                      f"rank {rank} was killed by signal {-code}" for rank, code in failed] +
+                                     [describe(rank, state) for rank, state in failed_far]))
+        if all(code == 0 for code in codes) and all(state == 0 for state in far.values()):
             return
         stopping = SHUTDOWN.is_set() or heartbeat.lost or heartbeat.cancel_requested
         if stopping and stop_sent_at is None:
             stop_sent_at = time.monotonic()
-            _kill(procs, signal.SIGTERM)        # each stops at its next step (worker.rank's handler)
-        elif stop_sent_at is not None and time.monotonic() - stop_sent_at > STOP_GRACE_S:
+            _kill(procs, signal.SIGTERM)        # each stops at its next step (worker.rank's handler), and
+        elif stop_sent_at is not None and time.monotonic() - stop_sent_at > STOP_GRACE_S:   # stops the others
             _kill(procs)
+            if remote is not None:
+                remote.abort()
         time.sleep(POLL_S)
 
 
-def _launch(settings: Settings, claimed: Claim, device: torch.device, n: int, launch: int,
+def _launch(settings: Settings, claimed: Claim, device: torch.device, n: int, here: int, launch: int,
             heartbeat: Heartbeat) -> dict:
-    """One start of all N ranks; rank 0's outcome, or RankDied."""
+    """One start of all N ranks, 0..here-1 on this host and the others sent to workers of other hosts;
+    rank 0's outcome, RankDied, or NoRemoteSlot."""
     folder = run_dir(settings, claimed.job_id) / f"attempt{claimed.attempt}-launch{launch}"
     folder.mkdir(parents=True, exist_ok=True)
     store = dist.TCPStore(settings.distributed_store_host, 0, world_size=None, is_master=True,
                           timeout=timedelta(seconds=settings.distributed_init_timeout_s), wait_for_workers=False)
-    procs = _spawn(settings, claimed, device, n, store.port, f"{claimed.attempt}-{launch}", folder)
+    launch_id = f"{claimed.attempt}-{launch}"
+    remote = Remote(settings, store, launch_id, range(here, n)) if here < n else None
+    procs = _spawn(settings, claimed, device, here, n, store.port, launch_id, folder)
+    if remote is not None:
+        remote.send(claimed, device.type, n, store.port)
     (folder / "pids.json").write_text(json.dumps([p.pid for p in procs]))    # for an operator (and the chaos test)
-    log.info("job %s: launch %d of %d ranks (pids %s), store %s:%d", claimed.job_id, launch, n,
+    log.info("job %s: launch %d of %d ranks (%d here, pids %s), store %s:%d", claimed.job_id, launch, n, here,
              [p.pid for p in procs], settings.distributed_store_host, store.port)
     try:
-        _watch(procs, heartbeat)
+        _watch(procs, heartbeat, remote)
     finally:
         _kill(procs)
+        if remote is not None:
+            remote.abort()
     outcome = folder / "outcome.json"
     if not outcome.exists():
         raise RankDied("rank 0 exited without an outcome")
     return json.loads(outcome.read_text())
+
+
+def _hand_back(settings: Settings, claimed: Claim, heartbeat: Heartbeat) -> str:
+    heartbeat.stop()
+    time.sleep(settings.heartbeat_interval_s)   # not straight back into this worker's hands
+    released = lifecycle.release(settings, claimed)
+    return "lost" if released is None else str(released)
 
 
 def run(settings: Settings, claimed: Claim, device: torch.device, heartbeat: Heartbeat, n: int, ended, fail) -> str:
@@ -139,23 +170,25 @@ def run(settings: Settings, claimed: Claim, device: torch.device, heartbeat: Hea
         return fail(settings, claimed, heartbeat, "invalid_job", f"distributed.processes is {n} but this worker "
                     f"has {torch.cuda.device_count()} GPU(s); NCCL needs one GPU per process: use at most "
                     f"{torch.cuda.device_count()}, or device cpu")
-    if rank_slots.reserve(settings, claimed.job_id, claimed.attempt, n) is None:
-        log.info("job %s: %d rank slots are not free on this host; handing the job back", claimed.job_id, n)
-        heartbeat.stop()
-        time.sleep(settings.heartbeat_interval_s)   # not straight back into this worker's hands
-        released = lifecycle.release(settings, claimed)
-        return "lost" if released is None else str(released)
+    slots = rank_slots.reserve(settings, claimed.job_id, claimed.attempt, n, at_least=1)   # the rest: elsewhere
+    if slots is None:
+        log.info("job %s: no rank slot is free on this host; handing the job back", claimed.job_id)
+        return _hand_back(settings, claimed, heartbeat)
     try:
         outcome, died = None, None
         for launch in range(settings.distributed_max_restarts + 1):
             try:
-                outcome = _launch(settings, claimed, device, n, launch, heartbeat)
+                outcome = _launch(settings, claimed, device, n, len(slots), launch, heartbeat)
                 break
             except RankDied as exc:
                 died = str(exc)
                 log.warning("job %s: %s; launch %d ended", claimed.job_id, died, launch)
                 if SHUTDOWN.is_set() or heartbeat.lost or heartbeat.cancel_requested:
                     break
+    except NoRemoteSlot as exc:
+        log.info("job %s: %s; handing the job back", claimed.job_id, exc)
+        rank_slots.release(settings, claimed.job_id, claimed.attempt)
+        return _hand_back(settings, claimed, heartbeat)
     finally:
         rank_slots.release(settings, claimed.job_id, claimed.attempt)
     return _end(settings, claimed, heartbeat, outcome, died, ended, fail)
