@@ -23,6 +23,7 @@ from .shedding import InFlightLimit
 from .routes import (attention, datasets, events, generate, gradcheck, health, jobs, landscape, me, plots, results,
                      split, sweeps, webhooks)
 from .routes.events import StreamSlots
+from .shared_streams import SharedStreamSlots
 from .routes.export import router as export_router
 from .routes.gradcheck import GradcheckSlots
 
@@ -78,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.key_cache = KeyCache()
     app.state.model_cache = ModelCache()
     app.state.event_slots = StreamSlots()
+    app.state.shared_event_slots = SharedStreamSlots(settings.broker_url) \
+        if settings.broker_url.startswith(("redis://", "rediss://")) else None
     app.state.gradcheck_slots = GradcheckSlots(settings.gradcheck_concurrency)
     errors.install(app)
     docs.install(app)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from typing import Annotated, AsyncIterator
+from typing import Annotated, AsyncIterator, Awaitable, Callable
 
 import anyio
 import orjson
@@ -20,13 +20,15 @@ from .. import events
 from ..deps import CurrentKey, JobId, SettingsDep
 from ..errors import busy_response, error_responses, problem
 from ..event_schemas import event_stream_content
+from ..shared_streams import RENEW_S, SharedStreamSlots
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 RETRY_MS = 2000   # how soon a disconnected EventSource reconnects
 
 
 class StreamSlots:
-    """Open event streams per key, in this API process."""
+    """Open event streams per key, in this API process (api.shared_streams counts them across
+    processes when the broker is Redis)."""
 
     def __init__(self):
         self._open: Counter[str] = Counter()
@@ -61,13 +63,19 @@ class BoundedEventStream(EventSourceResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self._release()
+            await self._release()
 
 
-async def job_events(settings: Settings, job_id: str, cursor: events.Cursor) -> AsyncIterator[ServerSentEvent]:
+async def job_events(settings: Settings, job_id: str, cursor: events.Cursor,
+                     renew: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[ServerSentEvent]:
+    """The stream; `renew` keeps its lease across processes (every RENEW_S)."""
     deadline = time.monotonic() + settings.events_stream_max_s
     retry: int | None = RETRY_MS
+    renewed = time.monotonic()
     while True:
+        if renew is not None and time.monotonic() - renewed > RENEW_S:
+            await renew()
+            renewed = time.monotonic()
         batch, over = await run_in_threadpool(events.poll, settings.database_url, job_id, cursor)
         for event, event_id in batch:
             yield ServerSentEvent(data=orjson.dumps(event.data).decode(), event=event.kind, id=event_id,
@@ -110,10 +118,21 @@ async def stream_events(job_id: JobId, request: Request, owner: CurrentKey, sett
     if slots.total() >= settings.max_event_streams:
         return busy_response(settings.busy_retry_after_s, f"{settings.max_event_streams} event streams open, the "
                              "most this process serves")
+    too_many = problem(429, ["path", "job_id"], f"this key already has {settings.max_event_streams_per_key} "
+                       "event streams open (max_event_streams_per_key); close one first")
     if not slots.acquire(owner.id, settings.max_event_streams_per_key):
-        raise problem(429, ["path", "job_id"], f"this key already has {settings.max_event_streams_per_key} "
-                      "event streams open (max_event_streams_per_key); close one first")
-    return BoundedEventStream(job_events(settings, job_id, events.parse_cursor(last_event_id)),
-                              release=lambda: slots.release(owner.id), ping=settings.events_keepalive_s,
-                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        raise too_many
+    shared: SharedStreamSlots | None = request.app.state.shared_event_slots
+    lease = None if shared is None else await shared.acquire(owner.id, settings.max_event_streams_per_key)
+    if shared is not None and lease is None:                 # the key's streams in other processes
+        slots.release(owner.id)
+        raise too_many
 
+    async def release() -> None:
+        slots.release(owner.id)
+        if lease is not None:
+            await shared.release(owner.id, lease)
+    renew = None if lease is None else (lambda: shared.renew(owner.id, lease))
+    return BoundedEventStream(job_events(settings, job_id, events.parse_cursor(last_event_id), renew),
+                              release=release, ping=settings.events_keepalive_s,
+                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

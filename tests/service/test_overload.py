@@ -84,3 +84,31 @@ def test_lists_carry_summaries_and_the_full_request_only_when_asked(svc, iris):
     bad = svc.client.get("/v1/jobs?fields=everything", headers=svc.a)
     assert bad.status_code == 422 and "request" in bad.text
 
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_keys_event_streams_are_counted_across_api_processes(tmp_path, pg_server, redis_server):
+    """Two app instances (two API processes) on one Redis: the per-key cap holds across both."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from conftest import make_service
+
+    svc = make_service(tmp_path, database_url=pg_server.create_database(), broker_url=redis_server.new_url(),
+                       max_event_streams_per_key=1, events_poll_interval_s=0.05)
+    other = TestClient(create_app(svc.settings))
+    try:
+        job = svc.submit(svc.dataset(iris_like(), "iris.csv")["id"]).json()
+        url = f"/v1/jobs/{job['id']}/events"
+        with svc.client.stream("GET", url, headers=svc.a) as first:
+            assert first.status_code == 200
+            second = other.get(url, headers=svc.a)
+            assert second.status_code == 429 and "max_event_streams_per_key" in second.json()["detail"]
+            svc.client.post(f"/v1/jobs/{job['id']}/cancel", headers=svc.a)
+            assert any("cancelled" in line for line in first.iter_lines())
+        with other.stream("GET", url, headers=svc.a) as again:      # the lease was given back
+            assert again.status_code == 200
+    finally:
+        other.close()
+        svc.client.close()
