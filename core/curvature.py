@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+from scipy.sparse.linalg import ArpackError, LinearOperator, eigsh
 from torch import Tensor
 
 DENSE_MAX = 32
@@ -50,6 +50,10 @@ class Eigen:
         return asdict(self)
 
 
+class NonFinite(ArithmeticError):
+    """A Hessian-vector product was not finite: the loss overflows near these weights."""
+
+
 class NumpyOperator:
     """The Hessian product on float64 numpy vectors, counting products and keeping the last `keep`."""
 
@@ -61,6 +65,9 @@ class NumpyOperator:
         x = np.array(x, dtype=np.float64).reshape(-1)                           # (n,), a copy: ARPACK reuses its buffer
         self.products += 1
         hx = self.hvp(torch.from_numpy(x).to(self.like)).detach().cpu().numpy().astype(np.float64)
+        if not np.isfinite(hx).all():
+            raise NonFinite("a Hessian-vector product was not finite: the loss or its gradient overflows within "
+                            "1e-6 of these weights")
         self.recent.append((x, hx))
         return hx
 
@@ -94,13 +101,15 @@ def lanczos_end(hvp: Product, like: Tensor, n: int, *, budget: int, rng: np.rand
     matvec = op if shift is None else (lambda x: shift * np.asarray(x).reshape(-1) - op(x))
     ncv = min(n, KRYLOV)
     restarts = max(1, (budget - ncv) // max(ncv // 2, 1) + 1)        # ARPACK: ncv, then about ncv / 2 per restart
+    start = rng.standard_normal(n)
     try:
         _, vectors = eigsh(LinearOperator((n, n), matvec=matvec, dtype=np.float64), k=1, which="LA", ncv=ncv,
-                           maxiter=restarts, tol=ARPACK_TOL, v0=rng.standard_normal(n))
+                           maxiter=restarts, tol=ARPACK_TOL, v0=start)
         v = vectors[:, 0]
-    except ArpackNoConvergence as stopped:
-        v = (stopped.eigenvectors[:, 0] if stopped.eigenvectors.size
-             else rayleigh_ritz(list(op.recent), largest=shift is None))
+    except ArpackError as stopped:        # out of budget, or H v0 = 0 (a zero Hessian: "starting vector is zero")
+        found = getattr(stopped, "eigenvectors", None)
+        v = (found[:, 0] if found is not None and found.size
+             else rayleigh_ritz(list(op.recent), largest=shift is None) if op.recent else start)
     theta, bound = _bounded(op, v)
     return theta, bound, op.products
 

@@ -176,3 +176,14 @@ def test_an_unconverged_run_is_finished_by_rayleigh_ritz_on_what_it_explored():
     _, smallest, _ = extreme_eigenvalues(lambda v: spectrum * v, torch.zeros(n, dtype=F64), budget=40)
     assert not smallest.converged and abs(smallest.value - (-0.01)) <= smallest.bound
     assert smallest.value < 0.01                          # near the bottom, not a random Ritz value
+
+
+def test_a_zero_hessian_is_flat_and_an_overflowing_one_is_said_so():
+    """A zero Hessian (a 3-layer linear net at exactly zero) gives ARPACK a zero start; a NaN product
+    (a loss that overflows) gives no numbers, and a report that says why rather than a 500."""
+    theta = torch.zeros(50, dtype=F64)
+    h = hessian_report(lambda t: 0 * t, theta, density_vectors=2, density_steps=10)
+    assert h["verdict"] == "inconclusive" and h["max_eigenvalue"] == h["min_eigenvalue"] == 0.0
+    assert "no curvature beyond the tolerance" in h["reason"] and h["density"]["negative_mass"] == 0.0
+    h = hessian_report(lambda t: t * float("nan"), theta)
+    assert h["verdict"] == "inconclusive" and h["largest"] is None and "not finite" in h["reason"]
