@@ -170,7 +170,8 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> JSONRespo
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no route {request.method} {request.url.path}; see /docs for the API"
     elif exc.status_code == 405:
-        allowed = allowed_methods(request)
+        allowed = allowed_methods(request) or [   # none: a mount (StaticFiles), which says its own
+            m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m.strip()]
         detail = f"method {request.method} is not allowed on {request.url.path}; allowed: {', '.join(allowed)}"
         return JSONResponse({"detail": bounded(detail)}, status_code=405, headers={"Allow": ", ".join(allowed)})
     return JSONResponse({"detail": bounded(detail)}, status_code=exc.status_code, headers=exc.headers)

@@ -135,3 +135,8 @@ def test_event_streams_are_capped_per_process_across_keys(service_factory):
         assert any("cancelled" in line for line in first.iter_lines())
     with svc.client.stream("GET", f"/v1/jobs/{job['id']}/events", headers=svc.a) as again:
         assert again.status_code == 200          # the slot came back
+
+
+def test_a_405_on_a_static_file_allows_what_static_files_serve(svc):
+    r = svc.client.post("/static/swagger-ui/swagger-ui.css")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
