@@ -27,13 +27,13 @@ from typing import Annotated, Optional, Sequence
 
 import typer
 
-from .commands import datasets, gradcheck, jobs, landscape, login, sweeps
+from .commands import datasets, gradcheck, jobs, landscape, login, sweeps, webhooks
 from .commands import export as export_commands
 
 log = logging.getLogger("chainrule.cli")
 
 SERVER = ("serve", "api", "worker", "migrate", "keys")
-CLIENT = ("login", "datasets", "jobs", "sweeps")
+CLIENT = ("login", "datasets", "jobs", "sweeps", "webhooks")
 app = typer.Typer(name="chainrule", no_args_is_help=True, pretty_exceptions_enable=False,
                   help=f"Training as a service: the server ({', '.join(SERVER)}) and its client "
                        f"({', '.join(CLIENT)}).")
@@ -42,6 +42,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(sweeps.app, name="sweeps")
+app.add_typer(webhooks.app, name="webhooks")
 app.command("login")(login.login)
 jobs.app.command("export")(export_commands.export)
 jobs.app.command("script")(export_commands.script)

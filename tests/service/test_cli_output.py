@@ -25,7 +25,7 @@ BOX = set("│┃━─╇┏┓┗┛╭╮╰╯…")                         
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, request):
     failed_before = request.session.testsfailed
-    deployment = Stack(tmp_path_factory.mktemp("cli_output"))
+    deployment = Stack(tmp_path_factory.mktemp("cli_output"), webhook_allow_private_targets=True)  # a local receiver
     deployment.create_key_in_process()
     deployment.start_serve()
     try:
@@ -269,3 +269,35 @@ def test_a_sweep_off_a_terminal_is_never_silent_while_epochs_are_trained(stack, 
     # (how many depends on how fast the trials run: at least the poll that saw them end)
     assert len(progress) >= 2 and progress == sorted(progress) and progress[-1] == final["epochs_trained"] == 60, \
         lines
+
+
+def test_webhooks_from_the_cli_create_list_deliveries_and_delete(stack, dataset):
+    """A webhook made with the CLI receives a succeeded job's signed POST; its deliveries and the list read as
+    lines; the secret is printed once, at creation."""
+    import hashlib
+    import hmac
+
+    from e2e_support import wait_for
+    from webhook_receiver import Receiver
+
+    with Receiver() as receiver:
+        out = cli(stack, "webhooks", "create", receiver.url, "-e", "job.succeeded").stdout
+        hook_id = out.split("webhook ", 1)[1].split()[0]
+        secret = out.split("secret: ", 1)[1].split()[0]
+        assert f"-> {receiver.url} on job.succeeded" in out and len(secret) >= 16
+        listed = cli(stack, "webhooks", "list").stdout
+        assert hook_id in listed and secret not in listed and "1 webhook(s)" in listed
+        job = stack.submit(dataset["id"], epochs=1)
+        assert stack.wait_job(job["id"], timeout=120, watch=("serve",))["status"] == "succeeded"
+        wait_for(lambda: receiver.requests or None, 120, 0.1, "the webhook's POST")
+        sent = receiver.requests[0]
+        stamp, signature = (part.split("=", 1)[1] for part in sent.headers["Chainrule-Signature"].split(","))
+        expected = hmac.new(secret.encode(), f"{stamp}.".encode() + sent.body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(signature, expected) and job["id"].encode() in sent.body
+        line = wait_for(lambda: next((ln for ln in cli(stack, "webhooks", "deliveries", hook_id).stdout.splitlines()
+                                      if "delivered" in ln), None), 60, 0.2, "the delivery logged as delivered")
+        assert sent.headers["Chainrule-Delivery"] in line and "job.succeeded" in line and " 200 " in f" {line} "
+    assert f"deleted webhook {hook_id}" in cli(stack, "webhooks", "delete", hook_id).stdout
+    assert "0 webhook(s)" in cli(stack, "webhooks", "list").stdout
+    gone = cli(stack, "webhooks", "deliveries", hook_id, check=False)
+    assert gone.returncode == 1 and "404" in gone.stderr
