@@ -1,5 +1,5 @@
 """A request body must keep coming: each piece within body_timeout_s of the last, and, once
-body_timeout_s have passed, at MIN_BODY_RATE bytes a second on average; else 408.
+body_timeout_s have passed since its first piece, at MIN_BODY_RATE bytes a second on average; else 408.
 
 A client that sends headers and then its body at a byte a second held a connection and a request
 slot for as long as it liked. The wait is bounded only while the body is incomplete: once its last
@@ -26,10 +26,10 @@ class BodyTimeout:
         await self.app(scope, self._paced(receive), send)
 
     def _paced(self, receive: Receive) -> Receive:
-        complete, received, started = False, 0, time.monotonic()
+        complete, received, started = False, 0, None    # started: when the first piece came in
 
         async def paced() -> Message:
-            nonlocal complete, received
+            nonlocal complete, received, started
             if complete:
                 return await receive()
             try:
@@ -38,6 +38,7 @@ class BodyTimeout:
                 raise _timeout(f"the request body stalled: no part of it arrived for {self.timeout_s:g} s") from None
             complete = message["type"] != "http.request" or not message.get("more_body", False)
             received += len(message.get("body", b""))
+            started = started or time.monotonic()
             elapsed = time.monotonic() - started
             if not complete and elapsed > self.timeout_s and received < MIN_BODY_RATE * elapsed:
                 raise _timeout(f"the request body arrives at {received / elapsed:.0f} bytes/s; after "
