@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from e2e_support import LOOPBACK, missing, wait_for
+from e2e_support import CEILING_S, LOOPBACK, missing, wait_for
 
 CHROMIUM = os.environ.get("CHAINRULE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -27,16 +27,20 @@ ARTIFACTS = Path(os.environ.get("CHAINRULE_TEST_ARTIFACTS") or Path(__file__).pa
 
 
 def launch(playwright, profile: Path):
-    """A browser context on a fresh profile directory; a failure to start is a skip, or in CI a failure."""
+    """A browser context on a fresh profile directory; a failure to start is a skip, or in CI a failure.
+    Every wait of its pages (navigation, a selector, a click) is for an event, with CEILING_S as its
+    ceiling rather than Playwright's 30 s, which a loaded machine can exceed."""
     if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
         missing(f"Chromium ({CHROMIUM})", "Debian's chromium package (scripts/test.sh does as root)")
     try:
-        return playwright.chromium.launch_persistent_context(
+        context = playwright.chromium.launch_persistent_context(
             str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS, viewport=WIDE,
             accept_downloads=True)
     except Exception as exc:   # playwright's Error: the browser did not start
         missing(f"a Chromium that starts ({type(exc).__name__}: {str(exc)[:500]})",
                 "Debian's chromium package and its libraries")
+    context.set_default_timeout(CEILING_S * 1000)
+    return context
 
 
 @dataclass
@@ -74,7 +78,7 @@ class Recorder:
         assert errors == [], errors
 
 
-def wait_until(page, function: str, arg=None, timeout_s: float = 30.0):
+def wait_until(page, function: str, arg=None, timeout_s: float = CEILING_S):
     """Poll a JavaScript function of `arg` until it returns something truthy; returns it.
 
     Not Playwright's wait_for_function: it evaluates its predicate with eval() inside the page,
@@ -83,7 +87,7 @@ def wait_until(page, function: str, arg=None, timeout_s: float = 30.0):
     return wait_for(lambda: page.evaluate(function, arg), timeout_s, 0.05, f"{function} ({arg!r})")
 
 
-def wait_ready(page, name: str | None = None, timeout_s: float = 30.0) -> None:
+def wait_ready(page, name: str | None = None, timeout_s: float = CEILING_S) -> None:
     """The page (`name`: that page, after an in-app navigation) drew what it first loaded: app.js
     sets window.__chainrule.page and .ready."""
     wait_until(page, "(name) => window.__chainrule !== undefined && window.__chainrule.ready === true && "

@@ -404,14 +404,14 @@ class Stack:
     @property
     def http(self) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client(base_url=self.api_url, timeout=30,
+            self._client = httpx.Client(base_url=self.api_url, timeout=CEILING_S,
                                         headers={"Authorization": f"Bearer {self.key}"})
         return self._client
 
     def client(self):
         """The Python client a user would use, pointed at this stack's API with its key."""
         from chainrule.client import Client
-        return Client(self.api_url, self.key, timeout=30)
+        return Client(self.api_url, self.key, timeout=CEILING_S)
 
     def start_serve(self) -> subprocess.Popen:
         """`chainrule serve`: migrations, the API and a worker process, as one command (embedded)."""

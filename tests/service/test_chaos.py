@@ -29,7 +29,7 @@ class Poller(threading.Thread):
 
     def __init__(self, url: str, key: str):
         super().__init__(daemon=True)
-        self.client = httpx.Client(base_url=url, timeout=10, headers={"Authorization": f"Bearer {key}"})
+        self.client = httpx.Client(base_url=url, timeout=CEILING_S, headers={"Authorization": f"Bearer {key}"})
         self.ids: list[str] = []
         self.answers: Counter = Counter()
         self.rounds: list[tuple[float, Counter]] = []     # (when a round ended, jobs by status) when all answered

@@ -10,9 +10,9 @@ import pytest
 import uvicorn
 
 from browser_support import Recorder, launch, wait_until
-from e2e_support import LOOPBACK, free_port, missing, wait_for
+from e2e_support import CEILING_S, HANG_GUARD_S, LOOPBACK, free_port, missing, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(HANG_GUARD_S)
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def base_url(svc):
     server = uvicorn.Server(uvicorn.Config(svc.client.app, host=LOOPBACK, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    wait_for(lambda: server.started, 20, what="uvicorn to start")
+    wait_for(lambda: server.started, CEILING_S, what="uvicorn to start")
     yield f"http://{LOOPBACK}:{port}"
     server.should_exit = True
     thread.join(10)
@@ -57,7 +57,7 @@ def test_redoc_renders_the_api_with_nothing_from_another_host_and_no_console_err
 def test_swagger_ui_renders_the_api_with_nothing_from_another_host_and_no_console_error(browser, base_url):
     page = browser.new_page()
     page.goto(f"{base_url}/docs")
-    page.wait_for_selector(".opblock-summary", timeout=30_000)
+    page.wait_for_selector(".opblock-summary")
     page.wait_for_load_state("networkidle")
     assert page.locator(".opblock-summary").count() > 10
     browser.recorder.check()

@@ -14,9 +14,9 @@ import httpx
 import pytest
 import safetensors.torch
 
-from e2e_support import blobs_csv
+from e2e_support import CEILING_S, HANG_GUARD_S, blobs_csv
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(HANG_GUARD_S)
 PACKAGE = "chainrule_generated"
 # the generator reads only the binary media types it knows; the plots are image/png, which a user
 # maps as here (openapi-python-client's documented content_type_overrides)
@@ -31,7 +31,7 @@ def generate(spec_path, out_dir) -> list[str]:
     config.write_text(GENERATOR_CONFIG)
     proc = subprocess.run([exe, "generate", "--path", str(spec_path), "--output-path", str(out_dir),
                            "--meta", "none", "--overwrite", "--config", str(config)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=CEILING_S)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return [line for line in (proc.stdout + proc.stderr).splitlines() if "WARNING" in line or "Unable" in line]
 
@@ -76,7 +76,7 @@ def test_generated_client_has_every_operation_and_runs_a_job(stack_factory, tmp_
     assert job.status.value == "queued" and job.name == "generated"
 
     get_job = importlib.import_module(f"{PACKAGE}.api.jobs.get_job")
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + CEILING_S          # polling its status until it ends; a ceiling, not a wait
     while (job := get_job.sync(client=client, job_id=job.id)).status.value not in ("succeeded", "failed"):
         assert time.monotonic() < deadline, f"job still {job.status.value}"
         time.sleep(0.2)
