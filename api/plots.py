@@ -247,13 +247,16 @@ def spectral_density_figure(landscape: dict[str, Any] | None) -> Figure:
         raise NothingToDraw("no spectral density has been computed for this job: POST /v1/jobs/{id}/landscape "
                             "with density_vectors >= 1")
     x, y = np.asarray(density["eigenvalues"], float), np.asarray(density["density"], float)
+    floor = np.nanmax(y) * 1e-6                     # a log axis, as PyHessian draws it: the tails show
+    y = np.maximum(y, floor)
     fig = Figure(layout="constrained")
     ax = fig.add_subplot()
     ax.plot(x, y, color="#0072B2", label="density")
-    ax.fill_between(x, 0, y, where=x < 0, color="#D55E00", alpha=0.4, hatch="//",
+    ax.fill_between(x, floor, y, where=x < 0, color="#D55E00", alpha=0.4, hatch="//",
                     label=f"below zero: {100 * density['negative_mass']:.1f} % of the eigenvalues")
+    ax.set_yscale("log")
     ax.axvline(0.0, color="0.3", linestyle=":", linewidth=1)
-    ax.set(xlabel="eigenvalue", ylabel="density",
+    ax.set(xlabel="eigenvalue", ylabel="density (log scale)",
            title=f"Spectral density of the Hessian ({density['vectors']} vectors x {density['steps']} Lanczos steps)")
     ax.legend()
     ax.grid(alpha=0.3)

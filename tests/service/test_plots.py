@@ -149,7 +149,8 @@ def test_the_spectral_density_figure_shades_the_mass_below_zero_and_the_title_ca
                "trace": 1.0, "density": density}
     fig = plots.spectral_density_figure({"hessian": hessian})
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "eigenvalue" and np.allclose(ax.get_lines()[0].get_xdata(), x)
+    assert ax.get_xlabel() == "eigenvalue" and ax.get_yscale() == "log"
+    assert np.allclose(ax.get_lines()[0].get_xdata(), x)
     assert "below zero: 12.5 % of the eigenvalues" in [t.get_text() for t in ax.get_legend().get_texts()]
     title = plots.landscape_figure({"surface": {"xs": [-1, 0, 1], "ys": [-1, 0, 1], "losses": [[1, 2, 1]] * 3},
                                     "hessian": hessian})._suptitle.get_text()

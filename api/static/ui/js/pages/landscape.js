@@ -4,13 +4,14 @@
 //   hessian: {verdict, reason, largest: {value, bound, converged, products}, smallest, density, trace, ...}
 // A succeeded job without one gets a button that asks for it (POST), then the page polls its status.
 import {ApiError, request} from "../api.js";
-import {LineChart} from "../charts.js";
+import {LineChart, positiveOnly} from "../charts.js";
 import {fill, h, notice, num, percent, statusBadge} from "../dom.js";
 import {Heatmap} from "../heatmap.js";
 import {sleep} from "../sse.js";
 
 export const NAME = "landscape";
 const POLL_MS = 3000;
+const DENSITY_FLOOR = 1e-6;     // of the density's peak: the log axis spans six decades
 const PENDING = new Set(["queued", "running", "pending", "computing"]);
 
 export async function render(main, page) {
@@ -78,8 +79,10 @@ function draw(body, landscape) {
   if (density) {
     const chart = new LineChart(grid, {name: "landscape_density", title: "Spectral density of the Hessian",
                                        description: `(${percent(density.negative_mass)} of the eigenvalues below zero)`,
-                                       xLabel: "eigenvalue", yLabel: "density", series: [{label: "density"}], integerX: false});
-    chart.setData(density.eigenvalues, [density.density]);
+                                       xLabel: "eigenvalue", yLabel: "density (log scale)", series: [{label: "density"}],
+                                       integerX: false, log: true});     // as PyHessian draws it: the tails show
+    const floor = Math.max(...density.density) * DENSITY_FLOOR;             // the PNG's floor too (api/plots.py)
+    chart.setData(density.eigenvalues, [positiveOnly(density.density.map((v) => Math.max(v, floor)))]);
     chart.setMarkers([{x: 0, label: "0", severity: "info"}]);
     charts.push(chart);
   }
