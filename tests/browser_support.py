@@ -118,7 +118,9 @@ def shoot(page, name: str) -> list[Path]:
     saved = []
     for size, suffix in ((WIDE, ""), (NARROW, "-narrow")):
         page.set_viewport_size(size)
-        page.wait_for_timeout(300)         # charts follow their container's width (ResizeObserver)
+        # charts follow their container's width: the resize's layout, its ResizeObserver callbacks
+        # (which resize the charts) and the layout after them are done two frames later, however slow
+        page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
         overflow = page.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{name} at {size['width']} px is {overflow} px wider than the window"
         path = ARTIFACTS / f"{name}{suffix}.png"
