@@ -4,7 +4,9 @@ supervisor: runner.run_job in this process, as its Celery task runs it) and work
 sharing the database, the broker's store and the artifact store, the ranks' TCPStore on loopback.
 A `processes: 2` job runs rank 0 on a and rank 1 on b (a `chainrule.rank` task) and ends with the weights
 of a one-process run; b with no free slot hands the job back within b's distributed_remote_wait_s instead
-of waiting; b's rank SIGKILLed mid-run stops rank 0 within seconds and the job resumes and succeeds."""
+of waiting; b's rank SIGKILLed mid-run stops rank 0 within seconds and the job resumes and succeeds; b
+itself SIGKILLed stops rank 0 and the job goes back to the queue. The supervisor's reading of the store
+(a beat that stops, a rank never taken) is tested on a real TCPStore."""
 from __future__ import annotations
 
 import os
@@ -12,16 +14,20 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 import pytest
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file
 
 from core import artifacts, rank_slots
 from core.lifecycle import JobStatus
+from core.settings import Settings
 from core.tables import Job
 from worker import runner
 from worker.ranks import run_dir
+from worker.remote_rank import NoRemoteSlot, Remote, beat_key, describe, exit_key
 
 from conftest import iris_like
 from test_distributed_jobs import CPU, TWO, alive, in_background, launch_pids, wait
@@ -31,27 +37,34 @@ BODY = {"batch_size": 8, "validation_split": 0.2, "optimizer": {"type": "sgd", "
 
 
 @pytest.fixture
-def hosts(service_factory, tmp_path):
-    """(svc of worker a, worker b's data dir); b is stopped after the test."""
-    svc = service_factory(rank_slots=1, rank_host="a")
-    b_dir = tmp_path / "b"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINRULE_")}
-    env.update({"CHAINRULE_DATA_DIR": str(b_dir), "CHAINRULE_DATABASE_URL": svc.settings.database_url,
-                "CHAINRULE_BROKER_DIR": str(svc.settings.broker_dir),
-                "CHAINRULE_ARTIFACTS_DIR": str(svc.settings.artifacts_dir), "CHAINRULE_RANK_HOST": "b",
-                "CHAINRULE_RANK_SLOTS": "1", "CHAINRULE_DISTRIBUTED_REMOTE_WAIT_S": "3",
-                "CHAINRULE_WORKER_THREADS": "1", "PYTHONUNBUFFERED": "1"})
-    b_dir.mkdir()
-    with open(tmp_path / "b.log", "wb") as out:
-        b = subprocess.Popen([sys.executable, "-m", "chainrule.cli", "worker", "--queues", "ranks", "--device", "cpu"],
-                             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    yield svc, b_dir
-    b.send_signal(signal.SIGTERM)
-    try:
-        b.wait(30)
-    except subprocess.TimeoutExpired:
-        b.kill()
-        b.wait()
+def workers(service_factory, tmp_path):
+    """workers(**a_settings) -> (svc of worker a, worker b's process, b's data dir); b is stopped after."""
+    started = []
+
+    def start(**a_settings):
+        svc = service_factory(rank_slots=1, rank_host="a", **a_settings)
+        b_dir = tmp_path / "b"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINRULE_")}
+        env.update({"CHAINRULE_DATA_DIR": str(b_dir), "CHAINRULE_DATABASE_URL": svc.settings.database_url,
+                    "CHAINRULE_BROKER_DIR": str(svc.settings.broker_dir),
+                    "CHAINRULE_ARTIFACTS_DIR": str(svc.settings.artifacts_dir), "CHAINRULE_RANK_HOST": "b",
+                    "CHAINRULE_RANK_SLOTS": "1", "CHAINRULE_DISTRIBUTED_REMOTE_WAIT_S": "3",
+                    "CHAINRULE_WORKER_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+        b_dir.mkdir()
+        with open(tmp_path / "b.log", "wb") as out:
+            b = subprocess.Popen([sys.executable, "-m", "chainrule.cli", "worker", "--queues", "ranks",
+                                  "--device", "cpu"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        started.append(b)
+        wait(lambda: b.poll() is not None or "ready." in (tmp_path / "b.log").read_text(), 120, "worker b")
+        assert b.poll() is None, (tmp_path / "b.log").read_text()
+        return svc, b, b_dir
+
+    yield start
+    for b in started:     # killed (a warm shutdown takes seconds): its rank, if any, exits as an orphan
+        if b.poll() is None:
+            b.kill()
+            b.wait()
     print((tmp_path / "b.log").read_text()[-4000:])
 
 
@@ -60,8 +73,8 @@ def remote_pid(b_dir, job_id: str, launch: int) -> int | None:
     return int(path.read_text()) if path.exists() else None
 
 
-def test_two_workers_run_one_rank_each_to_the_weights_of_one_process(hosts):
-    svc, b_dir = hosts
+def test_two_workers_run_one_rank_each_to_the_weights_of_one_process(workers):
+    svc, _, b_dir = workers()
     data = svc.dataset(iris_like(40))
     ids = []
     for distributed in ({"processes": 2}, {"processes": 1}):
@@ -85,7 +98,7 @@ def test_two_workers_run_one_rank_each_to_the_weights_of_one_process(hosts):
         s.get(Job, holder).status, s.get(Job, holder).attempts = JobStatus.RUNNING, 1
         s.commit()
     assert rank_slots.reserve(svc.settings, holder, 1, 1, host="b") == [0]
-    job_id = svc.submit(data["id"], epochs=3, **TWO, **{k: v for k, v in BODY.items()}).json()["id"]
+    job_id = svc.submit(data["id"], epochs=3, **TWO, **BODY).json()["id"]
     started = time.monotonic()
     assert runner.run_job(svc.settings, job_id, CPU) == "queued"
     print(f"handed back after {time.monotonic() - started:.1f} s")
@@ -93,10 +106,10 @@ def test_two_workers_run_one_rank_each_to_the_weights_of_one_process(hosts):
     assert not alive(launch_pids(svc, job_id, 0)[0])
 
 
-def test_a_killed_remote_rank_stops_rank_0_and_the_job_resumes(hosts):
-    svc, b_dir = hosts
+def test_a_killed_remote_rank_stops_rank_0_and_the_job_resumes(workers):
+    svc, _, b_dir = workers()
     data = svc.dataset(iris_like(40))
-    job_id = svc.submit(data["id"], epochs=400, **TWO, **BODY).json()["id"]
+    job_id = svc.submit(data["id"], epochs=200, **TWO, **BODY).json()["id"]
     thread, ended = in_background(svc, job_id)
     checkpoint = artifacts.resolve(svc.settings, artifacts.checkpoint_relpath(job_id))
     pid = wait(lambda: checkpoint.exists() and remote_pid(b_dir, job_id, 0), 120, "a checkpoint")
@@ -109,5 +122,56 @@ def test_a_killed_remote_rank_stops_rank_0_and_the_job_resumes(hosts):
     thread.join(180)
     assert ended == ["succeeded"]
     job = svc.client.get(f"/v1/jobs/{job_id}", headers=svc.a).json()
-    assert job["result"]["resumed_from_epoch"] >= 1 and job["progress"]["epoch"] == 400
+    assert job["result"]["resumed_from_epoch"] >= 1 and job["progress"]["epoch"] == 200
     assert run_dir(svc.settings, job_id).exists()
+
+
+def test_a_killed_remote_worker_stops_rank_0_and_the_job_goes_back_to_the_queue(workers):
+    """b SIGKILLed with its rank: rank 0 stops within seconds, the relaunch's rank 1 finds no worker within
+    a's distributed_remote_wait_s, and the job is handed back (queued, its slots free): never stuck."""
+    svc, b, b_dir = workers(distributed_remote_wait_s=5)
+    data = svc.dataset(iris_like(40))
+    job_id = svc.submit(data["id"], epochs=400, **TWO, **BODY).json()["id"]
+    thread, ended = in_background(svc, job_id)
+    checkpoint = artifacts.resolve(svc.settings, artifacts.checkpoint_relpath(job_id))
+    pid = wait(lambda: checkpoint.exists() and remote_pid(b_dir, job_id, 0), 120, "a checkpoint")
+    local = launch_pids(svc, job_id, 0)
+    os.kill(b.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait(lambda: not alive(local[0]) and not alive(pid), 15, "both ranks to stop")
+    print(f"both ranks stopped {time.monotonic() - killed_at:.1f} s after worker b was killed")
+    thread.join(120)
+    assert ended == ["queued"]
+    print(f"handed back {time.monotonic() - killed_at:.1f} s after worker b was killed")
+    assert rank_slots.held(svc.settings, "a") == {}
+    with svc.session() as s:
+        assert s.get(Job, job_id).status == JobStatus.QUEUED
+
+
+def test_the_supervisor_reads_remote_ranks_from_the_store(tmp_path):
+    """worker.remote_rank.Remote on a real TCPStore, the keys written as a taker writes them: a rank never
+    taken and a slot never found end the launch (NoRemoteSlot), a beat that stops is a dead rank, an
+    exit is read as one."""
+    settings = Settings(data_dir=tmp_path, distributed_remote_wait_s=1.0, distributed_remote_stale_s=1.0)
+    store = dist.TCPStore("127.0.0.1", 0, world_size=None, is_master=True, timeout=timedelta(seconds=5),
+                          wait_for_workers=False)
+    remote = Remote(settings, store, "1-0", range(1, 3))
+    assert remote.poll() == {1: None, 2: None}
+    store.add(beat_key("1-0", 1), 1)
+    time.sleep(1.2)
+    with pytest.raises(NoRemoteSlot, match="no worker took rank 2 from the ranks queue within 1 s"):
+        remote.poll()
+    store.add(beat_key("1-0", 2), 1)
+    remote.beats[2] = (0, time.monotonic())       # as if rank 2 had been sent just now
+    states = remote.poll()
+    assert states[2] is None and states[1] is None   # rank 1's beat was seen at the last poll: fresh
+    time.sleep(1.2)
+    states = remote.poll()
+    assert states[1].startswith("no heartbeat for") and states[2].startswith("no heartbeat for")
+    store.set(exit_key("1-0", 1), "-9")
+    store.set(exit_key("1-0", 2), "0")
+    states = remote.poll()
+    assert states == {1: "-9", 2: 0} and describe(1, states[1]) == "rank 1 was killed by signal 9"
+    store.set(exit_key("1-0", 2), "noslot: no rank slot of b was free within 3 s")
+    with pytest.raises(NoRemoteSlot, match="rank 2: noslot: no rank slot of b"):
+        remote.poll()
