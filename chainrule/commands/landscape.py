@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -19,7 +20,8 @@ from .watch import EXIT
 
 app = typer.Typer(no_args_is_help=True, help=(
     "A succeeded job's loss landscape: the loss from its initial to its final weights, a surface around "
-    "the final weights, and the Hessian's extreme eigenvalues there (minimum or saddle)."))
+    "the final weights, the Hessian's extreme eigenvalues there with their error bounds (a minimum, a saddle, "
+    "a maximum, or inconclusive) and its spectral density."))
 JobId = Annotated[str, typer.Argument(help="The job's id (a succeeded job).")]
 POLL_S = 1.0
 STEP = 0.1          # off a terminal, a progress line each time another tenth is done
@@ -61,22 +63,30 @@ def show(job_id: JobId, url: Url = None, key: Key = None, as_json: AsJson = Fals
     print_json(row) if as_json else describe(row)
 
 
+class Figure(str, Enum):
+    landscape = "landscape"
+    spectral_density = "spectral_density"
+
+
 @app.command()
 def plot(job_id: JobId,
+         kind: Annotated[Figure, typer.Option("--kind", "-k", help=(
+             "landscape: the line and the surface; spectral_density: the Hessian's eigenvalue density, its "
+             "mass below zero shaded."))] = Figure.landscape,
          output: Annotated[Optional[Path], typer.Option("-o", "--output", help=(
-             "The PNG to write. Default: JOB_ID-landscape.png here."))] = None,
+             "The PNG to write. Default: JOB_ID-KIND.png here."))] = None,
          width: Annotated[Optional[int], typer.Option(help="Pixels (the server's default: 800).")] = None,
          height: Annotated[Optional[int], typer.Option(help="Pixels (the server's default: 500).")] = None,
          url: Url = None, key: Key = None) -> None:
-    """Save the landscape's plot (the line and the surface) as PNG."""
-    path = output or Path(f"{job_id}-landscape.png")
+    """Save the landscape's plot (the line and the surface), or its spectral density, as PNG."""
+    path = output or Path(f"{job_id}-{kind.value}.png")
     with connect(url, key) as client:
-        png = client.plot(job_id, "landscape", width=width, height=height)
+        png = client.plot(job_id, kind.value, width=width, height=height)
     try:
         path.write_bytes(png)
     except OSError as exc:
         fail(f"cannot write {path}: {exc.strerror or exc}")
-    console.print(f"wrote {path} (landscape, {len(png):,} bytes)", highlight=False, soft_wrap=True)
+    console.print(f"wrote {path} ({kind.value}, {len(png):,} bytes)", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -229,6 +229,9 @@ def test_landscape_request_watch_show_and_plot(stack, trained):
     png = stack.root / "land.png"
     cli(stack, "jobs", "landscape", "plot", trained["id"], "-o", str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    density = cli(stack, "jobs", "landscape", "plot", trained["id"], "-k", "spectral_density").stdout
+    assert f"wrote {trained['id']}-spectral_density.png (spectral_density, " in density
+    assert (stack.root / f"{trained['id']}-spectral_density.png").read_bytes()[:4] == b"\x89PNG"
     bad = cli(stack, "jobs", "landscape", "request", trained["id"], "--set", "points=3", check=False)
     assert bad.returncode == 1 and "422" in bad.stderr and "points" in bad.stderr
 
