@@ -127,7 +127,8 @@ def test_events_stream_a_whole_job_in_order_and_resume_after_a_drop(stack_factor
 
     # the first connection drops after two epochs; the client resumes from the last id it saw
     seen = []
-    with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.key}"}) as http:
+    with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.key}"},
+                      timeout=CEILING_S) as http:       # httpx's 5 s read timeout: an epoch on a loaded machine
         with connect_sse(http, "GET", f"/v1/jobs/{job['id']}/events") as source:
             for sse in source.iter_sse():
                 seen.append((sse.event, json.loads(sse.data), sse.id))

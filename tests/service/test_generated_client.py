@@ -39,7 +39,7 @@ def generate(spec_path, out_dir) -> list[str]:
 def test_generated_client_has_every_operation_and_runs_a_job(stack_factory, tmp_path, monkeypatch):
     stack = stack_factory("sqlite")
     stack.up()
-    spec = httpx.get(stack.api_url + "/openapi.json").json()
+    spec = httpx.get(stack.api_url + "/openapi.json", timeout=CEILING_S).json()
     (tmp_path / "openapi.json").write_text(json.dumps(spec))
     assert generate(tmp_path / "openapi.json", tmp_path / PACKAGE) == []
 
