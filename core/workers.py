@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from .broker import RANKS_QUEUE
 from .db import session_scope
 from .settings import Settings
 from .tables import Worker, utcnow
@@ -43,7 +44,8 @@ def beat(settings: Settings, queues: list[str], device: str) -> None:
         seen = s.execute(update(Worker).where(Worker.id == worker_id)
                          .values(seen_at=now, queues=queues, device=device)).rowcount
         if not seen:
-            s.add(Worker(id=worker_id, host=socket.gethostname()[:200], pid=os.getpid(), queues=queues,
+            s.add(Worker(id=worker_id, host=(settings.rank_host or socket.gethostname())[:200], pid=os.getpid(),
+                         queues=queues,
                          device=device, started_at=now, seen_at=now))
 
 
@@ -57,6 +59,15 @@ def live_queues(session: Session, settings: Settings, now: datetime | None = Non
     """The queues some live worker consumes."""
     since = (now or utcnow()) - timedelta(seconds=live_within_s(settings))
     return {q for queues in session.scalars(select(Worker.queues).where(Worker.seen_at >= since)) for q in queues}
+
+
+def take_ranks_elsewhere(settings: Settings, host: str) -> bool:
+    """Whether a live worker on a host other than `host` consumes the ranks queue (core.broker.RANKS_QUEUE):
+    only then does a multi-process job start with part of its ranks here (worker.ranks)."""
+    since = utcnow() - timedelta(seconds=live_within_s(settings))
+    with session_scope(settings.database_url) as s:
+        return any(RANKS_QUEUE in queues for queues in s.scalars(
+            select(Worker.queues).where(Worker.seen_at >= since, Worker.host != host)))
 
 
 def forget_dead(session: Session, now: datetime) -> None:

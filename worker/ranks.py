@@ -3,7 +3,10 @@
 The worker that claimed the job (its Celery task) stays the job's supervisor and keeps its heartbeat:
 
     slots = rank_slots.reserve(...)        all N of this host's slots in one transaction, or the job goes
-                                           back to the queue (nothing half-held)
+                                           back to the queue (nothing half-held); when a worker of another
+                                           host takes ranks, what is free here (rank 0 at least), and the
+                                           other ranks go to the ranks queue (worker.remote_rank: a rank
+                                           not taken or without a slot in time hands the job back)
     store = TCPStore(is_master=True)       the rendezvous, at settings.distributed_store_host, a free port
     N x Popen(python -m worker.rank)       fresh interpreters (spawned, never forked from this process, which
                                            may run inside Celery and holds torch's thread pools)
@@ -32,7 +35,7 @@ import torch
 import torch.distributed as dist
 from pydantic import SecretStr
 
-from core import lifecycle, rank_slots
+from core import lifecycle, rank_slots, workers
 from core.lifecycle import Claim, JobStatus
 from core.settings import Settings
 from core.sweeps.study import PRUNED
@@ -170,9 +173,11 @@ def run(settings: Settings, claimed: Claim, device: torch.device, heartbeat: Hea
         return fail(settings, claimed, heartbeat, "invalid_job", f"distributed.processes is {n} but this worker "
                     f"has {torch.cuda.device_count()} GPU(s); NCCL needs one GPU per process: use at most "
                     f"{torch.cuda.device_count()}, or device cpu")
-    slots = rank_slots.reserve(settings, claimed.job_id, claimed.attempt, n, at_least=1)   # the rest: elsewhere
+    here = rank_slots.this_host(settings)    # with workers of other hosts: at least rank 0 here, the rest there
+    at_least = 1 if n > 1 and workers.take_ranks_elsewhere(settings, here) else n
+    slots = rank_slots.reserve(settings, claimed.job_id, claimed.attempt, n, at_least=at_least)
     if slots is None:
-        log.info("job %s: no rank slot is free on this host; handing the job back", claimed.job_id)
+        log.info("job %s: %d rank slot(s) are not free on %s; handing the job back", claimed.job_id, at_least, here)
         return _hand_back(settings, claimed, heartbeat)
     try:
         outcome, died = None, None

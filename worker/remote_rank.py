@@ -3,7 +3,10 @@
 The supervisor (worker.ranks, on the worker that claimed the job) runs the ranks its host has slots for and
 sends each other rank as a task on the `ranks` queue, with an `order`:
 
-    {job, attempt, requested, queue, device, launch, rank, world, store_host, store_port}
+    {job, attempt, requested, queue, device, launch, rank, world, store_host, store_port, host}
+
+A worker of the supervisor's own host (`host`: its rank_slots host, which had no slot left) that takes
+an order puts it back on the queue after PASS_ON_S, for a worker of another host.
 
 The worker that takes it (`task`) talks to the supervisor only through the launch's TCPStore, at the
 supervisor's advertised address (settings.distributed_store_host there):
@@ -43,8 +46,9 @@ log = logging.getLogger("chainrule.worker")
 BEAT_S = 1.0
 POLL_S = 0.1
 CONNECT_S = 10.0         # a store not reachable within this is a launch that is over
+PASS_ON_S = 0.5
 ORDER_KEYS = ("job", "attempt", "requested", "queue", "device", "launch", "rank", "world", "store_host",
-              "store_port")
+              "store_port", "host")
 
 
 class NoRemoteSlot(Exception):
@@ -79,7 +83,8 @@ class Remote:
             broker.send_rank(self.settings, {
                 "job": claimed.job_id, "attempt": claimed.attempt, "requested": claimed.requested_device,
                 "queue": claimed.queue, "device": device, "launch": self.launch, "rank": rank, "world": world,
-                "store_host": self.settings.distributed_store_host, "store_port": port})
+                "store_host": self.settings.distributed_store_host, "store_port": port,
+                "host": rank_slots.this_host(self.settings)})
         self.sent_at = time.monotonic()
         self.beats = {rank: (0, self.sent_at) for rank in self.ranks}
 
@@ -146,6 +151,10 @@ def task(settings: Settings, order: dict, device: torch.device) -> str:
     """Run one rank of another host's job until it ends or its supervisor aborts it."""
     launch, rank = str(order["launch"]), int(order["rank"])
     tag = f"job {order['job']} launch {launch} rank {rank}"
+    if order["host"] == rank_slots.this_host(settings):
+        time.sleep(PASS_ON_S)
+        broker.send_rank(settings, order)
+        return "passed on"
     try:
         store = _connect(order)
         if store.get("launch").decode() != launch:

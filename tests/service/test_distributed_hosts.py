@@ -21,13 +21,13 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 
-from core import artifacts, rank_slots
+from core import artifacts, rank_slots, workers
 from core.lifecycle import JobStatus
 from core.settings import Settings
 from core.tables import Job
 from worker import runner
 from worker.ranks import run_dir
-from worker.remote_rank import NoRemoteSlot, Remote, beat_key, describe, exit_key
+from worker.remote_rank import NoRemoteSlot, Remote, beat_key, describe, exit_key, task
 
 from conftest import iris_like
 from test_distributed_jobs import CPU, TWO, alive, in_background, launch_pids, wait
@@ -37,8 +37,8 @@ BODY = {"batch_size": 8, "validation_split": 0.2, "optimizer": {"type": "sgd", "
 
 
 @pytest.fixture
-def workers(service_factory, tmp_path):
-    """workers(**a_settings) -> (svc of worker a, worker b's process, b's data dir); b is stopped after."""
+def two_workers(service_factory, tmp_path):
+    """two_workers(**a_settings) -> (svc of worker a, worker b's process, b's data dir); b is stopped after."""
     started = []
 
     def start(**a_settings):
@@ -58,6 +58,7 @@ def workers(service_factory, tmp_path):
         started.append(b)
         wait(lambda: b.poll() is not None or "ready." in (tmp_path / "b.log").read_text(), 120, "worker b")
         assert b.poll() is None, (tmp_path / "b.log").read_text()
+        wait(lambda: workers.take_ranks_elsewhere(svc.settings, "a"), 60, "worker b in the registry")
         return svc, b, b_dir
 
     yield start
@@ -73,8 +74,8 @@ def remote_pid(b_dir, job_id: str, launch: int) -> int | None:
     return int(path.read_text()) if path.exists() else None
 
 
-def test_two_workers_run_one_rank_each_to_the_weights_of_one_process(workers):
-    svc, _, b_dir = workers()
+def test_two_workers_run_one_rank_each_to_the_weights_of_one_process(two_workers):
+    svc, _, b_dir = two_workers()
     data = svc.dataset(iris_like(40))
     ids = []
     for distributed in ({"processes": 2}, {"processes": 1}):
@@ -106,8 +107,8 @@ def test_two_workers_run_one_rank_each_to_the_weights_of_one_process(workers):
     assert not alive(launch_pids(svc, job_id, 0)[0])
 
 
-def test_a_killed_remote_rank_stops_rank_0_and_the_job_resumes(workers):
-    svc, _, b_dir = workers()
+def test_a_killed_remote_rank_stops_rank_0_and_the_job_resumes(two_workers):
+    svc, _, b_dir = two_workers()
     data = svc.dataset(iris_like(40))
     job_id = svc.submit(data["id"], epochs=200, **TWO, **BODY).json()["id"]
     thread, ended = in_background(svc, job_id)
@@ -126,10 +127,10 @@ def test_a_killed_remote_rank_stops_rank_0_and_the_job_resumes(workers):
     assert run_dir(svc.settings, job_id).exists()
 
 
-def test_a_killed_remote_worker_stops_rank_0_and_the_job_goes_back_to_the_queue(workers):
+def test_a_killed_remote_worker_stops_rank_0_and_the_job_goes_back_to_the_queue(two_workers):
     """b SIGKILLed with its rank: rank 0 stops within seconds, the relaunch's rank 1 finds no worker within
     a's distributed_remote_wait_s, and the job is handed back (queued, its slots free): never stuck."""
-    svc, b, b_dir = workers(distributed_remote_wait_s=5)
+    svc, b, b_dir = two_workers(distributed_remote_wait_s=5)
     data = svc.dataset(iris_like(40))
     job_id = svc.submit(data["id"], epochs=400, **TWO, **BODY).json()["id"]
     thread, ended = in_background(svc, job_id)
@@ -175,3 +176,12 @@ def test_the_supervisor_reads_remote_ranks_from_the_store(tmp_path):
     store.set(exit_key("1-0", 2), "noslot: no rank slot of b was free within 3 s")
     with pytest.raises(NoRemoteSlot, match="rank 2: noslot: no rank slot of b"):
         remote.poll()
+
+
+def test_a_worker_of_the_supervisors_host_passes_the_order_on(service_factory):
+    """Its host had no slot left: the order goes back on the ranks queue for another host's worker."""
+    svc = service_factory(rank_host="a")
+    order = {"job": "j", "attempt": 1, "requested": "cpu", "queue": "cpu", "device": "cpu", "launch": "1-0",
+             "rank": 1, "world": 2, "store_host": "127.0.0.1", "store_port": 1, "host": "a"}
+    assert task(svc.settings, order, CPU) == "passed on"
+    assert len(list((svc.settings.broker_dir / "queue").glob("*.ranks.msg"))) == 1
