@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from e2e_support import (CEILING_S, HANG_GUARD_S, chainrule_cmd, children_of, free_port, pid_alive, stop_process,
-                         wait_for)
+from e2e_support import (CEILING_S, HANG_GUARD_S, Exited, chainrule_cmd, children_of, free_port, pid_alive,
+                         stop_process, wait_for)
 
 pytestmark = pytest.mark.timeout(HANG_GUARD_S)
 
@@ -80,7 +80,8 @@ def test_api_workers_share_one_port_and_stop_with_the_supervisor(tmp_path):
                             env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     try:
         def healthy():
-            assert proc.poll() is None, log.read_text()
+            if proc.poll() is not None:
+                raise Exited(log.read_text())
             return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
         wait_for(healthy, CEILING_S, 0.1, "chainrule api --workers 2 to answer /healthz")
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from e2e_support import free_port, stop_process, wait_for
+from e2e_support import CEILING_S, HANG_GUARD_S, Exited, free_port, stop_process, wait_for
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(HANG_GUARD_S)
 REPO = Path(__file__).resolve().parents[2]
 IN_REPO_VENV = Path(sys.prefix).resolve() == (REPO / ".venv").resolve()
 HAS_GPU = shutil.which("nvidia-smi") is not None or any(Path("/proc/driver/nvidia/gpus").glob("*"))
@@ -84,7 +84,7 @@ def test_without_a_gpu_torch_comes_from_the_cpu_index_first(tmp_path, indexes):
     venv.create(tmp_path / "env", with_pip=True)
     out = subprocess.run(["bash", "scripts/install_torch.sh", str(tmp_path / "env" / "bin" / "python")], cwd=REPO,
                          env=pip_env(default_url, TORCH_CPU_INDEX=cpu_url), capture_output=True, text=True,
-                         timeout=180)
+                         timeout=CEILING_S)
     # neither index has torch, so the install fails; what matters is which was asked, in what order
     assert out.returncode != 0
     asked_cpu = [t for t, path in cpu_log if "/torch/" in path]
@@ -98,7 +98,7 @@ def test_a_torch_already_in_the_environment_is_kept(tmp_path, indexes):
     env_seeing_this_one(tmp_path / "env")   # sees the torch these tests run with
     out = subprocess.run(["bash", "scripts/install_torch.sh", str(tmp_path / "env" / "bin" / "python")], cwd=REPO,
                          env=pip_env(default_url, TORCH_CPU_INDEX=cpu_url), capture_output=True, text=True,
-                         timeout=60)
+                         timeout=CEILING_S)
     assert out.returncode == 0 and "keeping it" in out.stdout, out.stdout + out.stderr
     assert cpu_log == [] and default_log == []
 
@@ -112,7 +112,7 @@ def test_apt_waits_for_another_apt_instead_of_failing():
     threading.Timer(3, lambda: (fcntl.lockf(lock, fcntl.LOCK_UN), os.close(lock))).start()
     # an install of an installed package changes nothing, but takes the lock like any install
     out = subprocess.run(["bash", "-c", ". scripts/lib.sh; apt_get install -y --no-upgrade dpkg"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=CEILING_S)
     assert out.returncode == 0, out.stdout + out.stderr
     assert time.monotonic() >= held_until
 
@@ -122,7 +122,8 @@ def chainrule_in(env_dir: Path, cwd: Path, *args: str, **env: str) -> subprocess
     base = {k: v for k, v in os.environ.items() if not k.startswith(("CHAINRULE_", "XDG_"))}
     cwd.mkdir(parents=True, exist_ok=True)
     return subprocess.run([str(env_dir / "bin" / "python"), "-m", "chainrule.cli", *args], cwd=cwd,
-                          env={**base, "PYTHONPATH": str(REPO), **env}, capture_output=True, text=True, timeout=100)
+                          env={**base, "PYTHONPATH": str(REPO), **env}, capture_output=True, text=True,
+                          timeout=CEILING_S)
 
 
 def test_the_data_dir_is_the_same_from_every_directory(tmp_path):
@@ -167,10 +168,11 @@ def test_serve_sh_starts_says_where_the_data_is_and_serves_docs_offline(tmp_path
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         def up():
-            assert proc.poll() is None, log.read_text()
+            if proc.poll() is not None:
+                raise Exited(log.read_text())
             return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-        wait_for(up, 120, 0.2, "scripts/serve.sh to answer /healthz")
-        docs = httpx.get(f"http://127.0.0.1:{port}/docs").text
+        wait_for(up, CEILING_S, 0.2, "scripts/serve.sh to answer /healthz")
+        docs = httpx.get(f"http://127.0.0.1:{port}/docs", timeout=CEILING_S).text
         assert "swagger-ui" in docs and "http://" not in docs and "https://" not in docs
         text = log.read_text()
         assert f"data in {tmp_path / 'data'}" in text and "foreground" in text
