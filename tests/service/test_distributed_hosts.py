@@ -1,6 +1,7 @@
 """One job's ranks on two workers (issue 19, across machines), on this machine: worker "a" (the job's
-supervisor: runner.run_job in this process, as its Celery task runs it) and worker "b" (a real
-`chainrule worker --queues ranks` process), each with its own data dir and rank_host, rank_slots=1 each,
+supervisor: a real `chainrule worker --queues cpu,auto` process for the jobs submitted through the API, or
+runner.run_job in this process, as its Celery task runs it, where a test reads what it returns) and worker
+"b" (a real `chainrule worker --queues ranks` process), each with its own data dir and rank_host, rank_slots=1 each,
 sharing the database, the broker's store and the artifact store, the ranks' TCPStore on loopback.
 A `processes: 2` job runs rank 0 on a and rank 1 on b (a `chainrule.rank` task) and ends with the weights
 of a one-process run; b with no free slot hands the job back within b's distributed_remote_wait_s instead
@@ -38,35 +39,40 @@ BODY = {"batch_size": 8, "validation_split": 0.2, "optimizer": {"type": "sgd", "
 
 @pytest.fixture
 def two_workers(service_factory, tmp_path):
-    """two_workers(**a_settings) -> (svc of worker a, worker b's process, b's data dir); b is stopped after."""
+    """two_workers(**a_settings) -> (svc of worker a, spawn, worker b's process, b's data dir): b runs,
+    spawn(name, data_dir, rank_host, queues) starts another `chainrule worker`; all are killed after."""
     started = []
+
+    def spawn(name: str, data_dir, host: str, queues: str, svc) -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINRULE_")}
+        env.update({"CHAINRULE_DATA_DIR": str(data_dir), "CHAINRULE_DATABASE_URL": svc.settings.database_url,
+                    "CHAINRULE_BROKER_DIR": str(svc.settings.broker_dir),
+                    "CHAINRULE_ARTIFACTS_DIR": str(svc.settings.artifacts_dir), "CHAINRULE_RANK_HOST": host,
+                    "CHAINRULE_RANK_SLOTS": "1", "CHAINRULE_DISTRIBUTED_REMOTE_WAIT_S": "3",
+                    "CHAINRULE_WORKER_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+        data_dir.mkdir(exist_ok=True)
+        log = tmp_path / f"{name}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "chainrule.cli", "worker", "--queues", queues,
+                                     "--device", "cpu"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        started.append((name, proc))
+        wait(lambda: proc.poll() is not None or "ready." in log.read_text(), 120, f"worker {name}")
+        assert proc.poll() is None, log.read_text()
+        return proc
 
     def start(**a_settings):
         svc = service_factory(rank_slots=1, rank_host="a", **a_settings)
-        b_dir = tmp_path / "b"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINRULE_")}
-        env.update({"CHAINRULE_DATA_DIR": str(b_dir), "CHAINRULE_DATABASE_URL": svc.settings.database_url,
-                    "CHAINRULE_BROKER_DIR": str(svc.settings.broker_dir),
-                    "CHAINRULE_ARTIFACTS_DIR": str(svc.settings.artifacts_dir), "CHAINRULE_RANK_HOST": "b",
-                    "CHAINRULE_RANK_SLOTS": "1", "CHAINRULE_DISTRIBUTED_REMOTE_WAIT_S": "3",
-                    "CHAINRULE_WORKER_THREADS": "1", "PYTHONUNBUFFERED": "1"})
-        b_dir.mkdir()
-        with open(tmp_path / "b.log", "wb") as out:
-            b = subprocess.Popen([sys.executable, "-m", "chainrule.cli", "worker", "--queues", "ranks",
-                                  "--device", "cpu"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
-        started.append(b)
-        wait(lambda: b.poll() is not None or "ready." in (tmp_path / "b.log").read_text(), 120, "worker b")
-        assert b.poll() is None, (tmp_path / "b.log").read_text()
+        b = spawn("b", tmp_path / "b", "b", "ranks", svc)
         wait(lambda: workers.take_ranks_elsewhere(svc.settings, "a"), 60, "worker b in the registry")
-        return svc, b, b_dir
+        return svc, lambda name, data_dir, host, queues: spawn(name, data_dir, host, queues, svc), b, tmp_path / "b"
 
     yield start
-    for b in started:     # killed (a warm shutdown takes seconds): its rank, if any, exits as an orphan
-        if b.poll() is None:
-            b.kill()
-            b.wait()
-    print((tmp_path / "b.log").read_text()[-4000:])
+    for name, proc in started:     # killed (a warm shutdown takes seconds): its rank, if any, exits as an orphan
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        print(f"--- worker {name}\n" + (tmp_path / f"{name}.log").read_text()[-4000:])
 
 
 def remote_pid(b_dir, job_id: str, launch: int) -> int | None:
@@ -75,12 +81,18 @@ def remote_pid(b_dir, job_id: str, launch: int) -> int | None:
 
 
 def test_two_workers_run_one_rank_each_to_the_weights_of_one_process(two_workers):
-    svc, _, b_dir = two_workers()
+    """Worker a a real process too (svc's data dir, queues cpu,auto): the jobs go through the API."""
+    svc, spawn, _, b_dir = two_workers()
+    a = spawn("a", svc.settings.data_dir, "a", "cpu,auto")
     data = svc.dataset(iris_like(40))
     ids = []
     for distributed in ({"processes": 2}, {"processes": 1}):
-        ids.append(svc.submit(data["id"], distributed=distributed, epochs=3, **BODY).json()["id"])
-        assert runner.run_job(svc.settings, ids[-1], CPU) == "succeeded"
+        r = svc.submit(data["id"], distributed=distributed, epochs=3, **BODY)
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+        status = lambda: svc.client.get(f"/v1/jobs/{ids[-1]}", headers=svc.a).json()["status"]  # noqa: E731
+        assert wait(lambda: status() in ("succeeded", "failed", "cancelled") and status(), 180,
+                    "the job to end") == "succeeded"
     two, one = (load_file(str(artifacts.resolve(svc.settings, artifacts.weights_relpath(i)))) for i in ids)
     assert set(two) == set(one)
     for name in one:
@@ -91,6 +103,8 @@ def test_two_workers_run_one_rank_each_to_the_weights_of_one_process(two_workers
     last = svc.client.get(f"/v1/jobs/{ids[0]}/metrics", headers=svc.a).json()["epochs"][-1]
     assert last["world_size"] == 2 and len(last["rank_step_time_s"]) == 2
     assert rank_slots.held(svc.settings, "a") == {} and rank_slots.held(svc.settings, "b") == {}
+    a.kill()                        # what follows runs a's task body here, to read what it returns
+    a.wait()
 
     # b's one slot is held by a running job: b's rank waits its distributed_remote_wait_s (3 s), says so,
     # and a hands the job back (its slot freed) instead of waiting with it
@@ -108,7 +122,7 @@ def test_two_workers_run_one_rank_each_to_the_weights_of_one_process(two_workers
 
 
 def test_a_killed_remote_rank_stops_rank_0_and_the_job_resumes(two_workers):
-    svc, _, b_dir = two_workers()
+    svc, _, _, b_dir = two_workers()
     data = svc.dataset(iris_like(40))
     job_id = svc.submit(data["id"], epochs=200, **TWO, **BODY).json()["id"]
     thread, ended = in_background(svc, job_id)
@@ -130,7 +144,7 @@ def test_a_killed_remote_rank_stops_rank_0_and_the_job_resumes(two_workers):
 def test_a_killed_remote_worker_stops_rank_0_and_the_job_goes_back_to_the_queue(two_workers):
     """b SIGKILLed with its rank: rank 0 stops within seconds, the relaunch's rank 1 finds no worker within
     a's distributed_remote_wait_s, and the job is handed back (queued, its slots free): never stuck."""
-    svc, b, b_dir = two_workers(distributed_remote_wait_s=5)
+    svc, _, b, b_dir = two_workers(distributed_remote_wait_s=5)
     data = svc.dataset(iris_like(40))
     job_id = svc.submit(data["id"], epochs=400, **TWO, **BODY).json()["id"]
     thread, ended = in_background(svc, job_id)
