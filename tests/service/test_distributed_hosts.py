@@ -163,6 +163,22 @@ def test_a_killed_remote_worker_stops_rank_0_and_the_job_goes_back_to_the_queue(
         assert s.get(Job, job_id).status == JobStatus.QUEUED
 
 
+def test_cancel_stops_the_remote_rank_too(two_workers):
+    svc, _, _, b_dir = two_workers()
+    data = svc.dataset(iris_like(40))
+    job_id = svc.submit(data["id"], epochs=5000, **TWO, **BODY).json()["id"]
+    thread, ended = in_background(svc, job_id)
+    pid = wait(lambda: remote_pid(b_dir, job_id, 0), 120, "rank 1 on b")
+    progress = lambda: svc.client.get(f"/v1/jobs/{job_id}", headers=svc.a).json()["progress"] or {}  # noqa: E731
+    wait(lambda: progress().get("epoch", 0) >= 1, 90, "an epoch")
+    assert svc.client.post(f"/v1/jobs/{job_id}/cancel", headers=svc.a).status_code in (200, 202)
+    thread.join(60)
+    assert ended == ["cancelled"]
+    wait(lambda: not alive(pid), 15, "rank 1 on b to stop")
+    assert not alive(launch_pids(svc, job_id, 0)[0])
+    wait(lambda: rank_slots.held(svc.settings, "b") == {}, 15, "b's slot to be freed")
+
+
 def test_the_supervisor_reads_remote_ranks_from_the_store(tmp_path):
     """worker.remote_rank.Remote on a real TCPStore, the keys written as a taker writes them: a rank never
     taken and a slot never found end the launch (NoRemoteSlot), a beat that stops is a dead rank, an
