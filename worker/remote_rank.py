@@ -6,7 +6,7 @@ sends each other rank as a task on the `ranks` queue, with an `order`:
     {job, attempt, requested, queue, device, launch, rank, world, store_host, store_port, host}
 
 A worker of the supervisor's own host (`host`: its rank_slots host, which had no slot left) that takes
-an order puts it back on the queue after PASS_ON_S, for a worker of another host.
+an order of a launch still on puts it back on the queue after PASS_ON_S, for a worker of another host.
 
 The worker that takes it (`task`) talks to the supervisor only through the launch's TCPStore, at the
 supervisor's advertised address (settings.distributed_store_host there):
@@ -151,15 +151,15 @@ def task(settings: Settings, order: dict, device: torch.device) -> str:
     """Run one rank of another host's job until it ends or its supervisor aborts it."""
     launch, rank = str(order["launch"]), int(order["rank"])
     tag = f"job {order['job']} launch {launch} rank {rank}"
-    if order["host"] == rank_slots.this_host(settings):
-        time.sleep(PASS_ON_S)
-        broker.send_rank(settings, order)
-        return "passed on"
     try:
         store = _connect(order)
-        if store.get("launch").decode() != launch:
-            log.info("%s: the store is another launch's; nothing to do", tag)
+        if store.get("launch").decode() != launch or store.check([abort_key(launch)]):
+            log.info("%s: the launch is over; nothing to do", tag)
             return "stale"
+        if order["host"] == rank_slots.this_host(settings):    # while the launch lasts, and no longer
+            time.sleep(PASS_ON_S)
+            broker.send_rank(settings, order)
+            return "passed on"
         beat_store = _connect(order)     # a connection of its own for the beat thread
     except (RuntimeError, dist.DistStoreError) as exc:
         log.info("%s: its store is gone (%s); nothing to do", tag, exc)

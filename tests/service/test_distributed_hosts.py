@@ -28,7 +28,7 @@ from core.settings import Settings
 from core.tables import Job
 from worker import runner
 from worker.ranks import run_dir
-from worker.remote_rank import NoRemoteSlot, Remote, beat_key, describe, exit_key, task
+from worker.remote_rank import NoRemoteSlot, Remote, abort_key, beat_key, describe, exit_key, task
 
 from conftest import iris_like
 from test_distributed_jobs import CPU, TWO, alive, in_background, launch_pids, wait
@@ -209,9 +209,16 @@ def test_the_supervisor_reads_remote_ranks_from_the_store(tmp_path):
 
 
 def test_a_worker_of_the_supervisors_host_passes_the_order_on(service_factory):
-    """Its host had no slot left: the order goes back on the ranks queue for another host's worker."""
+    """Its host had no slot left: while the launch is on, the order goes back on the ranks queue for
+    another host's worker; once it is aborted, the order is dropped."""
     svc = service_factory(rank_host="a")
+    store = dist.TCPStore("127.0.0.1", 0, world_size=None, is_master=True, timeout=timedelta(seconds=5),
+                          wait_for_workers=False)
+    store.set("launch", "1-0")
     order = {"job": "j", "attempt": 1, "requested": "cpu", "queue": "cpu", "device": "cpu", "launch": "1-0",
-             "rank": 1, "world": 2, "store_host": "127.0.0.1", "store_port": 1, "host": "a"}
+             "rank": 1, "world": 2, "store_host": "127.0.0.1", "store_port": store.port, "host": "a"}
     assert task(svc.settings, order, CPU) == "passed on"
+    assert len(list((svc.settings.broker_dir / "queue").glob("*.ranks.msg"))) == 1
+    store.set(abort_key("1-0"), "1")
+    assert task(svc.settings, order, CPU) == "stale"
     assert len(list((svc.settings.broker_dir / "queue").glob("*.ranks.msg"))) == 1
