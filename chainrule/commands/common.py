@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional, Sequence
 
 import typer
@@ -150,3 +151,15 @@ def named_values(pairs: Sequence[str] | None) -> dict[str, Any]:
         except ValueError:
             out[name.strip()] = text
     return out
+
+
+def save_plot(job_id: str, kind: str, path: Path, width: int | None, height: int | None, url: str | None,
+              key: str | None) -> None:
+    """GET a job's plot `kind` as PNG into `path` (jobs plot, jobs landscape plot)."""
+    with connect(url, key) as client:
+        png = client.plot(job_id, kind, width=width, height=height)
+    try:
+        path.write_bytes(png)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}")
+    console.print(f"wrote {path} ({kind}, {len(png):,} bytes)", highlight=False, soft_wrap=True)

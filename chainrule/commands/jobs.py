@@ -12,7 +12,7 @@ import typer
 
 from ..client import PLOT_KINDS
 from . import job_view
-from .common import AsJson, Key, Url, connect, console, fail, print_json, table
+from .common import AsJson, Key, Url, connect, console, fail, print_json, save_plot, table
 from .watch import VAL_METRICS, Every, follow
 
 app = typer.Typer(no_args_is_help=True, help="Submit, follow and use training jobs.")
@@ -189,13 +189,7 @@ def plot(job_id: JobId,
         named = output.stem if output is not None else ""
         kind = PlotKind(named) if named in PlotKind.__members__ else PlotKind.loss
     path = output or Path(f"{job_id}-{kind.value}.png")
-    with connect(url, key) as client:
-        png = client.plot(job_id, kind.value, width=width, height=height)
-    try:
-        path.write_bytes(png)
-    except OSError as exc:
-        fail(f"cannot write {path}: {exc.strerror or exc}")
-    console.print(f"wrote {path} ({kind.value}, {len(png):,} bytes)", highlight=False)
+    save_plot(job_id, kind.value, path, width, height, url, key)
 
 
 def read_inputs(path: Path) -> tuple[list[Any], list[str] | None]:

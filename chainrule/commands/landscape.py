@@ -14,7 +14,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..client import FINAL, Client
-from .common import AsJson, Key, Settings, Url, connect, console, errors, fail, named_values, print_json
+from .common import (AsJson, Key, Settings, Url, connect, console, errors, named_values, print_json,
+                     save_plot)
 from .readable import flatten, heading, inline, print_pairs
 from .watch import EXIT
 
@@ -80,13 +81,7 @@ def plot(job_id: JobId,
          url: Url = None, key: Key = None) -> None:
     """Save the landscape's plot (the line and the surface), or its spectral density, as PNG."""
     path = output or Path(f"{job_id}-{kind.value}.png")
-    with connect(url, key) as client:
-        png = client.plot(job_id, kind.value, width=width, height=height)
-    try:
-        path.write_bytes(png)
-    except OSError as exc:
-        fail(f"cannot write {path}: {exc.strerror or exc}")
-    console.print(f"wrote {path} ({kind.value}, {len(png):,} bytes)", highlight=False, soft_wrap=True)
+    save_plot(job_id, kind.value, path, width, height, url, key)
 
 
 @app.command()
