@@ -2,6 +2,7 @@
 DistributedDataParallel on the twin (chainrule.twin), the same shards, per-rank batchnorm."""
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -45,4 +46,9 @@ def equal_to_ddp(rank: int, world: int, port: int, out: str) -> None:
     assert worst <= 1e-10, f"rank {rank}: the engine differs from torch DDP by {worst:.3g}"
     if rank == 0:
         Path(out).write_text(json.dumps({"worst": worst}))
+    # DDP's reducer holds the process group: it goes first, and no rank tears the group down while its
+    # peer still uses it (a reducer destroyed after its group aborted a rank: "terminate called ...")
+    del ddp
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()

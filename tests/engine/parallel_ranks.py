@@ -45,6 +45,12 @@ def join(rank: int, world: int, port: int) -> None:
                             timeout=timedelta(seconds=60))
 
 
+def leave() -> None:
+    """Tear the group down once every rank is done with it (no rank closes it under a peer's feet)."""
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def batch(step: int, n: int, in_shape) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(1000 + step)
     return torch.randn(n, *in_shape, generator=gen, dtype=DT), torch.randint(0, 3, (n,), generator=gen)
@@ -80,7 +86,7 @@ def steps_equal(rank: int, world: int, port: int, cases: list, out: str) -> None
     if rank == 0:
         with open(out, "w") as f:
             json.dump(found, f)
-    dist.destroy_process_group()
+    leave()
 
 
 def fit_equal(rank: int, world: int, port: int, out: str) -> None:
@@ -106,7 +112,7 @@ def fit_equal(rank: int, world: int, port: int, out: str) -> None:
     if rank == 0:
         with open(out, "w") as f:
             json.dump({"weights": worst, "curves": curves}, f)
-    dist.destroy_process_group()
+    leave()
 
 
 def dropout_streams(rank: int, world: int) -> None:
