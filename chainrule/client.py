@@ -15,83 +15,26 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 from httpx_sse import SSEError, connect_sse
 
-from .client_config import resolve
+from .client_extras import SWEEP_FINAL, AnalysesCalls, SweepsCalls, WebhooksCalls
+from .client_http import FINAL, ApiError, Event, HttpClient, WaitTimeout, check, error_message
 
-FINAL = ("succeeded", "failed", "cancelled")
-SWEEP_FINAL = FINAL
+__all__ = ["ApiError", "Client", "Event", "WaitTimeout", "check", "error_message", "FINAL", "SWEEP_FINAL",
+           "PLOT_KINDS"]
+
 PLOT_KINDS = ("loss", "metric", "grad_norms", "update_ratios", "landscape", "spectral_density")   # GET /v1/jobs/{id}/plots/{kind}.png
 PAGE = 100                      # the most items a list call returns
 RECONNECT_DELAY_S = 1.0
 
 
-class ApiError(Exception):
-    """An error response: `status`, the API's `message`, and its `detail` as sent."""
-
-    def __init__(self, status: int, message: str, detail: Any = None):
-        super().__init__(f"{status}: {message}")
-        self.status, self.message, self.detail = status, message, detail
-
-
-class WaitTimeout(TimeoutError):
-    """wait() or wait_sweep() ran out of time; `job` is the job (or sweep) as last read."""
-
-    def __init__(self, job: dict[str, Any], timeout: float):
-        super().__init__(f"{job['id']} is still {job['status']} after {timeout:g} s")
-        self.job = job
-
-
-@dataclass(frozen=True)
-class Event:
-    """One server-sent event of a job: kind progress | epoch | status | finding; `id` resumes after it."""
-    kind: str
-    data: dict[str, Any]
-    id: str
-
-
-def error_message(detail: Any) -> str:
-    """The API's error detail as one line: a sentence, or a 422's list of `msg`s."""
-    if isinstance(detail, list):
-        return "; ".join(str(item.get("msg", item)) if isinstance(item, dict) else str(item) for item in detail)
-    return str(detail)
-
-
-class Client:
-    def __init__(self, url: str | None = None, key: str | None = None, *, timeout: float = 60.0):
-        """url and key: as given, else CHAINRULE_URL / CHAINRULE_API_KEY, else `chainrule login`'s
-        config file; the url defaults to http://127.0.0.1:8000."""
-        self.url, key = resolve(url, key)
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
-
-    def close(self) -> None:
-        self.http.close()
-
-    def __enter__(self) -> "Client":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    # ------------------------------------------------------------------ plumbing
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One call; an error status raises ApiError with the API's message."""
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ApiError(0, f"cannot reach chainrule at {self.url}: {exc} (is the server running? "
-                              "set --url or CHAINRULE_URL)") from None
-        check(response)
-        return response
-
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.request(method, path, **kwargs).json()
+class Client(AnalysesCalls, SweepsCalls, WebhooksCalls, HttpClient):
+    """Every call of the API; the plumbing is client_http.HttpClient's, the analyses', sweeps' and
+    webhooks' calls are client_extras'."""
 
     # ------------------------------------------------------------------ datasets
     def upload_dataset(self, path: str | Path, *, name: str | None = None, target: str | None = None,
@@ -165,21 +108,6 @@ class Client:
         """The dataset's tensor file as jobs train on it (.safetensors: X and y) to `path`."""
         return self.download(f"/v1/datasets/{dataset_id}/file", path)
 
-    def download(self, url_path: str, path: str | Path) -> Path:
-        """GET url_path streamed to `path`, written whole or not at all."""
-        path = Path(path)
-        partial = path.with_name(path.name + ".part")
-        try:
-            with self.http.stream("GET", url_path) as response:
-                check(response)
-                with open(partial, "wb") as f:
-                    for chunk in response.iter_bytes():
-                        f.write(chunk)
-            partial.replace(path)
-        finally:
-            partial.unlink(missing_ok=True)
-        return path
-
     def plot(self, job_id: str, kind: str = "loss", *, width: int | None = None,
              height: int | None = None) -> bytes:
         """A PNG of the job: kind loss | metric | grad_norms | update_ratios | landscape; width and
@@ -212,74 +140,6 @@ class Client:
             if len(page) < PAGE:
                 return found
             after_id = page[-1]["id"]
-
-    # ------------------------------------------------------------------ analyses
-    def gradcheck(self, model: dict[str, Any], loss: Any, *, input_shape: list[int] | None = None,
-                  dataset_id: str | None = None, **options: Any) -> dict[str, Any]:
-        """The engine's backward on this network against finite differences (batch_size, seed, ...)."""
-        body = {"model": model, "loss": loss, "input_shape": input_shape, "dataset_id": dataset_id, **options}
-        return self._json("POST", "/v1/gradcheck", json={k: v for k, v in body.items() if v is not None})
-
-    def request_landscape(self, job_id: str, **options: Any) -> dict[str, Any]:
-        """Queue a succeeded job's loss landscape (points, grid, samples, iterations, ...)."""
-        return self._json("POST", f"/v1/jobs/{job_id}/landscape", json=options)
-
-    def landscape(self, job_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/jobs/{job_id}/landscape")
-
-    def cancel_landscape(self, job_id: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/jobs/{job_id}/landscape/cancel")
-
-    # ------------------------------------------------------------------ sweeps
-    def submit_sweep(self, sweep: dict[str, Any], *, dataset_id: str | None = None,
-                     name: str | None = None) -> dict[str, Any]:
-        """Submit a sweep body (job, parameters, method, metric, ...); the keywords override its fields.
-        Every trial is a job of this key (list them with list(sweep=id))."""
-        body = dict(sweep)
-        body.update({k: v for k, v in {"dataset_id": dataset_id, "name": name}.items() if v})
-        return self._json("POST", "/v1/sweeps", json=body)
-
-    def get_sweep(self, sweep_id: str) -> dict[str, Any]:
-        """Status, counts, every trial (parameters, status, epochs, best value) and the best trial."""
-        return self._json("GET", f"/v1/sweeps/{sweep_id}")
-
-    def list_sweeps(self, *, status: str | None = None, limit: int = 20, offset: int = 0) -> dict[str, Any]:
-        params = {"status": status, "limit": limit, "offset": offset}
-        return self._json("GET", "/v1/sweeps", params={k: v for k, v in params.items() if v is not None})
-
-    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/sweeps/{sweep_id}/cancel")
-
-    def delete_sweep(self, sweep_id: str) -> None:
-        self.request("DELETE", f"/v1/sweeps/{sweep_id}")
-
-    def wait_sweep(self, sweep_id: str, *, timeout: float | None = None, poll_s: float = 1.0) -> dict[str, Any]:
-        """Block until the sweep is final and return it; WaitTimeout after `timeout` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (sweep := self.get_sweep(sweep_id))["status"] not in SWEEP_FINAL:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(sweep, timeout)
-            time.sleep(poll_s)
-        return sweep
-    # ------------------------------------------------------------------ webhooks
-    def create_webhook(self, url: str, events: list[str], *, secret: str | None = None) -> dict[str, Any]:
-        """Subscribe `url` to events (job.succeeded, job.failed, job.cancelled, sweep.finished,
-        finding.error); the answer holds the signing secret, shown only here (docs/webhooks.md)."""
-        body = {"url": url, "events": events, **({"secret": secret} if secret else {})}
-        return self._json("POST", "/v1/webhooks", json=body)
-
-    def list_webhooks(self) -> dict[str, Any]:
-        return self._json("GET", "/v1/webhooks")
-
-    def delete_webhook(self, webhook_id: str) -> None:
-        self.request("DELETE", f"/v1/webhooks/{webhook_id}")
-
-    def webhook_deliveries(self, webhook_id: str, *, status: str | None = None, limit: int = 20,
-                           offset: int = 0) -> dict[str, Any]:
-        """The webhook's deliveries, newest first, each with its body and every attempt."""
-        params = {"status": status, "limit": limit, "offset": offset}
-        return self._json("GET", f"/v1/webhooks/{webhook_id}/deliveries",
-                          params={k: v for k, v in params.items() if v is not None})
 
     # ------------------------------------------------------------------ following a job
     def watch(self, job_id: str, *, last_event_id: str | None = None, read_timeout: float | None = None,
@@ -328,14 +188,3 @@ class Client:
             except httpx.ReadTimeout:
                 pass
 
-
-def check(response: httpx.Response) -> None:
-    """Raise ApiError for an error status, with the API's message."""
-    if response.status_code < 400:
-        return
-    response.read()
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        detail = response.text[:500] or response.reason_phrase
-    raise ApiError(response.status_code, error_message(detail), detail)
