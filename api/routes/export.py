@@ -13,7 +13,6 @@ from core.tables import Dataset, Job
 
 from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
 from ..errors import EVERY_OPERATION, error_responses, problem
-from ..export.onnx_graph import UnsupportedLayer, to_onnx
 from ..export.script import render_script
 from ..strict_json import StrictJSONRoute
 from .jobs import NOT_FOUND
@@ -57,6 +56,7 @@ def export_onnx(job_id: JobId, session: SessionDep, owner: CurrentKey, settings:
                           f"an ONNX file holds at most {PROTOBUF_LIMIT} inside it; download the weights instead")
         state = {k: weights.get_tensor(k) for k in weights.keys()}
     spec, input_shape = _network_of(job, meta)
+    from ..export.onnx_graph import UnsupportedLayer, to_onnx     # onnx costs 0.6 s: loaded by the first export
     try:
         model = to_onnx(spec, input_shape, state, graph_name=f"chainrule job {job.id}")
     except UnsupportedLayer as exc:
