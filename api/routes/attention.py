@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import torch
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from core.tables import Dataset, Job
 from engine.attention_maps import attention_layers, attention_maps
+from engine.diagnostics.stats import attention_entropy
 from engine.text import Tokenizer
 
 from ..attention import model_from_checkpoint, token_labels, validation_sample, weights_of
@@ -94,7 +94,7 @@ def get_attention(job_id: JobId, request: Request, session: SessionDep, owner: C
         raise problem(422, ["query", "text" if text is not None else "length"], str(e))
     layers = []
     for key, p in maps.items():                                            # p: (H, T, T)
-        entropy = -torch.special.xlogy(p, p).sum(-1).mean(-1)
+        entropy = attention_entropy(p.unsqueeze(0))                          # (H,), as the epochs report it
         layers.append(LayerAttention(key=key, heads=p.double().round(decimals=5).tolist(),
                                      entropy=entropy.double().tolist()))
     return AttentionMaps(job_id=job.id, source=weights.source, epoch=weights.epoch,
