@@ -20,6 +20,10 @@ if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/nu
   service postgresql stop >/dev/null 2>&1 || true; service redis-server stop >/dev/null 2>&1 || true
 fi
 bash scripts/install.sh test
-say "running the tests in .venv"
+# One pytest worker a core (pytest-xdist), handed tests as they free up (worksteal): most of the
+# suite's time is real processes starting and training, CPU-bound, so more workers than cores only
+# queue them. CHAINRULE_TEST_WORKERS=0 runs everything in this one process.
+workers=${CHAINRULE_TEST_WORKERS:-auto}
+say "running the tests in .venv ($workers workers)"
 export VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH"   # the `chainrule` the tests run is the .venv's
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n "$workers" --dist worksteal "$@"
