@@ -7,7 +7,9 @@ The real service as subprocesses on 127.0.0.1 (tests/e2e_support.py): a throw-aw
 redis-server, `chainrule api` with its default settings (or those --set gives) and no worker; one
 key with --jobs queued jobs of a 40-layer spec (a list item used to carry it whole). Then
 --requests clients at once, each on its own connection, send GET /v1/jobs?limit=100 with a
---client-timeout; meanwhile /healthz is timed every 50 ms on a connection of its own. Printed:
+--client-timeout (bench/raw_http.py: a few microseconds of client CPU a request; 500 httpx clients
+on the bench's own event loop cost seconds of the same two cores and delayed their own timings);
+meanwhile a process of its own times /healthz every 50 ms on a kept-alive connection. Printed:
 the count of each answer (200 / 429 / 503 / other / client timeout), the slowest answer, the
 503s' bodies ("busy" vs "unavailable"), /healthz's worst and median during the burst, and the API's
 resident memory (VmRSS) before, right after, and --settle seconds after the burst.
@@ -20,7 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,9 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import httpx  # noqa: E402
-
 from e2e_support import PostgresServer, RedisServer, Stack, blobs_csv  # noqa: E402
+
+from bench.raw_http import get_once, request_bytes, run  # noqa: E402
 
 LAYERS = [{"type": "linear", "out_features": 16}, {"type": "relu"}] * 20 + [{"type": "linear", "out_features": 3}]
 
@@ -45,42 +49,31 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def burst(url: str, key: str, n: int, timeout: float) -> tuple[Counter, float, Counter, list[float]]:
-    """n list requests at once, each on its own connection; /healthz timed beside them."""
-    statuses, details, health = Counter(), Counter(), []
-    slowest = 0.0
-    done = asyncio.Event()
+async def burst(url: str, key: str, n: int, timeout: float) -> tuple[Counter, float, Counter]:
+    """n list requests at once, each on its own connection (bench.raw_http: microseconds of client
+    CPU a request, so the figures are the server's)."""
+    host, port, request = request_bytes(f"{url}/v1/jobs?limit=100", {"Authorization": f"Bearer {key}"})
+    answers = await asyncio.gather(*(get_once(host, port, request, timeout) for _ in range(n)))
+    statuses, details = Counter(), Counter()
+    for status, body, _ in answers:
+        statuses[status] += 1
+        if isinstance(status, int) and status >= 400:
+            details[json.loads(body).get("detail", "")[:60]] += 1
+    return statuses, max(seconds for _, _, seconds in answers), details
 
-    async def one(client: httpx.AsyncClient) -> None:
-        nonlocal slowest
-        start = time.perf_counter()
-        try:
-            r = await client.get(f"{url}/v1/jobs?limit=100", headers={"Authorization": f"Bearer {key}"})
-            statuses[r.status_code] += 1
-            if r.status_code >= 400:
-                details[r.json().get("detail", "")[:60]] += 1
-        except httpx.TimeoutException:
-            statuses["client timeout"] += 1
-        except httpx.TransportError as e:
-            statuses[type(e).__name__] += 1
-        slowest = max(slowest, time.perf_counter() - start)
 
-    async def probe() -> None:
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            while not done.is_set():
-                start = time.perf_counter()
-                await client.get(f"{url}/healthz")
-                health.append(time.perf_counter() - start)
-                await asyncio.sleep(0.05)
-
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=0)
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
-        prober = asyncio.create_task(probe())
-        await asyncio.sleep(0.2)
-        await asyncio.gather(*(one(client) for _ in range(n)))
-        done.set()
-        await prober
-    return statuses, slowest, details, health
+def probed_burst(url: str, key: str, n: int, timeout: float) -> tuple[Counter, float, Counter, list[float]]:
+    """The burst, with /healthz timed every 50 ms by a process of its own from before it to after."""
+    prober = subprocess.Popen([sys.executable, "-m", "bench.raw_http", "probe", "--url", f"{url}/healthz",
+                               "--every", "0.05"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)                                  # its interpreter up and probing
+        statuses, slowest, details = run(burst(url, key, n, timeout))
+        time.sleep(0.2)
+    finally:
+        prober.send_signal(signal.SIGTERM)
+        out, _ = prober.communicate(timeout=30)
+    return statuses, slowest, details, json.loads(out)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -110,8 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
         for _ in range(20):                                   # warm: imports, caches, the pool
             stack.http.get("/v1/jobs?limit=100")
         before = rss_mb(api.pid)
-        statuses, slowest, details, health = asyncio.run(burst(stack.api_url, stack.key, args.requests,
-                                                               args.client_timeout))
+        statuses, slowest, details, health = probed_burst(stack.api_url, stack.key, args.requests,
+                                                               args.client_timeout)
         after = rss_mb(api.pid)
         time.sleep(args.settle)
         settled = rss_mb(api.pid)
