@@ -64,9 +64,19 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import httpx  # noqa: E402
+from e2e_support import (  # noqa: E402
+    FAST_TIMINGS,
+    LOOPBACK,
+    PostgresServer,
+    RedisServer,
+    Stack,
+    blobs_csv,
+    free_port,
+    stop_process,
+    wait_for,
+)
 
-from e2e_support import (FAST_TIMINGS, LOOPBACK, PostgresServer, RedisServer, Stack, blobs_csv,  # noqa: E402
-                         free_port, stop_process, wait_for)
+from bench.raw_http import constant_rate, run  # noqa: E402
 
 TARGETS = {"submit_to_running_embedded_s": 0.5, "submit_to_running_redis_s": 0.1,
            "poll_rps": 1000.0, "poll_p99_ms": 50.0}
@@ -75,6 +85,7 @@ TINY_JOB = {"model": {"layers": [{"type": "linear", "out_features": 16}, {"type"
             "epochs": 1, "batch_size": 64, "validation_split": 0.25, "seed": 0, "device": "cpu"}
 FINAL = ("succeeded", "failed", "cancelled")
 WARMUP_S = 2.0   # seconds of the same load before each measured one
+RATE_CONNECTIONS = 32   # the constant-rate polls' connections (under max_connections_per_address, 64)
 OUT_OF_REACH = "1000000/second"   # rate limits the load generator never reaches
 
 
@@ -286,7 +297,7 @@ async def _load_httpx(url: str, key: str, connections: int, duration: float) -> 
 
 
 def measure_polls(stack: Stack, base_url: str, job_id: str, tool: str, connections: int,
-                  duration: float) -> dict[str, Any]:
+                  duration: float, rate: float = 0.0) -> dict[str, Any]:
     url = f"{base_url}/v1/jobs/{job_id}"
     r = stack.http.get(url)
     if r.status_code != 200:
@@ -299,7 +310,25 @@ def measure_polls(stack: Stack, base_url: str, job_id: str, tool: str, connectio
             out = load_wrk(wrk, url, stack.key, connections, seconds)
         else:
             out = asyncio.run(_load_httpx(url, stack.key, connections, seconds))
+    if rate:
+        out["at_rate"] = measure_rate(url, stack.key, rate, duration)
     return out
+
+
+def measure_rate(url: str, key: str, rate: float, duration: float) -> dict[str, Any]:
+    """The issue's target as it reads, "p99 at >= 1000 req/s": polls sent at a constant rate (open
+    loop, bench.raw_http.constant_rate), latency from each poll's scheduled time. A closed loop of C
+    clients cannot show it: its latency is C / throughput by Little's law (50 clients at 1000 req/s
+    wait 50 ms on average), whatever the server does."""
+    headers = {"Authorization": f"Bearer {key}"}
+    for seconds in (WARMUP_S, duration):
+        got = run(constant_rate(url, headers, rate, seconds, RATE_CONNECTIONS))
+    lat = got["latencies"]
+    return {"tool": f"bench/raw_http.py constant_rate, {rate:g} req/s on {RATE_CONNECTIONS} kept-alive "
+                    f"connections, {duration:g} s", "rate": rate, "rps": got["achieved_rps"],
+            "p50_ms": percentile(lat, 0.5) * 1e3, "p99_ms": percentile(lat, 0.99) * 1e3,
+            "max_ms": max(lat) * 1e3, "requests": len(lat),
+            "non_2xx": sum(n for status, n in got["statuses"].items() if status != 200)}
 
 
 # ----------------------------------------------------------------------------- one broker
@@ -323,10 +352,12 @@ def run_broker(root: Path, broker: str, args, servers: dict) -> dict[str, Any]:
         print(f"[{broker}] GET /v1/jobs/{{id}}, API with {n} process(es), {args.connections} clients for "
               f"{args.duration:g} s", flush=True)
         if n == 1:
-            polls = measure_polls(stack, stack.api_url, job["id"], args.load, args.connections, args.duration)
+            polls = measure_polls(stack, stack.api_url, job["id"], args.load, args.connections, args.duration,
+                                  args.poll_rate)
         else:
             with extra_api(stack, n) as base_url:
-                polls = measure_polls(stack, base_url, job["id"], args.load, args.connections, args.duration)
+                polls = measure_polls(stack, base_url, job["id"], args.load, args.connections, args.duration,
+                                      args.poll_rate)
         out["polls"].append({"api_processes": n, **polls})
     if args.rejected_uploads:
         print(f"[{broker}] API memory across {args.rejected_uploads} rejected uploads of "
@@ -378,13 +409,20 @@ def table(results: list[dict[str, Any]]) -> str:
                      f"(server {_fmt_s(e['server']['median']).strip()}, fit {_fmt_s(e['fit']['median']).strip()})",
                      "", ""))
         for q in r["polls"]:
-            rps_ok, p99_ok = q["rps"] >= TARGETS["poll_rps"], q["p99_ms"] < TARGETS["poll_p99_ms"]
-            ok = "met" if rps_ok and p99_ok else "MISSED " + " and ".join(
-                w for w, good in (("req/s", rps_ok), ("p99", p99_ok)) if not good)
+            rps_ok = q["rps"] >= TARGETS["poll_rps"]
             errors = f", {q['non_2xx']} non-2xx" if q["non_2xx"] else ""
-            rows.append((f"{b}: GET /v1/jobs/{{id}}, {q['api_processes']} API process(es)",
+            rows.append((f"{b}: GET /v1/jobs/{{id}}, {q['api_processes']} API process(es), most req/s",
                          f"{q['rps']:7.0f} req/s  p50 {q['p50_ms']:5.1f} ms  p99 {q['p99_ms']:6.1f} ms{errors}",
-                         f">= {TARGETS['poll_rps']:.0f} req/s, p99 < {TARGETS['poll_p99_ms']:.0f} ms", ok))
+                         f">= {TARGETS['poll_rps']:.0f} req/s", "met" if rps_ok else "MISSED"))
+            a = q.get("at_rate")
+            if a:
+                rps_ok, p99_ok = a["rps"] >= 0.98 * a["rate"], a["p99_ms"] < TARGETS["poll_p99_ms"]
+                ok = "met" if rps_ok and p99_ok and a["rate"] >= TARGETS["poll_rps"] else "MISSED"
+                errors = f", {a['non_2xx']} non-2xx" if a["non_2xx"] else ""
+                rows.append((f"{b}: GET /v1/jobs/{{id}}, {q['api_processes']} API process(es), at {a['rate']:g}/s",
+                             f"{a['rps']:7.0f} req/s  p50 {a['p50_ms']:5.1f} ms  p99 {a['p99_ms']:6.1f} ms"
+                             f"  max {a['max_ms']:6.1f} ms{errors}",
+                             f"p99 < {TARGETS['poll_p99_ms']:.0f} ms at >= {TARGETS['poll_rps']:.0f} req/s", ok))
         u = r.get("rejected_uploads")
         if u:
             rows.append((f"{b}: API RSS, {u['uploads']} rejected {u['file_mb']:g} MB uploads",
@@ -394,7 +432,8 @@ def table(results: list[dict[str, Any]]) -> str:
     line = "  ".join("{:<%d}" % w for w in widths)
     out = [line.format("measure", "figure", "target", ""), line.format(*("-" * w for w in widths))]
     out += [line.format(*row) for row in rows]
-    tools = sorted({q["tool"] for r in results for q in r["polls"]})
+    tools = sorted({q["tool"] for r in results for q in r["polls"]}
+                   | {q["at_rate"]["tool"] for r in results for q in r["polls"] if "at_rate" in q})
     out.append("load generator: " + "; ".join(tools))
     missed = [f"{r['broker']}: {r['submit_to_running']['finished_before_seen_running']} of "
               f"{r['submit_to_running']['client']['n']} jobs finished between two polls (upper bound used)"
@@ -412,6 +451,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--e2e-jobs", type=int, default=5, help="jobs for the 1-epoch end-to-end time")
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of status-poll load")
+    ap.add_argument("--poll-rate", type=float, default=TARGETS["poll_rps"],
+                    help="then polls at this constant rate, for the p99 target (0: skip)")
     ap.add_argument("--load", choices=("auto", "wrk", "httpx"), default="auto",
                     help="auto: wrk if installed or installable, else httpx")
     ap.add_argument("--api-workers", type=lambda v: [int(x) for x in v.split(",")],
