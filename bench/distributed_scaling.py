@@ -9,6 +9,9 @@ B rows a step, two processes on 2B (B each). Rows:
   - engine, 2 processes: DataParallel, buckets all-reduced as the backward finishes them (overlap)
   - engine, 2 processes, no overlap: the same buckets all-reduced after the whole backward
   - torch, 1 process / torch DDP, 2 processes: the twin (chainrule.twin) with torch.optim.SGD
+  - two controls that say where the time of 2 processes goes: "2 processes, no communication" (each
+    rank a plain TrainStep on its B rows, nothing exchanged: what running two at once costs on
+    these cores) and "all-reduce alone" (the flat gradient buffer all-reduced, nothing computed)
 Scaling efficiency = (step time with 1 process) / (step time with 2): 1.0 is perfect. gloo on CPU,
 ranks spawned on loopback (torch.multiprocessing, start method spawn), median of the timed steps of
 rank 0. Other work on the same cores slows every row: the load average is printed beside them.
@@ -98,8 +101,12 @@ def _rank(rank: int, world: int, port: int, name: str, rows: int, steps: int, ou
     found = {}
     for label, make in (("engine", lambda: _engine_step(case, DataParallel())),
                         ("engine, no overlap", lambda: _engine_step(case, DataParallel(overlap=False))),
-                        ("torch DDP", lambda: _torch_step(case, ddp=True))):
+                        ("torch DDP", lambda: _torch_step(case, ddp=True)),
+                        ("engine, no communication", lambda: _engine_step(case, None))):
         found[label] = statistics.median(_time_steps(make(), case, rows, steps, world))
+    grads = _engine_step(case, None).model.flat_grads
+    found["all-reduce alone"] = statistics.median(_time_steps(lambda xb, yb: dist.all_reduce(grads), case, rows,
+                                                              steps, world))
     if rank == 0:
         Path(out).write_text(json.dumps(found))
     dist.destroy_process_group()
@@ -114,10 +121,15 @@ def run_case(name: str, rows: int, steps: int) -> dict:
         out = os.path.join(tmp, "two.json")
         mp.spawn(_rank, args=(2, _free_port(), name, rows, steps, out), nprocs=2, join=True)
         two = json.loads(Path(out).read_text())
-    return {"case": name, "rows_per_process": rows, "one_process_s": one, "two_processes_s": two,
+    model = Model.from_spec({"layers": case.layers}, case.input_shape, seed=0)
+    gradient_mb = model.flat_grads.numel() * model.flat_grads.element_size() / 2**20
+    return {"case": name, "rows_per_process": rows, "gradient_mb": gradient_mb, "one_process_s": one,
+            "two_processes_s": two,
             "scaling_efficiency": {"engine": one["engine"] / two["engine"],
                                    "torch DDP": one["torch"] / two["torch DDP"]},
             "overlap_gain": two["engine, no overlap"] / two["engine"],
+            "two_at_once_without_communication": one["engine"] / two["engine, no communication"],
+            "bound_from_communication": one["engine"] / (one["engine"] + two["all-reduce alone"]),
             "engine_vs_torch_ddp": two["torch DDP"] / two["engine"]}
 
 
@@ -138,6 +150,10 @@ def main() -> None:
               f"{r['two_processes_s']['torch DDP'] * 1e3:7.1f} ms | efficiency engine "
               f"{r['scaling_efficiency']['engine']:.2f}, torch {r['scaling_efficiency']['torch DDP']:.2f}; "
               f"overlap gain {r['overlap_gain']:.2f}x; engine vs DDP {r['engine_vs_torch_ddp']:.2f}x")
+        print(f"{'':10s} controls: 2 processes, no communication {r['two_processes_s']['engine, no communication'] * 1e3:7.1f} ms "
+              f"(efficiency {r['two_at_once_without_communication']:.2f}); all-reduce of the "
+              f"{r['gradient_mb']:.2f} MB gradient alone {r['two_processes_s']['all-reduce alone'] * 1e3:6.2f} ms "
+              f"(1 process / (1 process + all-reduce) = {r['bound_from_communication']:.2f})")
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "load_average": os.getloadavg()[0]}, indent=1))
