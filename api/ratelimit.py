@@ -9,11 +9,9 @@ rather than fail with it: Redis being down is already a 503 where it matters, at
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
-import weakref
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse_many
@@ -21,6 +19,8 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
 from core.settings import Settings
+
+from .loop_local import PerLoop
 
 log = logging.getLogger("chainrule.api")
 STORE_TIMEOUT_S = 0.25     # a Redis round trip on the request path: fail open past this
@@ -38,25 +38,19 @@ class RateLimits:
     def __init__(self, settings: Settings):
         self.per_key = parse_many(settings.rate_limit_per_key) if settings.rate_limit_per_key else []
         self.per_address = parse_many(settings.rate_limit_per_address) if settings.rate_limit_per_address else []
-        self._redis_url = None
+        self._redis: PerLoop[SlidingWindowCounterRateLimiter] | None = None
         if not settings.embedded_broker and settings.broker_url.startswith(("redis://", "rediss://")):
-            self._redis_url = f"async+{settings.broker_url}"
+            url = f"async+{settings.broker_url}"
+            # redis-py's asyncio client (already a dependency), not coredis
+            self._redis = PerLoop(lambda: SlidingWindowCounterRateLimiter(storage_from_string(
+                url, implementation="redispy", socket_timeout=STORE_TIMEOUT_S,
+                socket_connect_timeout=STORE_TIMEOUT_S)))
         self._memory = SlidingWindowCounterRateLimiter(storage_from_string("async+memory://"))
-        # an asyncio Redis client belongs to the event loop it connected on: one per loop (a server has
-        # one; a test client runs each request on its own)
-        self._by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._store_down_until = 0.0
 
     @property
     def limiter(self) -> SlidingWindowCounterRateLimiter:
-        if self._redis_url is None:
-            return self._memory
-        loop = asyncio.get_running_loop()
-        if loop not in self._by_loop:   # redis-py's asyncio client (already a dependency), not coredis
-            self._by_loop[loop] = SlidingWindowCounterRateLimiter(storage_from_string(
-                self._redis_url, implementation="redispy", socket_timeout=STORE_TIMEOUT_S,
-                socket_connect_timeout=STORE_TIMEOUT_S))
-        return self._by_loop[loop]
+        return self._memory if self._redis is None else self._redis.get()
 
     async def check_key(self, key_id: str) -> Verdict:
         return await self._check(self.per_key, "key", key_id)

@@ -6,13 +6,13 @@ that dies leaves leases that lapse within LEASE_S. Redis unreachable: streams ar
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
-import weakref
 
 import redis.asyncio
+
+from .loop_local import PerLoop
 
 log = logging.getLogger("chainrule.api")
 LEASE_S = 60.0
@@ -30,14 +30,11 @@ return 1
 class SharedStreamSlots:
     def __init__(self, redis_url: str):
         self.redis_url = redis_url
-        self._by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # a client per event loop
+        self._clients: PerLoop[redis.asyncio.Redis] = PerLoop(lambda: redis.asyncio.Redis.from_url(
+            redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S))
 
     def _client(self) -> redis.asyncio.Redis:
-        loop = asyncio.get_running_loop()
-        if loop not in self._by_loop:
-            self._by_loop[loop] = redis.asyncio.Redis.from_url(self.redis_url, socket_timeout=TIMEOUT_S,
-                                                                socket_connect_timeout=TIMEOUT_S)
-        return self._by_loop[loop]
+        return self._clients.get()
 
     @staticmethod
     def _key(key_id: str) -> str:
