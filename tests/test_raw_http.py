@@ -103,7 +103,7 @@ def test_probe_times_healthz_until_sigterm():
                                   cwd=ROOT, stdout=subprocess.PIPE, text=True)
         loop.run_until_complete(asyncio.sleep(1.0))
         prober.send_signal(signal.SIGTERM)
-        out = loop.run_until_complete(loop.run_in_executor(None, prober.communicate))[0]
+        out = loop.run_until_complete(loop.run_in_executor(None, lambda: prober.communicate(timeout=30)))[0]
         server.close()
     finally:
         loop.close()

@@ -31,7 +31,7 @@ from worker.ranks import run_dir
 from worker.remote_rank import NoRemoteSlot, Remote, abort_key, beat_key, describe, exit_key, task
 
 from conftest import iris_like
-from test_distributed_jobs import CPU, TWO, alive, in_background, launch_pids, wait
+from test_distributed_jobs import CPU, TWO, alive, cancel_after_an_epoch, in_background, launch_pids, wait
 
 pytestmark = pytest.mark.timeout(240)
 BODY = {"batch_size": 8, "validation_split": 0.2, "optimizer": {"type": "sgd", "lr": 0.1, "momentum": 0.9}}
@@ -80,6 +80,12 @@ def remote_pid(b_dir, job_id: str, launch: int) -> int | None:
     return int(path.read_text()) if path.exists() else None
 
 
+def checkpointed_remote_rank(svc, b_dir, job_id: str) -> int:
+    """The pid of the job's rank 1 on b, once the job has written a checkpoint to resume from."""
+    checkpoint = artifacts.resolve(svc.settings, artifacts.checkpoint_relpath(job_id))
+    return wait(lambda: checkpoint.exists() and remote_pid(b_dir, job_id, 0), 120, "a checkpoint")
+
+
 def test_two_workers_run_one_rank_each_to_the_weights_of_one_process(two_workers):
     """Worker a a real process too (svc's data dir, queues cpu,auto): the jobs go through the API."""
     svc, spawn, _, b_dir = two_workers()
@@ -126,8 +132,7 @@ def test_a_killed_remote_rank_stops_rank_0_and_the_job_resumes(two_workers):
     data = svc.dataset(iris_like(40))
     job_id = svc.submit(data["id"], epochs=200, **TWO, **BODY).json()["id"]
     thread, ended = in_background(svc, job_id)
-    checkpoint = artifacts.resolve(svc.settings, artifacts.checkpoint_relpath(job_id))
-    pid = wait(lambda: checkpoint.exists() and remote_pid(b_dir, job_id, 0), 120, "a checkpoint")
+    pid = checkpointed_remote_rank(svc, b_dir, job_id)
     local = launch_pids(svc, job_id, 0)
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -148,8 +153,7 @@ def test_a_killed_remote_worker_stops_rank_0_and_the_job_goes_back_to_the_queue(
     data = svc.dataset(iris_like(40))
     job_id = svc.submit(data["id"], epochs=400, **TWO, **BODY).json()["id"]
     thread, ended = in_background(svc, job_id)
-    checkpoint = artifacts.resolve(svc.settings, artifacts.checkpoint_relpath(job_id))
-    pid = wait(lambda: checkpoint.exists() and remote_pid(b_dir, job_id, 0), 120, "a checkpoint")
+    pid = checkpointed_remote_rank(svc, b_dir, job_id)
     local = launch_pids(svc, job_id, 0)
     os.kill(b.pid, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -169,11 +173,7 @@ def test_cancel_stops_the_remote_rank_too(two_workers):
     job_id = svc.submit(data["id"], epochs=5000, **TWO, **BODY).json()["id"]
     thread, ended = in_background(svc, job_id)
     pid = wait(lambda: remote_pid(b_dir, job_id, 0), 120, "rank 1 on b")
-    progress = lambda: svc.client.get(f"/v1/jobs/{job_id}", headers=svc.a).json()["progress"] or {}  # noqa: E731
-    wait(lambda: progress().get("epoch", 0) >= 1, 90, "an epoch")
-    assert svc.client.post(f"/v1/jobs/{job_id}/cancel", headers=svc.a).status_code in (200, 202)
-    thread.join(60)
-    assert ended == ["cancelled"]
+    cancel_after_an_epoch(svc, job_id, thread, ended)
     wait(lambda: not alive(pid), 15, "rank 1 on b to stop")
     assert not alive(launch_pids(svc, job_id, 0)[0])
     wait(lambda: rank_slots.held(svc.settings, "b") == {}, 15, "b's slot to be freed")

@@ -55,6 +55,15 @@ def in_background(svc, job_id: str) -> tuple[threading.Thread, list]:
     return thread, ended
 
 
+def cancel_after_an_epoch(svc, job_id: str, thread, ended: list) -> None:
+    """Once the job (run by in_background) has finished an epoch, cancel it; it ends cancelled."""
+    progress = lambda: svc.client.get(f"/v1/jobs/{job_id}", headers=svc.a).json()["progress"] or {}  # noqa: E731
+    wait(lambda: progress().get("epoch", 0) >= 1, 90, "an epoch")
+    assert svc.client.post(f"/v1/jobs/{job_id}/cancel", headers=svc.a).status_code in (200, 202)
+    thread.join(60)
+    assert ended == ["cancelled"]
+
+
 def launch_pids(svc, job_id: str, launch: int) -> list[int] | None:
     path = run_dir(svc.settings, job_id) / f"attempt1-launch{launch}" / "pids.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -135,9 +144,5 @@ def test_cancel_stops_every_rank(svc):
     job_id = svc.submit(data["id"], batch_size=8, epochs=5000, **TWO).json()["id"]
     thread, ended = in_background(svc, job_id)
     pids = wait(lambda: launch_pids(svc, job_id, 0), 60, "the ranks")
-    progress = lambda: svc.client.get(f"/v1/jobs/{job_id}", headers=svc.a).json()["progress"] or {}  # noqa: E731
-    wait(lambda: progress().get("epoch", 0) >= 1, 90, "an epoch")
-    assert svc.client.post(f"/v1/jobs/{job_id}/cancel", headers=svc.a).status_code in (200, 202)
-    thread.join(60)
-    assert ended == ["cancelled"]
+    cancel_after_an_epoch(svc, job_id, thread, ended)
     assert not any(alive(pid) for pid in pids)

@@ -268,3 +268,16 @@ def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_timeout(service_f
     [failed] = only_delivery(svc, hook["id"])["attempt_log"]
     # cut by the deadline (the receiver never stops on its own: without it this test hangs)
     assert failed["status_code"] is None and "within webhook_timeout_s=1 s" in failed["error"], failed
+
+
+def test_the_cli_offers_exactly_the_servers_events_and_delivery_states():
+    """chainrule.commands.webhooks speaks only HTTP (tests/test_layering.py), so it spells the events
+    and states out again; they must stay the server's."""
+    from typing import get_args
+
+    from api.webhook_schemas import DeliveryPublic
+    from chainrule.commands import webhooks as cli
+    from core.webhooks import EVENTS
+
+    assert [e.value for e in cli.Event] == list(EVENTS)
+    assert [s.value for s in cli.Status] == list(get_args(DeliveryPublic.model_fields["status"].annotation))
