@@ -44,8 +44,8 @@ def beat(settings: Settings, queues: list[str], device: str) -> None:
         seen = s.execute(update(Worker).where(Worker.id == worker_id)
                          .values(seen_at=now, queues=queues, device=device)).rowcount
         if not seen:
-            s.add(Worker(id=worker_id, host=(settings.rank_host or socket.gethostname())[:200], pid=os.getpid(),
-                         queues=queues,
+            from .rank_slots import this_host   # rank_slots -> lifecycle -> ... -> workers
+            s.add(Worker(id=worker_id, host=this_host(settings), pid=os.getpid(), queues=queues,
                          device=device, started_at=now, seen_at=now))
 
 

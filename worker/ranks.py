@@ -116,9 +116,7 @@ def _watch(procs: list[subprocess.Popen], heartbeat: Heartbeat, remote=None) -> 
             _kill(procs)
             for proc in procs:
                 proc.wait()
-            raise RankDied(", ".join([f"rank {rank} exited with {code}" if code > 0 else
-                                      f"rank {rank} was killed by signal {-code}" for rank, code in failed] +
-                                     [describe(rank, state) for rank, state in failed_far]))
+            raise RankDied(", ".join(describe(rank, state) for rank, state in failed + failed_far))
         if all(code == 0 for code in codes) and all(state == 0 for state in far.values()):
             return
         stopping = SHUTDOWN.is_set() or heartbeat.lost or heartbeat.cancel_requested

@@ -120,7 +120,8 @@ class Remote:
 
 
 def describe(rank: int, state: int | str) -> str:
-    if isinstance(state, str) and state.lstrip("-").isdigit():
+    """How a rank ended: an exit code (a local Popen's, or as a taker wrote it) or a reason."""
+    if isinstance(state, int) or state.lstrip("-").isdigit():
         code = int(state)
         return f"rank {rank} exited with {code}" if code > 0 else f"rank {rank} was killed by signal {-code}"
     return f"rank {rank} {state}"

@@ -203,6 +203,7 @@ def test_the_supervisor_reads_remote_ranks_from_the_store(tmp_path):
     store.set(exit_key("1-0", 2), "0")
     states = remote.poll()
     assert states == {1: "-9", 2: 0} and describe(1, states[1]) == "rank 1 was killed by signal 9"
+    assert describe(0, -9) == "rank 0 was killed by signal 9" and describe(0, 3) == "rank 0 exited with 3"  # a Popen's
     store.set(exit_key("1-0", 2), "noslot: no rank slot of b was free within 3 s")
     with pytest.raises(NoRemoteSlot, match="rank 2: noslot: no rank slot of b"):
         remote.poll()
