@@ -11,7 +11,7 @@ from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, 
                         UniqueConstraint, bindparam, false, select)
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
 
-from engine.text import LANGUAGE_MODEL
+from engine.tasks import LANGUAGE_MODEL
 
 
 def utcnow() -> datetime:

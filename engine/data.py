@@ -10,10 +10,10 @@ import torch
 from torch import Tensor
 
 from .shapes import format_shape
+from .tasks import TASKS
 
 CLASSIFICATION_LOSSES = ("cross_entropy", "bce_with_logits")
 REGRESSION_LOSSES = ("mse", "l1", "huber")
-TASKS = ("classification", "regression")
 
 
 def _loss_name(loss: Any) -> str:

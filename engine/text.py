@@ -19,8 +19,8 @@ from typing import Any, Literal, Sequence
 import torch
 from torch import Tensor
 
-KINDS = ("byte", "char")
-LANGUAGE_MODEL = "language_model"   # the task of a text dataset: predict each next token
+from .tasks import LANGUAGE_MODEL, TOKENIZERS as KINDS
+
 BYTE_VOCAB = 256
 
 

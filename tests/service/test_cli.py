@@ -61,6 +61,22 @@ def test_the_worker_side_never_imports_fastapi_or_the_api():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_the_admin_commands_and_the_client_load_no_torch(tmp_path):
+    """`keys`, `migrate` and the client commands touch the database or HTTP only: torch (a second of
+    a 2.5 s start) stays unloaded, and so does every torch-bound part of the engine."""
+    code = ("import sys; from chainrule.cli import main\n"
+            "for args in (['migrate'], ['keys', 'create', 'a'], ['keys', 'list'], ['jobs', '--help']):\n"
+            "    sys.argv = ['chainrule', *args]\n"
+            "    try: main()\n"
+            "    except SystemExit as e: assert not e.code, (args, e.code)\n"
+            "sys.stderr.write(repr(('torch' in sys.modules, sorted(m for m in sys.modules if m.startswith('engine.')))))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINRULE_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=CEILING_S,
+                         env={**env, "CHAINRULE_DATA_DIR": str(tmp_path / "data")})
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert out.stderr.endswith("(False, ['engine.tasks'])"), out.stderr[-3000:]
+
+
 def _cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
