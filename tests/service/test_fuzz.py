@@ -42,13 +42,26 @@ SEMANTIC = {"invalid_dataset", "shape_mismatch", "limit_exceeded", "value_error"
             "missing", "enum", "not_found"}
 
 
+INT64_BOUNDS = (float(-2**63), float(2**63 - 1))
+
+
+def past_an_int64_bound(problem: dict) -> bool:
+    """An integer past the schema's 64-bit bound by less than float64 can tell: schemathesis draws
+    integers near a bound in float64 and takes such a one for valid (1 in ~2,000 valid-looking jobs
+    had seed = 2**63 + 191 against maximum 2**63 - 1). The schema refuses it, and so does the service."""
+    value = problem.get("input")
+    return (problem["type"] in ("less_than_equal", "greater_than_equal") and isinstance(value, int)
+            and not -2**63 <= value <= 2**63 - 1 and float(value) in INT64_BOUNDS)
+
+
 def semantic_rejection(response) -> bool:
-    """A 422 whose every problem is beyond the schema, or an integral float where an integer is meant."""
+    """A 422 whose every problem is beyond the schema, or an integral float where an integer is meant,
+    or an integer the generator drew past a 64-bit bound."""
     if response.status_code != 422:
         return False
     problems = response.json()["detail"]
     return all(p["type"] in SEMANTIC or (p["type"] == "int_type" and isinstance(p.get("input"), float))
-               for p in problems)
+               or past_an_int64_bound(p) for p in problems)
 pytestmark = pytest.mark.timeout(max(600, 24 * EXAMPLES))   # ~4.4 s per example (both modes, every operation)
 
 
@@ -119,3 +132,14 @@ def test_fuzz_the_embedded_service_and_postgresql(service_factory, pg_server):
     assert {name: [s for s in counts if s >= 500] for name, counts in statuses.items()} == \
         {"sqlite": [], "postgresql": []}
     assert statuses["sqlite"].total() == statuses["postgresql"].total() > 0
+
+
+def test_only_an_integer_float64_cannot_tell_from_a_bound_passes_as_the_generators():
+    def problem(value, kind="less_than_equal"):
+        return {"type": kind, "loc": ["body", "seed"], "input": value}
+    assert past_an_int64_bound(problem(2**63 + 191))
+    assert past_an_int64_bound(problem(-2**63 - 1, "greater_than_equal"))
+    assert not past_an_int64_bound(problem(2**63 + 5000))     # float64 tells this one apart
+    assert not past_an_int64_bound(problem(2**62))            # inside: a real refusal would be a bug
+    assert not past_an_int64_bound(problem(101))              # an ordinary bound
+    assert not past_an_int64_bound(problem(2**63 + 191, "int_type"))
