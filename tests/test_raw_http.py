@@ -3,6 +3,7 @@ latencies must be the server's, or the overload and poll figures mean nothing.""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import signal
 import subprocess
@@ -74,14 +75,17 @@ def test_constant_rate_sends_at_the_rate_and_times_from_the_schedule():
 
         async def handler(path, headers):
             sent.append(time.perf_counter())
+            collecting.append(gc.isenabled())
             await asyncio.sleep(delay)
             return 200 if path == "/ok" else 503, b"{}"
         server, port = await serve(handler)
         async with server:
             got = await constant_rate(f"http://127.0.0.1:{port}/ok", {}, 200, seconds, connections)
         return got, sent
+    collecting: list[bool] = []
     got, sent = asyncio.run(main(0.0, 8, 0.5))
     assert got["statuses"] == {200: 100} and len(got["latencies"]) == 100
+    assert collecting == [False] * 100 and gc.isenabled()    # no collector pause while it sends; on again after
     assert 0.45 <= sent[-1] - sent[0] < 3               # spread over the half second, not sent at once
     assert 30 <= got["achieved_rps"] <= 205               # never faster than the rate asked
     slow, _ = asyncio.run(main(0.05, 2, 0.25))
