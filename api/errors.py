@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import orjson
+import psycopg
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -18,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from core.db import is_busy, is_unavailable
+from core.db import Busy, is_busy, is_unavailable
 from core.disk import full_message, is_disk_full
 from core.tables import ID_PATTERN
 from engine import SpecError
@@ -223,5 +224,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(SpecError, spec_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(SQLAlchemyError, unhandled_error)
+    app.add_exception_handler(psycopg.Error, unhandled_error)   # the status poll's own pool (core.poll_reads)
+    app.add_exception_handler(Busy, unhandled_error)
     app.add_exception_handler(OSError, unhandled_error)      # a full disk is a 507, any other OSError a 500
     app.add_exception_handler(Exception, unhandled_error)

@@ -6,10 +6,13 @@ Built by chainrule (the composition root); imports core/ and engine/, never work
 """
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from core.db import PoolLimits, set_pool_limits
+from core.poll_reads import PollReads
 from core.settings import Settings, get_settings
 
 from . import docs, errors, openapi_extras, ui
@@ -53,10 +56,25 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    """On PostgreSQL, the status poll's asyncio pool (core.poll_reads), on the server's loop."""
+    settings: Settings = app.state.settings
+    if settings.database_url.startswith("postgresql"):
+        app.state.poll_reads = PollReads(settings.database_url, settings.db_pool_size, settings.db_pool_timeout_s)
+        await app.state.poll_reads.open()
+    try:
+        yield
+    finally:
+        if app.state.poll_reads is not None:
+            await app.state.poll_reads.close()
+            app.state.poll_reads = None
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     return_large_buffers()
-    app = FastAPI(
+    app = FastAPI(lifespan=lifespan,
         title="chainrule", version=VERSION, description=DESCRIPTION,
         summary="Training as a service: a hand-written training engine behind a REST API.",
         openapi_tags=[{"name": "datasets", "description": "Upload and manage training data."},
@@ -76,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(InFlightLimit, max_in_flight=settings.max_requests_in_flight,   # outermost: first
                        retry_after_s=settings.busy_retry_after_s)
     app.state.settings = settings
+    app.state.poll_reads = None
     app.state.key_cache = KeyCache()
     app.state.model_cache = ModelCache()
     app.state.event_slots = StreamSlots()

@@ -10,6 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
+import psycopg
 from sqlalchemy import create_engine, event, exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -103,10 +104,15 @@ def _ping_after_idle(engine: Engine) -> None:
             raise
 
 
+class Busy(Exception):
+    """No connection of a pool of ours (core.poll_reads) came free in time; SQLAlchemy's pools raise
+    their own TimeoutError for the same."""
+
+
 def is_busy(exc: BaseException) -> bool:
     """True when no pooled connection came free within the pool's timeout: this process has all the
     work it can take (a 503 "busy"), the database itself may be fine."""
-    return isinstance(exc, sa_exc.TimeoutError)
+    return isinstance(exc, (sa_exc.TimeoutError, Busy))
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -115,16 +121,20 @@ def is_unavailable(exc: BaseException) -> bool:
     A busy pool (is_busy) counts: a worker retries it the same way."""
     if is_busy(exc):
         return True
-    if not isinstance(exc, sa_exc.DBAPIError):
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):   # psycopg's own (core.poll_reads)
+        driver_error = exc
+    elif isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlite_error = getattr(exc.orig, "sqlite_errorname", None)
+        if sqlite_error is not None:
+            return sqlite_error.startswith(_SQLITE_UNAVAILABLE)
+        if not isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            return False
+        driver_error = exc.orig
+    else:
         return False
-    if exc.connection_invalidated:
-        return True
-    sqlite_error = getattr(exc.orig, "sqlite_errorname", None)
-    if sqlite_error is not None:
-        return sqlite_error.startswith(_SQLITE_UNAVAILABLE)
-    if not isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
-        return False
-    state = getattr(exc.orig, "sqlstate", None)       # None: the driver lost or never had a connection
+    state = getattr(driver_error, "sqlstate", None)   # None: the driver lost or never had a connection
     return state is None or state[:2] in _PG_UNAVAILABLE_CLASSES
 
 

@@ -96,3 +96,28 @@ def test_pooled_connections_are_pinged_only_after_idling_and_replaced_when_cut(p
     time.sleep(0.4)
     assert backend_pid() != first and pings == [1]
     engine.dispose()
+
+
+def test_status_polls_through_the_asyncio_pool_are_503_in_an_outage_and_200_right_after(outage_svc, own_pg_server):
+    """GET /v1/jobs/{id} reads through core.poll_reads where the app's lifespan ran (a served API):
+    the same 503 as every other read while the database is down, and answers again once it is back."""
+    from fastapi.testclient import TestClient
+
+    svc = outage_svc
+    job = svc.submit(svc.dataset(iris_like(), "iris.csv")["id"]).json()
+    with TestClient(svc.client.app) as pooled:              # runs the lifespan: the pool opens
+        reads = pooled.app.state.poll_reads
+        assert pooled.get(f"/v1/jobs/{job['id']}", headers=svc.a).json()["status"] == "queued"
+        assert reads.reads == 1                                 # the pool served it, not the thread path
+        own_pg_server.pause()
+        try:
+            for _ in range(3):
+                r = pooled.get(f"/v1/jobs/{job['id']}", headers=svc.a)
+                assert r.status_code == 503, r.text
+                assert int(r.headers["retry-after"]) > 0 and "database is unavailable" in r.json()["detail"]
+        finally:
+            own_pg_server.resume()
+        started = time.monotonic()
+        r = pooled.get(f"/v1/jobs/{job['id']}", headers=svc.a)
+        assert r.status_code == 200 and r.json()["status"] == "queued", r.text
+        print(f"\n[measured] first poll after the restart answered in {time.monotonic() - started:.2f} s")
