@@ -15,12 +15,15 @@ layer may name the repeat itself (`"inputs": ["blocks"]`) for the last block's o
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel
 
 from .base import Spec
-from .layers import INPUT
+from .layers import INPUT, NAME_PATTERN
+
+_NAME = re.compile(NAME_PATTERN)
 
 
 def _as_dict(layer: Any) -> Any:
@@ -83,6 +86,10 @@ def _expand_block(k: int, rep: Any, i: int, block_input: str, flat: list[dict]) 
             raise ValueError(f"layers[{k}] (repeat {rep.name!r}): layers[{j}] ties its weight with tie_to; "
                              "a tied layer cannot be repeated (each copy would share one table)")
         key = f"{rep.name}.{i}.{own}"
+        if not _NAME.match(key):      # each name is valid alone; the two parts the repeat adds can break it
+            raise ValueError(f"layers[{k}] (repeat {rep.name!r}): layers[{j}] becomes {key!r}, not a valid "
+                             "layer name: at most 8 dot-separated parts, and the repeat adds two (its name "
+                             "and the block's index); shorten the repeat's or the layer's name")
         local[own] = key
         flat.append({**layer, "name": key, "inputs": ins})
     return key

@@ -181,6 +181,8 @@ def test_a_layer_after_a_repeat_may_name_it():
     ({"type": "repeat", "name": "b", "times": 0, "layers": [layer("relu")]}, "times"),
     ({"type": "repeat", "name": "b", "times": 2, "layers": [layer("relu", name="a"), layer("tanh", name="a")]},
      "name 'a' is already used in the block"),
+    ({"type": "repeat", "name": "b", "times": 2, "layers": [layer("tanh", name="c.d.e.f.g.h.i.j")]},   # 8 parts
+     r"layers\[0\] becomes 'b.0.c.d.e.f.g.h.i.j', not a valid layer name: at most 8 dot-separated parts"),
 ])
 def test_repeat_errors_name_the_repeat_and_the_layer(bad, message):
     with pytest.raises(ValidationError, match=message):
