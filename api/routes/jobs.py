@@ -16,6 +16,7 @@ from sqlalchemy import exists, func, select
 
 from core import artifacts, lifecycle
 from core.admission import Rejection, admit, new_job
+from core.jobspec import Label
 from core.db import get_engine
 from core.lifecycle import ACTIVE, JobStatus
 from core.quota import StorageFull
@@ -23,7 +24,7 @@ from core.tables import ID_PATTERN, JOB_ROW, Dataset, Job, JobTag
 
 from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
 from ..errors import EVERY_OPERATION, error_responses, problem
-from ..schemas import LIST_LIMIT_MAX, MAX_TAGS, JobList, JobPublic, JobSubmit, JobSummary, job_fields
+from ..schemas import LIST_LIMIT_MAX, MAX_TAGS, JobList, Tag, JobPublic, JobSubmit, JobSummary, job_fields
 from ..strict_json import StrictJSONRoute
 
 router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/jobs", tags=["jobs"],
@@ -64,8 +65,8 @@ def submit_job(req: JobSubmit, response: Response, session: SessionDep, owner: C
 @router.get("", response_model=JobList, summary="List this key's jobs, newest first")
 def list_jobs(session: SessionDep, owner: CurrentKey,
               status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
-              name: Annotated[str | None, Query(max_length=200, description="Only jobs with this name.")] = None,
-              tag: Annotated[list[str] | None, Query(max_length=MAX_TAGS, description=(
+              name: Annotated[Label | None, Query(description="Only jobs with this name.")] = None,
+              tag: Annotated[list[Tag] | None, Query(max_length=MAX_TAGS, description=(
                   "Only jobs with this tag; repeat it for jobs that have every one of the tags."))] = None,
               sweep: Annotated[str | None, Query(pattern=ID_PATTERN, description="Only this sweep's trials.")] = None,
               limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = 20,
@@ -74,7 +75,7 @@ def list_jobs(session: SessionDep, owner: CurrentKey,
                   max_length=2, description="Heavy fields each item should carry (repeat for both); "
                   "without it items are summaries, those fields null.")] = None) -> JobList:
     where = [Job.owner_id == owner.id] + ([Job.status == status] if status else []) + \
-        ([Job.name == name.strip()] if name else []) + ([Job.sweep_id == sweep] if sweep else [])
+        ([Job.name == name] if name else []) + ([Job.sweep_id == sweep] if sweep else [])
     where += [exists().where(JobTag.job_id == Job.id, JobTag.tag == t) for t in dict.fromkeys(tag or [])]
     total = session.scalar(select(func.count()).select_from(Job).where(*where))
     rows = session.scalars(select(Job).where(*where).order_by(Job.created_at.desc(), Job.id)
