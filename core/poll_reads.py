@@ -47,7 +47,6 @@ class PollReads:
         self.loop: asyncio.AbstractEventLoop | None = None     # the loop it was opened on, the only one it serves
         self._idle: list[tuple[AsyncConnection, float]] = []   # (connection, idle since); the newest last
         self._slots: asyncio.Semaphore | None = None
-        self.reads = 0
 
     async def open(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -69,7 +68,6 @@ class PollReads:
                 await conn.close()
                 raise
             self._idle.append((conn, time.monotonic()))
-            self.reads += 1
             return row
         finally:
             self._slots.release()

@@ -19,7 +19,7 @@ from typing import Any, Literal, Sequence
 import torch
 from torch import Tensor
 
-from .tasks import LANGUAGE_MODEL, TOKENIZERS as KINDS
+from .tasks import LANGUAGE_MODEL, TOKENIZERS
 
 BYTE_VOCAB = 256
 
@@ -35,8 +35,8 @@ class Tokenizer:
     """Text <-> int64 ids. Build one with `Tokenizer.byte()`, `Tokenizer.char(text)` or `from_dict`."""
 
     def __init__(self, kind: Literal["byte", "char"], chars: str | None = None, *, pad: bool = False):
-        if kind not in KINDS:
-            raise ValueError(f"tokenizer kind {kind!r} is not one of {list(KINDS)}")
+        if kind not in TOKENIZERS:
+            raise ValueError(f"tokenizer kind {kind!r} is not one of {list(TOKENIZERS)}")
         if (kind == "char") != (chars is not None):
             raise ValueError("a char tokenizer needs its vocabulary (chars); a byte tokenizer takes none")
         if chars is not None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from core.tables import SEQUENCE_CLASSIFICATION
-from engine.text import KINDS as TOKENIZERS, LANGUAGE_MODEL
+from engine.tasks import LANGUAGE_MODEL, TOKENIZERS
 
 from .common import DatasetError, Limits, ParsedDataset, Task
 from .from_csv import parse_csv

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.text import KINDS as TOKENIZERS, Tokenizer
+from engine.tasks import TOKENIZERS
+from engine.text import Tokenizer
 
 from .common import MIN_ROWS, DatasetError, Limits, ParsedDataset, Task
 from .from_csv import read_header

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.text import KINDS as TOKENIZERS, LANGUAGE_MODEL, Tokenizer
+from engine.tasks import LANGUAGE_MODEL, TOKENIZERS
+from engine.text import Tokenizer
 
 from .common import DatasetError, Limits, ParsedDataset
 

@@ -16,15 +16,15 @@ from sqlalchemy import exists, func, select
 
 from core import artifacts, lifecycle
 from core.admission import Rejection, admit, new_job
-from core.jobspec import Label
 from core.db import get_engine
+from core.jobspec import Label
 from core.lifecycle import ACTIVE, JobStatus
 from core.quota import StorageFull
 from core.tables import ID_PATTERN, JOB_ROW, Dataset, Job, JobTag
 
 from ..deps import CurrentKey, JobId, SessionDep, SettingsDep, get_owned
 from ..errors import EVERY_OPERATION, error_responses, problem
-from ..schemas import LIST_LIMIT_MAX, MAX_TAGS, JobList, Tag, JobPublic, JobSubmit, JobSummary, job_fields
+from ..schemas import LIST_LIMIT_MAX, MAX_TAGS, JobList, JobPublic, JobSubmit, JobSummary, Tag, job_fields
 from ..strict_json import StrictJSONRoute
 
 router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/jobs", tags=["jobs"],

@@ -75,6 +75,11 @@ def finish(svc: Service, job: dict, input_shape, seed: int = 7):
     return model
 
 
+def no_thread_path(*args, **kwargs):
+    """api.routes.jobs.run_in_threadpool, where only core.poll_reads may answer a status poll."""
+    raise AssertionError("the status poll took SQLAlchemy's thread path, not the pool")
+
+
 @pytest.fixture(scope="session")
 def migrated_db(tmp_path_factory) -> Path:
     """The schema as the migrations make it, once per session; each service starts from a copy."""

@@ -8,16 +8,18 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from api.routes import jobs as jobs_routes
+
 from core.db import Busy, is_busy, is_unavailable, upgrade
-from core.poll_reads import PollReads
+from core.poll_reads import PollReads, libpq_conninfo
 from core.tables import Job, utcnow
 
-from conftest import iris_like
+from conftest import iris_like, no_thread_path
 
 pytestmark = pytest.mark.postgres
 
 
-def test_the_pools_answer_is_sqlalchemys_byte_for_byte(service_factory, pg_server):
+def test_the_pools_answer_is_sqlalchemys_byte_for_byte(service_factory, pg_server, monkeypatch):
     svc = service_factory(database_url=pg_server.create_database())
     ds = svc.dataset(iris_like(), "iris.csv")
     ids = [svc.submit(ds["id"]).json()["id"] for _ in range(4)]
@@ -29,11 +31,11 @@ def test_the_pools_answer_is_sqlalchemys_byte_for_byte(service_factory, pg_serve
         failed.status, failed.error_code, failed.error_message = "failed", "non_finite", "loss is nan at step 3"
         s.commit()
     plain = {i: svc.client.get(f"/v1/jobs/{i}", headers=svc.a).content for i in ids}   # no lifespan: SQLAlchemy
+    monkeypatch.setattr(jobs_routes, "run_in_threadpool", no_thread_path)     # from here only the pool answers
     with TestClient(svc.client.app) as pooled:                                          # lifespan: the pool
         for i in ids:
             assert pooled.get(f"/v1/jobs/{i}", headers=svc.a).content == plain[i]
         reads = pooled.app.state.poll_reads
-        assert reads.reads == len(ids)
         assert pooled.get(f"/v1/jobs/{ids[0]}", headers=svc.b).status_code == 404      # another key's
         assert pooled.get("/v1/jobs/00000000-0000-4000-8000-000000000000", headers=svc.a).status_code == 404
     assert pooled.app.state.poll_reads is None and not reads._idle        # closed with the app
@@ -46,24 +48,21 @@ def test_a_pool_whose_every_connection_is_in_use_is_busy_and_a_dead_server_unava
     async def main():
         reads = PollReads(url, max_size=1, timeout_s=0.2)
         await reads.open()
-        with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as locker:
+        with psycopg.connect(libpq_conninfo(url), autocommit=True) as locker:
             locker.execute("BEGIN; LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")   # a read that hangs
             held = asyncio.create_task(reads.job_row("x"))     # takes the one connection, and waits
             await asyncio.sleep(0.3)
-            try:
+            with pytest.raises(Busy) as busy:
                 await reads.job_row("y")
-            except Busy as e:
-                busy = e
             locker.execute("ROLLBACK")
         assert await held is None
         assert await reads.job_row("z") is None          # free again: it reads
         await reads.close()
         gone = PollReads("postgresql+psycopg://nobody@127.0.0.1:9/none", max_size=1, timeout_s=0.2)
         await gone.open()
-        try:
+        with pytest.raises(psycopg.OperationalError) as down:
             await gone.job_row("x")
-        except Exception as e:      # noqa: BLE001
-            return busy, e
+        return busy.value, down.value
     busy, down = asyncio.run(main())
     assert is_busy(busy) and "1 status-poll connections" in str(busy)
     assert is_unavailable(down) and not is_busy(down), repr(down)
